@@ -103,7 +103,10 @@ impl CloudEnvironment {
             .filter(|v| !v.is_empty())
             .ok_or_else(|| fail("fields resourceIdentifiers.keyVault and keyVaultEndpoint are both missing".into()))?;
         Ok(CloudEnvironment {
-            name: file.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| AZURE_STACK_CLOUD.to_string()),
+            name: file
+                .name
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| AZURE_STACK_CLOUD.to_string()),
             active_directory_endpoint: authority,
             key_vault_resource: resource,
             key_vault_dns_suffix: dns_suffix,
@@ -155,15 +158,30 @@ mod tests {
     #[test]
     fn builtin_clouds_match_go_autorest() {
         let cases = [
-            ("AzurePublicCloud", "https://login.microsoftonline.com/", "https://vault.azure.net", "vault.azure.net"),
-            ("azurecloud", "https://login.microsoftonline.com/", "https://vault.azure.net", "vault.azure.net"),
+            (
+                "AzurePublicCloud",
+                "https://login.microsoftonline.com/",
+                "https://vault.azure.net",
+                "vault.azure.net",
+            ),
+            (
+                "azurecloud",
+                "https://login.microsoftonline.com/",
+                "https://vault.azure.net",
+                "vault.azure.net",
+            ),
             (
                 "AZUREUSGOVERNMENTCLOUD",
                 "https://login.microsoftonline.us/",
                 "https://vault.usgovcloudapi.net",
                 "vault.usgovcloudapi.net",
             ),
-            ("AzureChinaCloud", "https://login.chinacloudapi.cn/", "https://vault.azure.cn", "vault.azure.cn"),
+            (
+                "AzureChinaCloud",
+                "https://login.chinacloudapi.cn/",
+                "https://vault.azure.cn",
+                "vault.azure.cn",
+            ),
             (
                 "azuregermancloud",
                 "https://login.microsoftonline.de/",
@@ -190,7 +208,10 @@ mod tests {
     #[test]
     fn unknown_cloud_is_named_in_the_error() {
         let err = CloudEnvironment::builtin("AzureMoonCloud").unwrap_err();
-        assert_eq!(err.to_string(), "There is no cloud environment matching the name \"AzureMoonCloud\"");
+        assert_eq!(
+            err.to_string(),
+            "There is no cloud environment matching the name \"AzureMoonCloud\""
+        );
         assert!(CloudEnvironment::builtin("AzureStackCloud").is_err());
     }
 
@@ -214,11 +235,18 @@ mod tests {
 
     #[test]
     fn environment_file_errors_name_the_field() {
-        let err = CloudEnvironment::from_json("/etc/env.json", br#"{"activeDirectoryEndpoint":"https://a/"}"#)
-            .unwrap_err();
-        assert_eq!(err.to_string(), "cloud environment file /etc/env.json: field keyVaultDNSSuffix is missing or empty");
+        let err =
+            CloudEnvironment::from_json("/etc/env.json", br#"{"activeDirectoryEndpoint":"https://a/"}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cloud environment file /etc/env.json: field keyVaultDNSSuffix is missing or empty"
+        );
         let err = CloudEnvironment::from_json("/etc/env.json", b"{").unwrap_err();
-        assert!(err.to_string().starts_with("cloud environment file /etc/env.json: invalid JSON: "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("cloud environment file /etc/env.json: invalid JSON: "),
+            "{err}"
+        );
         let err = CloudEnvironment::from_file(Path::new("/nonexistent/env.json")).unwrap_err();
         assert_eq!(
             err.to_string(),

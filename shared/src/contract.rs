@@ -58,3 +58,43 @@ pub mod secrets_store {
     pub const NODE_NAME_LABEL: &str = "internal.secrets-store.csi.k8s.io/node-name";
     pub const MANAGED_SECRET_LABEL: &str = "secrets-store.csi.k8s.io/managed";
 }
+
+/// Names of the objects the wisp Helm chart (`helm/wisp`) creates in the release namespace. The webhook's
+/// self-managed certificates (`--cert-rotation`) use them to find its Secret, Service DNS name and
+/// MutatingWebhookConfiguration; the chart tests assert the same strings.
+pub mod deploy {
+    pub const WEBHOOK_SERVICE_NAME: &str = "wisp-webhook";
+    pub const WEBHOOK_CERT_SECRET_NAME: &str = "wisp-webhook-server-cert";
+    pub const MUTATING_WEBHOOK_CONFIGURATION_NAME: &str = "wisp-webhook";
+    /// `webhooks[0].name`, kept as upstream's so tooling that looks for it still finds it.
+    pub const MUTATING_WEBHOOK_NAME: &str = "mutation.azure-workload-identity.io";
+    pub const WEBHOOK_PATH: &str = "/mutate-v1-pod";
+}
+
+/// SecretProviderClass `parameters` keys of the Azure provider, and the keys of each `objects` entry.
+pub mod provider_azure {
+    pub const USE_POD_IDENTITY: &str = "usePodIdentity";
+    pub const USE_VM_MANAGED_IDENTITY: &str = "useVMManagedIdentity";
+    pub const USE_AZURE_TOKEN_PROXY: &str = "useAzureTokenProxy";
+    pub const USER_ASSIGNED_IDENTITY_ID: &str = "userAssignedIdentityID";
+    pub const CLIENT_ID: &str = "clientID";
+    pub const KEYVAULT_NAME: &str = "keyvaultName";
+    pub const CLOUD_NAME: &str = "cloudName";
+    pub const CLOUD_ENV_FILE_NAME: &str = "cloudEnvFileName";
+    /// Read first; [`TENANT_ID_LEGACY`] is the fallback.
+    pub const TENANT_ID: &str = "tenantID";
+    pub const TENANT_ID_LEGACY: &str = "tenantId";
+    pub const OBJECTS: &str = "objects";
+
+    pub const OBJECT_NAME: &str = "objectName";
+    pub const OBJECT_ALIAS: &str = "objectAlias";
+    pub const OBJECT_TYPE: &str = "objectType";
+    pub const OBJECT_VERSION: &str = "objectVersion";
+    pub const OBJECT_VERSION_HISTORY: &str = "objectVersionHistory";
+    pub const OBJECT_FORMAT: &str = "objectFormat";
+    pub const OBJECT_ENCODING: &str = "objectEncoding";
+    pub const FILE_PERMISSION: &str = "filePermission";
+
+    /// Mode of a file whose object has no `filePermission` (the driver's default, 0644).
+    pub const DEFAULT_FILE_MODE: u32 = 0o644;
+}
