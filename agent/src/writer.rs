@@ -1,1 +1,816 @@
-//! (being written)
+//! Writes a mount's files the way kubelet's AtomicWriter (vendored by the Secrets Store CSI driver) does, so
+//! that readers see all files of one version or all of the next, never a mix:
+//!
+//! ```text
+//! <target>/..2026_11_23_19_16_41.123456789/<files>   (the data, one directory per version)
+//! <target>/..data -> ..2026_11_23_19_16_41.123456789 (swapped by rename(2), which is atomic)
+//! <target>/<first path element> -> ..data/<first path element>
+//! ```
+//!
+//! Path rules are kubelet's element rules (no absolute path, no `..` element, no first element starting with
+//! `..`, clean paths); provider-azure's stricter "no `..` anywhere in the name" rule is applied to aliases when
+//! the parameters are read (see `params`). Unlike kubelet, a change of mode alone also counts as a change, so
+//! an edited `filePermission` takes effect.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use zeroize::Zeroizing;
+
+use crate::render::RenderedFile;
+
+const DATA_DIR_NAME: &str = "..data";
+const DATA_DIR_TMP_NAME: &str = "..data_tmp";
+const MAX_PATH_LENGTH: usize = 4096;
+const MAX_FILE_NAME_LENGTH: usize = 255;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Bytes, modes and the set of files were already as requested; nothing was touched.
+    Unchanged,
+    /// A new data directory was swapped in.
+    Updated,
+}
+
+impl WriteOutcome {
+    pub fn changed(self) -> bool {
+        self == WriteOutcome::Updated
+    }
+}
+
+/// Path errors carry kubelet's texts.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("invalid path: must not be empty")]
+    PathEmpty,
+    #[error("invalid path: must be relative path: {0}")]
+    PathAbsolute(String),
+    #[error("invalid path: must be less than or equal to {MAX_PATH_LENGTH} characters")]
+    PathTooLong,
+    #[error("invalid path: must not contain '..': {0}")]
+    PathDotDot(String),
+    #[error("invalid path: filenames must be less than or equal to {MAX_FILE_NAME_LENGTH} characters")]
+    FileNameTooLong,
+    #[error("invalid path: must not start with '..': {0}")]
+    PathLeadingDotDot(String),
+    #[error("invalid filepath: {0:?}")]
+    NotClean(String),
+    #[error("file {0:?} is listed twice in one mount")]
+    DuplicatePath(String),
+    #[error("file {file:?} would have to be a directory too, for {nested:?}")]
+    FileIsDirectory { file: String, nested: String },
+    #[error("file {path:?}: mode {mode:#o} has bits outside 0o7777")]
+    InvalidMode { path: String, mode: u32 },
+    #[error("failed to {operation} {path}: {source}")]
+    Io {
+        operation: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WriteError {
+    let path = path.to_path_buf();
+    move |source| WriteError::Io {
+        operation,
+        path,
+        source,
+    }
+}
+
+/// kubelet's `validatePath` followed by the driver's `filepath.Clean(path) == path` check.
+pub fn validate_file_path(path: &str) -> Result<(), WriteError> {
+    if path.is_empty() {
+        return Err(WriteError::PathEmpty);
+    }
+    if path.starts_with('/') {
+        return Err(WriteError::PathAbsolute(path.to_string()));
+    }
+    if path.len() > MAX_PATH_LENGTH {
+        return Err(WriteError::PathTooLong);
+    }
+    let elements: Vec<&str> = path.split('/').collect();
+    for element in &elements {
+        if *element == ".." {
+            return Err(WriteError::PathDotDot(path.to_string()));
+        }
+        if element.len() > MAX_FILE_NAME_LENGTH {
+            return Err(WriteError::FileNameTooLong);
+        }
+    }
+    if elements[0].starts_with("..") && elements[0].len() > 2 {
+        return Err(WriteError::PathLeadingDotDot(path.to_string()));
+    }
+    // A relative path without `..` elements is clean exactly when it has no empty and no `.` elements.
+    if elements.iter().any(|element| element.is_empty() || *element == ".") {
+        return Err(WriteError::NotClean(path.to_string()));
+    }
+    Ok(())
+}
+
+fn validate_payload(files: &[RenderedFile]) -> Result<BTreeMap<&str, &RenderedFile>, WriteError> {
+    let mut payload = BTreeMap::new();
+    for file in files {
+        validate_file_path(&file.path)?;
+        if file.mode > 0o7777 {
+            return Err(WriteError::InvalidMode {
+                path: file.path.clone(),
+                mode: file.mode,
+            });
+        }
+        if payload.insert(file.path.as_str(), file).is_some() {
+            return Err(WriteError::DuplicatePath(file.path.clone()));
+        }
+    }
+    // Paths below `file/` sort directly after `file/`, so the first key from there decides.
+    for file in payload.keys() {
+        let prefix = format!("{file}/");
+        if let Some((nested, _)) = payload.range::<&str, _>(prefix.as_str()..).next()
+            && nested.starts_with(&prefix)
+        {
+            return Err(WriteError::FileIsDirectory {
+                file: file.to_string(),
+                nested: nested.to_string(),
+            });
+        }
+    }
+    Ok(payload)
+}
+
+fn first_element(path: &str) -> &str {
+    path.split('/').next().unwrap_or(path)
+}
+
+/// Writes `files` below `target_dir` (which must exist) so that they all appear at once. When every file
+/// already has the same bytes and mode and no other file exists, nothing is touched. On an error before the
+/// swap the previous content stays as it was.
+pub fn write_atomically(target_dir: &Path, files: &[RenderedFile]) -> Result<WriteOutcome, WriteError> {
+    let payload = validate_payload(files)?;
+    let top_level: BTreeSet<&str> = payload.keys().map(|path| first_element(path)).collect();
+
+    let data_link = target_dir.join(DATA_DIR_NAME);
+    let old_data_dir = match fs::read_link(&data_link) {
+        // Only a name this writer gives is followed: the old tree is read, and must not be anything else.
+        Ok(name) if name.to_str().is_some_and(is_timestamped_dir_name) => Some(name),
+        Ok(_) => None,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_error("read the data link", &data_link)(e)),
+    };
+
+    if let Some(old) = &old_data_dir
+        && is_current(target_dir, &target_dir.join(old), &payload, &top_level)?
+    {
+        return Ok(WriteOutcome::Unchanged);
+    }
+
+    let new_data_dir = create_timestamped_dir(target_dir)?;
+    let mut created_links = Vec::new();
+    let swapped = write_payload(&new_data_dir, &payload)
+        .and_then(|()| create_visible_links(target_dir, &top_level, &mut created_links))
+        .and_then(|()| swap_data_link(target_dir, &new_data_dir));
+    if let Err(e) = swapped {
+        // Best effort: the error that matters is the one that stopped the write.
+        let _ = fs::remove_dir_all(&new_data_dir);
+        for link in created_links {
+            let _ = fs::remove_file(link);
+        }
+        return Err(e);
+    }
+
+    // The new content is visible; failures from here on leave only litter, so they are logged, not returned.
+    remove_stale_links(target_dir, &top_level);
+    remove_old_data_dirs(target_dir, &new_data_dir);
+    Ok(WriteOutcome::Updated)
+}
+
+/// Whether the data directory `old` and the visible links already show exactly `payload`.
+fn is_current(
+    target_dir: &Path,
+    old: &Path,
+    payload: &BTreeMap<&str, &RenderedFile>,
+    top_level: &BTreeSet<&str>,
+) -> Result<bool, WriteError> {
+    let mut existing = BTreeMap::new();
+    match read_tree(old, "", &mut existing) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_error("read the current data directory", old)(e)),
+    }
+    if existing.len() != payload.len() {
+        return Ok(false);
+    }
+    for (path, file) in payload {
+        match existing.get(*path) {
+            Some(Some((contents, mode))) if contents.as_slice() == file.contents.as_slice() && *mode == file.mode => {}
+            _ => return Ok(false),
+        }
+    }
+    for name in top_level {
+        let expected = Path::new(DATA_DIR_NAME).join(name);
+        match fs::read_link(target_dir.join(name)) {
+            Ok(link) if link == expected => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+type Tree = BTreeMap<String, Option<(Zeroizing<Vec<u8>>, u32)>>;
+
+/// Every entry below `dir`; regular files with their bytes and mode, anything else (a symlink, a fifo) as
+/// `None` so it never matches a payload file.
+fn read_tree(dir: &Path, prefix: &str, tree: &mut Tree) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let relative = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let metadata = fs::symlink_metadata(entry.path())?;
+        if metadata.is_dir() {
+            read_tree(&entry.path(), &relative, tree)?;
+        } else if metadata.is_file() {
+            let contents = Zeroizing::new(fs::read(entry.path())?);
+            tree.insert(relative, Some((contents, metadata.permissions().mode() & 0o7777)));
+        } else {
+            tree.insert(relative, None);
+        }
+    }
+    Ok(())
+}
+
+static DIR_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// `..YYYY_MM_DD_HH_MM_SS.<suffix>` in UTC, as kubelet names them (it uses `MkdirTemp`; the suffix here mixes
+/// the clock's nanoseconds, the process id and a counter, and a clash is retried).
+fn create_timestamped_dir(target_dir: &Path) -> Result<PathBuf, WriteError> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let stamp = format_timestamp(i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
+    let mut last_error = None;
+    for _ in 0..16 {
+        let count = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let suffix = now
+            .subsec_nanos()
+            .wrapping_mul(2_654_435_761)
+            .wrapping_add(std::process::id().rotate_left(16))
+            .wrapping_add(count.wrapping_mul(40_503));
+        let dir = target_dir.join(format!("..{stamp}.{suffix}"));
+        match fs::create_dir(&dir) {
+            Ok(()) => {
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+                    .map_err(io_error("set the mode of", &dir))?;
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_error = Some(e),
+            Err(e) => return Err(io_error("create the data directory", &dir)(e)),
+        }
+    }
+    let error = last_error.unwrap_or_else(|| io::Error::other("no free name"));
+    Err(io_error("create a data directory in", target_dir)(error))
+}
+
+/// `YYYY_MM_DD_HH_MM_SS` (UTC) of a Unix time.
+fn format_timestamp(unix_seconds: i64) -> String {
+    let days = unix_seconds.div_euclid(86_400);
+    let seconds_of_day = unix_seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian), after Howard Hinnant's `civil_from_days`.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}_{month:02}_{day:02}_{:02}_{:02}_{:02}",
+        seconds_of_day / 3600,
+        seconds_of_day % 3600 / 60,
+        seconds_of_day % 60
+    )
+}
+
+fn write_payload(data_dir: &Path, payload: &BTreeMap<&str, &RenderedFile>) -> Result<(), WriteError> {
+    for (path, file) in payload {
+        let full = data_dir.join(path);
+        if let Some(parent) = full.parent() {
+            fs::create_dir_all(parent).map_err(io_error("create the directory", parent))?;
+        }
+        let mut handle = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(file.mode)
+            .open(&full)
+            .map_err(io_error("create the file", &full))?;
+        handle
+            .write_all(&file.contents)
+            .map_err(io_error("write the file", &full))?;
+        // The open mode went through the umask; set it exactly.
+        fs::set_permissions(&full, fs::Permissions::from_mode(file.mode))
+            .map_err(io_error("set the mode of", &full))?;
+    }
+    Ok(())
+}
+
+/// Creates `<target>/<name> -> ..data/<name>` for every top-level name that lacks it. An entry that is not
+/// such a link (files a provider wrote directly, as the driver's `cleanupProviderFiles` expects) is replaced.
+fn create_visible_links(
+    target_dir: &Path,
+    top_level: &BTreeSet<&str>,
+    created: &mut Vec<PathBuf>,
+) -> Result<(), WriteError> {
+    for name in top_level {
+        let visible = target_dir.join(name);
+        let expected = Path::new(DATA_DIR_NAME).join(name);
+        match fs::symlink_metadata(&visible) {
+            Ok(metadata) if metadata.file_type().is_symlink() => {
+                if fs::read_link(&visible).is_ok_and(|link| link == expected) {
+                    continue;
+                }
+                fs::remove_file(&visible).map_err(io_error("remove the link", &visible))?;
+            }
+            Ok(metadata) if metadata.is_dir() => {
+                fs::remove_dir_all(&visible).map_err(io_error("remove the directory", &visible))?
+            }
+            Ok(_) => fs::remove_file(&visible).map_err(io_error("remove the file", &visible))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("inspect", &visible)(e)),
+        }
+        symlink(&expected, &visible).map_err(io_error("create the link", &visible))?;
+        created.push(visible);
+    }
+    Ok(())
+}
+
+fn swap_data_link(target_dir: &Path, new_data_dir: &Path) -> Result<(), WriteError> {
+    let tmp = target_dir.join(DATA_DIR_TMP_NAME);
+    // A link left by an interrupted write is replaced; anything else there is not ours to delete.
+    if fs::symlink_metadata(&tmp).is_ok_and(|m| m.file_type().is_symlink()) {
+        fs::remove_file(&tmp).map_err(io_error("remove the stale link", &tmp))?;
+    }
+    let name = new_data_dir.file_name().map(PathBuf::from).unwrap_or_default();
+    symlink(&name, &tmp).map_err(io_error("create the link", &tmp))?;
+    let data_link = target_dir.join(DATA_DIR_NAME);
+    if let Err(e) = fs::rename(&tmp, &data_link) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error("rename the data link to", &data_link)(e));
+    }
+    Ok(())
+}
+
+/// Removes visible links into `..data` whose name the new payload no longer has.
+fn remove_stale_links(target_dir: &Path, top_level: &BTreeSet<&str>) {
+    let Ok(entries) = fs::read_dir(target_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("..") || top_level.contains(name) {
+            continue;
+        }
+        let path = entry.path();
+        let into_data = fs::read_link(&path).is_ok_and(|link| link.starts_with(DATA_DIR_NAME));
+        if into_data && let Err(e) = fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "failed to remove a stale link");
+        }
+    }
+}
+
+fn is_timestamped_dir_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("..") else {
+        return false;
+    };
+    let Some((stamp, suffix)) = rest.split_once('.') else {
+        return false;
+    };
+    let pattern = "dddd_dd_dd_dd_dd_dd";
+    stamp.len() == pattern.len()
+        && stamp
+            .bytes()
+            .zip(pattern.bytes())
+            .all(|(b, p)| if p == b'd' { b.is_ascii_digit() } else { b == p })
+        && !suffix.is_empty()
+}
+
+/// Removes every data directory except the current one (the previous one, and any an interrupted write left).
+fn remove_old_data_dirs(target_dir: &Path, current: &Path) {
+    let Ok(entries) = fs::read_dir(target_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_old = entry.file_name().to_str().is_some_and(is_timestamped_dir_name)
+            && path != current
+            && entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_old && let Err(e) = fs::remove_dir_all(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "failed to remove an old data directory");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use pretty_assertions::assert_eq;
+    use rstest::rstest;
+
+    use super::*;
+
+    fn file(path: &str, contents: &str, mode: u32) -> RenderedFile {
+        RenderedFile {
+            path: path.into(),
+            contents: Zeroizing::new(contents.as_bytes().to_vec()),
+            mode,
+        }
+    }
+
+    /// Every entry of `dir` as (name, link target or "dir"/"file").
+    fn listing(dir: &Path) -> Vec<(String, String)> {
+        let mut entries: Vec<(String, String)> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let kind = match fs::read_link(e.path()) {
+                    Ok(target) => format!("-> {}", target.display()),
+                    Err(_) if e.file_type().unwrap().is_dir() => "dir".into(),
+                    Err(_) => "file".into(),
+                };
+                (e.file_name().to_string_lossy().into_owned(), kind)
+            })
+            .collect();
+        entries.sort();
+        entries
+    }
+
+    /// What a reader of the mount sees: every regular file reached through the visible names, with mode.
+    fn visible(target: &Path) -> Vec<(String, String, u32)> {
+        fn walk(base: &Path, prefix: &str, out: &mut Vec<(String, String, u32)>) {
+            for entry in fs::read_dir(base).unwrap() {
+                let entry = entry.unwrap();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if prefix.is_empty() && name.starts_with("..") {
+                    continue;
+                }
+                let relative = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                let metadata = fs::metadata(entry.path()).unwrap();
+                if metadata.is_dir() {
+                    walk(&entry.path(), &relative, out);
+                } else {
+                    out.push((
+                        relative,
+                        fs::read_to_string(entry.path()).unwrap(),
+                        metadata.mode() & 0o7777,
+                    ));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(target, "", &mut out);
+        out.sort();
+        out
+    }
+
+    fn data_dir(target: &Path) -> String {
+        fs::read_link(target.join("..data"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn timestamped_dirs(target: &Path) -> Vec<String> {
+        listing(target)
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| is_timestamped_dir_name(name))
+            .collect()
+    }
+
+    fn expect(entries: &[(&str, &str, u32)]) -> Vec<(String, String, u32)> {
+        entries
+            .iter()
+            .map(|(p, c, m)| (p.to_string(), c.to_string(), *m))
+            .collect()
+    }
+
+    #[test]
+    fn first_write_creates_the_kubelet_layout() {
+        let target = tempfile::tempdir().unwrap();
+        let outcome = write_atomically(
+            target.path(),
+            &[
+                file("a", "A", 0o644),
+                file("dir/sub/b", "B", 0o600),
+                file("dir/c", "C", 0o440),
+            ],
+        )
+        .unwrap();
+        assert_eq!(outcome, WriteOutcome::Updated);
+        assert!(outcome.changed());
+
+        let data = data_dir(target.path());
+        assert!(is_timestamped_dir_name(&data), "{data}");
+        assert_eq!(
+            listing(target.path()),
+            vec![
+                (data.clone(), "dir".to_string()),
+                ("..data".to_string(), format!("-> {data}")),
+                ("a".to_string(), "-> ..data/a".to_string()),
+                ("dir".to_string(), "-> ..data/dir".to_string()),
+            ]
+        );
+        assert_eq!(fs::metadata(target.path().join(&data)).unwrap().mode() & 0o7777, 0o755);
+        assert_eq!(
+            visible(target.path()),
+            expect(&[("a", "A", 0o644), ("dir/c", "C", 0o440), ("dir/sub/b", "B", 0o600)])
+        );
+    }
+
+    #[test]
+    fn modes_are_exact_whatever_the_umask() {
+        let target = tempfile::tempdir().unwrap();
+        write_atomically(target.path(), &[file("open", "x", 0o777), file("closed", "y", 0o000)]).unwrap();
+        assert_eq!(
+            visible(target.path()),
+            expect(&[("closed", "y", 0o000), ("open", "x", 0o777)])
+        );
+    }
+
+    #[test]
+    fn identical_payload_is_a_no_op() {
+        let target = tempfile::tempdir().unwrap();
+        let files = [file("a", "A", 0o644), file("d/b", "B", 0o644)];
+        write_atomically(target.path(), &files).unwrap();
+        let data = data_dir(target.path());
+        let before = listing(target.path());
+        // Order of the payload does not matter.
+        let reordered = [file("d/b", "B", 0o644), file("a", "A", 0o644)];
+        assert_eq!(
+            write_atomically(target.path(), &reordered).unwrap(),
+            WriteOutcome::Unchanged
+        );
+        assert_eq!(data_dir(target.path()), data);
+        assert_eq!(listing(target.path()), before);
+    }
+
+    #[rstest]
+    #[case::bytes(file("a", "A2", 0o644))]
+    #[case::mode(file("a", "A", 0o600))]
+    fn a_change_swaps_in_a_new_data_directory(#[case] changed: RenderedFile) {
+        let target = tempfile::tempdir().unwrap();
+        write_atomically(target.path(), &[file("a", "A", 0o644), file("b", "B", 0o644)]).unwrap();
+        let old = data_dir(target.path());
+        let expected_contents = String::from_utf8(changed.contents.to_vec()).unwrap();
+        let expected_mode = changed.mode;
+        assert_eq!(
+            write_atomically(target.path(), &[changed, file("b", "B", 0o644)]).unwrap(),
+            WriteOutcome::Updated
+        );
+        let new = data_dir(target.path());
+        assert_ne!(new, old);
+        assert_eq!(timestamped_dirs(target.path()), vec![new]);
+        assert_eq!(
+            visible(target.path()),
+            vec![
+                ("a".to_string(), expected_contents, expected_mode),
+                ("b".to_string(), "B".to_string(), 0o644)
+            ]
+        );
+    }
+
+    #[test]
+    fn files_no_longer_in_the_payload_are_removed() {
+        let target = tempfile::tempdir().unwrap();
+        write_atomically(
+            target.path(),
+            &[
+                file("a", "A", 0o644),
+                file("dir/b", "B", 0o644),
+                file("dir/c", "C", 0o644),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            write_atomically(target.path(), &[file("dir/c", "C", 0o644)]).unwrap(),
+            WriteOutcome::Updated
+        );
+        let data = data_dir(target.path());
+        assert_eq!(
+            listing(target.path()),
+            vec![
+                (data.clone(), "dir".to_string()),
+                ("..data".to_string(), format!("-> {data}")),
+                ("dir".to_string(), "-> ..data/dir".to_string()),
+            ]
+        );
+        assert_eq!(visible(target.path()), expect(&[("dir/c", "C", 0o644)]));
+
+        assert_eq!(write_atomically(target.path(), &[]).unwrap(), WriteOutcome::Updated);
+        let data = data_dir(target.path());
+        assert_eq!(
+            listing(target.path()),
+            vec![
+                (data.clone(), "dir".to_string()),
+                ("..data".to_string(), format!("-> {data}"))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_visible_link_is_restored() {
+        let target = tempfile::tempdir().unwrap();
+        let files = [file("a", "A", 0o644), file("b", "B", 0o644)];
+        write_atomically(target.path(), &files).unwrap();
+        fs::remove_file(target.path().join("b")).unwrap();
+        assert_eq!(write_atomically(target.path(), &files).unwrap(), WriteOutcome::Updated);
+        assert_eq!(visible(target.path()), expect(&[("a", "A", 0o644), ("b", "B", 0o644)]));
+    }
+
+    #[test]
+    fn files_a_provider_wrote_directly_are_replaced() {
+        let target = tempfile::tempdir().unwrap();
+        fs::write(target.path().join("a"), "old").unwrap();
+        fs::create_dir(target.path().join("d")).unwrap();
+        fs::write(target.path().join("d/x"), "old").unwrap();
+        write_atomically(target.path(), &[file("a", "A", 0o644), file("d/y", "Y", 0o644)]).unwrap();
+        assert_eq!(
+            visible(target.path()),
+            expect(&[("a", "A", 0o644), ("d/y", "Y", 0o644)])
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_previous_content() {
+        let target = tempfile::tempdir().unwrap();
+        write_atomically(target.path(), &[file("a", "A", 0o644)]).unwrap();
+        let before = listing(target.path());
+        // Something that is not our link sits where the new `..data` link is prepared.
+        fs::create_dir(target.path().join("..data_tmp")).unwrap();
+        let error = write_atomically(target.path(), &[file("a", "A2", 0o644), file("new", "N", 0o644)]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "failed to create the link {}: File exists (os error 17)",
+                target.path().join("..data_tmp").display()
+            )
+        );
+        let mut expected = before;
+        expected.push(("..data_tmp".to_string(), "dir".to_string()));
+        expected.sort();
+        assert_eq!(listing(target.path()), expected);
+        assert_eq!(visible(target.path()), expect(&[("a", "A", 0o644)]));
+    }
+
+    #[test]
+    fn leftovers_of_interrupted_writes_are_cleaned_up() {
+        let target = tempfile::tempdir().unwrap();
+        fs::create_dir(target.path().join("..2020_01_02_03_04_05.123")).unwrap();
+        symlink("..2020_01_02_03_04_05.123", target.path().join("..data_tmp")).unwrap();
+        fs::create_dir(target.path().join("..other")).unwrap();
+        write_atomically(target.path(), &[file("a", "A", 0o644)]).unwrap();
+        let data = data_dir(target.path());
+        assert_eq!(
+            listing(target.path()),
+            vec![
+                (data.clone(), "dir".to_string()),
+                ("..data".to_string(), format!("-> {data}")),
+                ("..other".to_string(), "dir".to_string()),
+                ("a".to_string(), "-> ..data/a".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_data_link_to_elsewhere_is_not_followed() {
+        let target = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        fs::write(elsewhere.path().join("a"), "A").unwrap();
+        symlink(elsewhere.path(), target.path().join("..data")).unwrap();
+        symlink("..data/a", target.path().join("a")).unwrap();
+        // The same bytes exist behind the link, yet the write is not skipped and nothing there is touched.
+        assert_eq!(
+            write_atomically(target.path(), &[file("a", "A", 0o644)]).unwrap(),
+            WriteOutcome::Updated
+        );
+        assert!(is_timestamped_dir_name(&data_dir(target.path())));
+        assert_eq!(fs::read_to_string(elsewhere.path().join("a")).unwrap(), "A");
+    }
+
+    #[test]
+    fn missing_target_is_an_error() {
+        let parent = tempfile::tempdir().unwrap();
+        let target = parent.path().join("absent");
+        let error = write_atomically(&target, &[file("a", "A", 0o644)]).unwrap_err();
+        // The directory name is random; the rest is exact.
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("failed to create the data directory {}/..", target.display())),
+            "{error}"
+        );
+        assert!(
+            error.to_string().ends_with("No such file or directory (os error 2)"),
+            "{error}"
+        );
+        assert!(!target.exists());
+    }
+
+    #[rstest]
+    #[case::empty("", "invalid path: must not be empty")]
+    #[case::absolute("/a", "invalid path: must be relative path: /a")]
+    #[case::dotdot_element("a/../b", "invalid path: must not contain '..': a/../b")]
+    #[case::dotdot_alone("..", "invalid path: must not contain '..': ..")]
+    #[case::leading_dotdot("..sneaky.txt", "invalid path: must not start with '..': ..sneaky.txt")]
+    #[case::data_dir("..data/x", "invalid path: must not start with '..': ..data/x")]
+    #[case::double_slash("foo////bar", "invalid filepath: \"foo////bar\"")]
+    #[case::trailing_slash("foo/", "invalid filepath: \"foo/\"")]
+    #[case::dot("./foo", "invalid filepath: \"./foo\"")]
+    #[case::lone_dot(".", "invalid filepath: \".\"")]
+    fn invalid_paths(#[case] path: &str, #[case] expected: &str) {
+        assert_eq!(validate_file_path(path).unwrap_err().to_string(), expected);
+    }
+
+    #[test]
+    fn path_length_limits() {
+        let long_element = "x".repeat(256);
+        assert_eq!(
+            validate_file_path(&long_element).unwrap_err().to_string(),
+            "invalid path: filenames must be less than or equal to 255 characters"
+        );
+        let long_path = vec!["x".repeat(200); 21].join("/");
+        assert_eq!(
+            validate_file_path(&long_path).unwrap_err().to_string(),
+            "invalid path: must be less than or equal to 4096 characters"
+        );
+    }
+
+    #[rstest]
+    #[case::plain("a")]
+    #[case::nested("a/b/c")]
+    #[case::inner_dots("a..b/c.d")]
+    #[case::hidden(".hidden")]
+    #[case::max_element(&"x".repeat(255))]
+    fn valid_paths(#[case] path: &str) {
+        validate_file_path(path).unwrap();
+    }
+
+    #[test]
+    fn payload_errors_touch_nothing() {
+        let target = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                vec![file("a", "1", 0o644), file("a", "2", 0o644)],
+                "file \"a\" is listed twice in one mount",
+            ),
+            (
+                vec![file("a", "1", 0o644), file("a-b", "2", 0o644), file("a/b", "3", 0o644)],
+                "file \"a\" would have to be a directory too, for \"a/b\"",
+            ),
+            (
+                vec![file("a", "1", 0o10000)],
+                "file \"a\": mode 0o10000 has bits outside 0o7777",
+            ),
+            (vec![file("/a", "1", 0o644)], "invalid path: must be relative path: /a"),
+        ];
+        for (files, expected) in cases {
+            assert_eq!(
+                write_atomically(target.path(), &files).unwrap_err().to_string(),
+                expected
+            );
+        }
+        assert_eq!(listing(target.path()), Vec::<(String, String)>::new());
+    }
+
+    #[rstest]
+    #[case(0, "1970_01_01_00_00_00")]
+    #[case(951_782_400, "2000_02_29_00_00_00")]
+    #[case(1_700_000_000, "2023_11_14_22_13_20")]
+    #[case(4_102_444_799, "2099_12_31_23_59_59")]
+    fn timestamps_are_utc_calendar_times(#[case] unix: i64, #[case] expected: &str) {
+        assert_eq!(format_timestamp(unix), expected);
+    }
+
+    #[rstest]
+    #[case("..2026_11_23_19_16_41.123", true)]
+    #[case("..2026_11_23_19_16_41.", false)]
+    #[case("..data", false)]
+    #[case("..2026_11_23_19_16.1", false)]
+    #[case("2026_11_23_19_16_41.1", false)]
+    fn timestamped_dir_names(#[case] name: &str, #[case] expected: bool) {
+        assert_eq!(is_timestamped_dir_name(name), expected);
+    }
+}
