@@ -2,7 +2,39 @@
 //!
 //! Pure parts (no I/O): [`params`] turns SecretProviderClass parameters into a typed mount request,
 //! [`render`] turns fetched Key Vault objects into file bytes. [`writer`] writes a set of files atomically.
+//!
+//! Runtime: [`node`] serves the CSI Identity and Node services ([`proto`]); [`provider`] runs one mount's
+//! Azure side ([`auth`] for tokens, [`keyvault`] for objects, over the shared client of [`http`]); [`spc`] finds
+//! SecretProviderClasses; [`mount`] owns the target directory; [`metrics`] and [`server`] wire it together
+//! from the flags in [`config`].
 
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod keyvault;
+pub mod metrics;
+pub mod mount;
+pub mod mounted_files;
+pub mod node;
 pub mod params;
+pub mod pod_status;
+pub mod provider;
+pub mod registration;
 pub mod render;
+pub mod secret_sync;
+pub mod server;
+pub mod spc;
 pub mod writer;
+
+/// The CSI v1 messages and services (package `csi.v1`), generated from `proto/csi.proto`.
+pub mod proto {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("csi.v1");
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    pub fn install_crypto() {
+        wisp_shared::runtime::install_crypto_provider();
+    }
+}

@@ -165,14 +165,14 @@ const JWK_BASE64: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// Go's `StdEncoding.DecodeString`, which skips `\r` and `\n`.
-fn decode_go_base64(text: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+pub(crate) fn decode_go_base64(text: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let compact: Zeroizing<Vec<u8>> =
         Zeroizing::new(text.iter().copied().filter(|b| *b != b'\r' && *b != b'\n').collect());
     GO_STD_BASE64.decode(compact.as_slice()).ok().map(Zeroizing::new)
 }
 
 /// Go's `pem.EncodeToMemory` of a block without headers.
-fn pem_encode(label: &str, der: &[u8]) -> Zeroizing<Vec<u8>> {
+pub(crate) fn pem_encode(label: &str, der: &[u8]) -> Zeroizing<Vec<u8>> {
     let body = Zeroizing::new(GO_STD_BASE64.encode(der));
     let mut out = Zeroizing::new(Vec::with_capacity(body.len() + body.len() / 64 + 2 * label.len() + 32));
     out.extend_from_slice(format!("-----BEGIN {label}-----\n").as_bytes());
@@ -187,7 +187,7 @@ fn pem_encode(label: &str, der: &[u8]) -> Zeroizing<Vec<u8>> {
 /// The PEM blocks of `text` in order, as Go's `pem.Decode` finds them: a `-----BEGIN X-----` line, optional
 /// `Key: value` header lines, base64 lines, `-----END X-----`. Blocks that do not decode are skipped; headers
 /// are dropped.
-fn pem_blocks(text: &[u8]) -> Vec<(String, Zeroizing<Vec<u8>>)> {
+pub(crate) fn pem_blocks(text: &[u8]) -> Vec<(String, Zeroizing<Vec<u8>>)> {
     let mut blocks = Vec::new();
     let mut lines = text.split(|b| *b == b'\n').map(|line| line.trim_ascii_end());
     while let Some(line) = lines.next() {
@@ -341,7 +341,7 @@ fn pfx_to_pem(base64_pfx: &[u8], construct_chain: bool) -> Result<Zeroizing<Vec<
 /// without attributes or public key; RSA with NULL parameters around the PKCS#1 key; EC with the named curve
 /// in the algorithm and an inner SEC1 key (version 1) without parameters, with the public key, and the private
 /// scalar padded to the curve's size.
-fn normalize_private_key(der: &[u8]) -> Result<Zeroizing<Vec<u8>>, RenderProblem> {
+pub(crate) fn normalize_private_key(der: &[u8]) -> Result<Zeroizing<Vec<u8>>, RenderProblem> {
     let invalid = |e: der::Error| RenderProblem::PrivateKey(e.to_string());
     let info = pkcs8::PrivateKeyInfo::from_der(der).map_err(|e| RenderProblem::PrivateKey(e.to_string()))?;
     if info.algorithm.oid == RSA_ENCRYPTION {

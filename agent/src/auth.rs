@@ -1,0 +1,798 @@
+//! Access tokens for Key Vault, one identity per mount, chosen as provider-azure does: workload identity (the
+//! pod's own service-account token as a client assertion), VM managed identity (IMDS) or a service principal
+//! (client secret from `nodePublishSecretRef`).
+//!
+//! The HTTP is written here rather than through `azure_identity`'s credentials because:
+//! - a credential's token cache is keyed by scope only, so a credential could never be shared between pods and
+//!   would have to be rebuilt per mount, losing the cache; wisp keeps one cache keyed by the whole identity
+//!   (tenant, client id and, for workload identity, the service account the kubelet vouched for);
+//! - every failure shown to users must carry Entra's `AADSTS` code and description verbatim, and the retry
+//!   budget is kubelet's deadline, not a fixed count;
+//! - the tests' IMDS is plain HTTP on a local port, which the SDK's managed identity refuses to target.
+//!   The wire formats are the documented ones the SDKs send (OAuth 2.0 client-credentials with a JWT bearer
+//!   assertion or a client secret; IMDS `api-version=2018-02-01`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
+use wisp_shared::cloud::CloudEnvironment;
+use wisp_shared::contract::workload_identity::DEFAULT_AUDIENCE;
+
+use crate::http::{Outcome, RetryPolicy, send_with_retry};
+
+const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+const IMDS_API_VERSION: &str = "2018-02-01";
+/// Tokens are refreshed this long before they expire (or at half their lifetime, if that is shorter).
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("service account tokens not found")]
+    TokensMissing,
+    #[error("failed to unmarshal service account tokens, error: {0}")]
+    TokensInvalid(String),
+    #[error("token for audience {0} not found")]
+    AudienceMissing(String),
+    #[error(
+        "csi.storage.k8s.io/serviceAccount.name is missing from the volume context; set podInfoOnMount: true on \
+         the CSIDriver object so that kubelet sends it"
+    )]
+    ServiceAccountMissing,
+    #[error("failed to get credentials, nodePublishSecretRef secret is not set")]
+    NodePublishSecretMissing,
+    #[error("could not find {0} in secrets")]
+    NodePublishSecretKeyMissing(&'static str),
+    #[error("tenant ID {0:?} is not a valid tenant: use the directory (tenant) ID GUID or domain name")]
+    InvalidTenant(String),
+    #[error(
+        "Microsoft Entra ID refused a token for client ID {client_id} in tenant {tenant} (HTTP {status}{error}): \
+         {description}"
+    )]
+    Entra {
+        client_id: String,
+        tenant: String,
+        status: u16,
+        error: String,
+        description: String,
+    },
+    #[error("the managed identity endpoint (IMDS) refused a token{for_client} (HTTP {status}{error}): {description}")]
+    Imds {
+        for_client: String,
+        status: u16,
+        error: String,
+        description: String,
+    },
+    #[error("requesting a token from {endpoint} failed: {reason}")]
+    Transport { endpoint: String, reason: String },
+    #[error("{endpoint} returned an unreadable token response (HTTP {status}): {reason}")]
+    BadResponse {
+        endpoint: String,
+        status: u16,
+        reason: String,
+    },
+}
+
+/// The kubelet-requested token for `audience` from the `csi.storage.k8s.io/serviceAccount.tokens` JSON
+/// (`{"<audience>":{"token":"<jwt>","expirationTimestamp":"<RFC3339>"}}`).
+pub fn token_for_audience(tokens_json: &str, audience: &str) -> Result<SecretString, AuthError> {
+    if tokens_json.trim().is_empty() {
+        return Err(AuthError::TokensMissing);
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        token: String,
+    }
+    // serde_json's messages name positions, never the token text.
+    let map: BTreeMap<String, Entry> =
+        serde_json::from_str(tokens_json).map_err(|e| AuthError::TokensInvalid(e.to_string()))?;
+    match map.get(audience) {
+        Some(entry) if !entry.token.is_empty() => Ok(SecretString::from(entry.token.clone())),
+        _ => Err(AuthError::AudienceMissing(audience.to_string())),
+    }
+}
+
+/// The workload-identity audience (`api://AzureADTokenExchange`).
+pub fn workload_identity_audience() -> &'static str {
+    DEFAULT_AUDIENCE
+}
+
+/// `clientid` / `clientsecret` from the `nodePublishSecretRef` data, keys matched case-insensitively.
+pub fn service_principal_credentials(secrets: &BTreeMap<String, String>) -> Result<(String, SecretString), AuthError> {
+    if secrets.is_empty() {
+        return Err(AuthError::NodePublishSecretMissing);
+    }
+    let find = |wanted: &'static str| {
+        secrets
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(wanted))
+            .map(|(_, v)| v.clone())
+            .ok_or(AuthError::NodePublishSecretKeyMissing(wanted))
+    };
+    let client_id = find("clientid")?;
+    let secret = find("clientsecret")?;
+    Ok((client_id, SecretString::from(secret)))
+}
+
+/// A service account as the kubelet identified it (pod namespace + `serviceAccount.name`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceAccountRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Who asks for a Key Vault token.
+pub enum Identity {
+    WorkloadIdentity {
+        tenant_id: String,
+        client_id: String,
+        service_account: ServiceAccountRef,
+        assertion: SecretString,
+    },
+    ManagedIdentity {
+        client_id: Option<String>,
+    },
+    ServicePrincipal {
+        tenant_id: String,
+        client_id: String,
+        client_secret: SecretString,
+    },
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Identity::WorkloadIdentity {
+                tenant_id,
+                client_id,
+                service_account,
+                ..
+            } => f
+                .debug_struct("WorkloadIdentity")
+                .field("tenant_id", tenant_id)
+                .field("client_id", client_id)
+                .field("service_account", service_account)
+                .field("assertion", &"[redacted]")
+                .finish(),
+            Identity::ManagedIdentity { client_id } => {
+                f.debug_struct("ManagedIdentity").field("client_id", client_id).finish()
+            }
+            Identity::ServicePrincipal {
+                tenant_id, client_id, ..
+            } => f
+                .debug_struct("ServicePrincipal")
+                .field("tenant_id", tenant_id)
+                .field("client_id", client_id)
+                .field("client_secret", &"[redacted]")
+                .finish(),
+        }
+    }
+}
+
+/// Part of a cache key that must match exactly but never be printed.
+#[derive(Clone)]
+pub struct SecretKeyPart(SecretString);
+
+impl PartialEq for SecretKeyPart {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.expose_secret() == other.0.expose_secret()
+    }
+}
+impl Eq for SecretKeyPart {}
+impl std::hash::Hash for SecretKeyPart {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.expose_secret().hash(state);
+    }
+}
+impl std::fmt::Debug for SecretKeyPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// What a cached token is bound to. Two requests share a token only if every field is equal, so a pod never
+/// receives a token another identity earned: for workload identity that includes the service account the kubelet
+/// vouched for, for a service principal the client secret itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IdentityKey {
+    WorkloadIdentity {
+        authority: String,
+        tenant_id: String,
+        client_id: String,
+        service_account: ServiceAccountRef,
+        scope: String,
+    },
+    ManagedIdentity {
+        endpoint: String,
+        client_id: Option<String>,
+        resource: String,
+    },
+    ServicePrincipal {
+        authority: String,
+        tenant_id: String,
+        client_id: String,
+        secret: SecretKeyPart,
+        scope: String,
+    },
+}
+
+impl IdentityKey {
+    pub fn new(identity: &Identity, cloud: &CloudEnvironment, imds_endpoint: &str) -> Self {
+        match identity {
+            Identity::WorkloadIdentity {
+                tenant_id,
+                client_id,
+                service_account,
+                ..
+            } => IdentityKey::WorkloadIdentity {
+                authority: cloud.active_directory_endpoint.clone(),
+                tenant_id: tenant_id.clone(),
+                client_id: client_id.clone(),
+                service_account: service_account.clone(),
+                scope: cloud.key_vault_scope(),
+            },
+            Identity::ManagedIdentity { client_id } => IdentityKey::ManagedIdentity {
+                endpoint: imds_endpoint.to_string(),
+                client_id: client_id.clone(),
+                resource: cloud.key_vault_resource.clone(),
+            },
+            Identity::ServicePrincipal {
+                tenant_id,
+                client_id,
+                client_secret,
+            } => IdentityKey::ServicePrincipal {
+                authority: cloud.active_directory_endpoint.clone(),
+                tenant_id: tenant_id.clone(),
+                client_id: client_id.clone(),
+                secret: SecretKeyPart(client_secret.clone()),
+                scope: cloud.key_vault_scope(),
+            },
+        }
+    }
+}
+
+/// A bearer token and when it must be refreshed.
+#[derive(Clone)]
+pub struct AccessToken {
+    pub token: SecretString,
+    pub expires_in: Duration,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("token", &"[redacted]")
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+struct CachedToken {
+    token: SecretString,
+    refresh_at: Instant,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<CachedToken>>>;
+
+/// Tokens per [`IdentityKey`], valid until shortly before expiry. Concurrent requests for the same identity wait
+/// for one fetch instead of each asking Entra.
+#[derive(Default)]
+pub struct TokenCache {
+    slots: Mutex<HashMap<IdentityKey, Slot>>,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache").finish_non_exhaustive()
+    }
+}
+
+impl TokenCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The cached token for `key`, or the result of `fetch` (cached when it succeeds).
+    pub async fn get_or_fetch<F, Fut>(&self, key: IdentityKey, fetch: F) -> Result<SecretString, AuthError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<AccessToken, AuthError>>,
+    {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            // Forget identities whose tokens have run out, so the map does not grow with every pod ever seen.
+            slots.retain(|_, s| {
+                s.try_lock()
+                    .map(|g| g.as_ref().is_none_or(|t| t.refresh_at > now))
+                    .unwrap_or(true)
+            });
+            slots.entry(key).or_default().clone()
+        };
+        let mut guard = slot.lock().await;
+        if let Some(cached) = guard.as_ref()
+            && Instant::now() < cached.refresh_at
+        {
+            return Ok(cached.token.clone());
+        }
+        let fresh = fetch().await?;
+        let margin = REFRESH_MARGIN.min(fresh.expires_in / 2);
+        *guard = Some(CachedToken {
+            token: fresh.token.clone(),
+            refresh_at: Instant::now() + fresh.expires_in.saturating_sub(margin),
+        });
+        Ok(fresh.token)
+    }
+}
+
+/// Gets Key Vault tokens for mounts.
+pub struct Authenticator {
+    http: reqwest::Client,
+    cache: TokenCache,
+    imds_endpoint: String,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("imds_endpoint", &self.imds_endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    pub fn new(http: reqwest::Client, imds_endpoint: &str, retry: RetryPolicy) -> Self {
+        Self {
+            http,
+            cache: TokenCache::new(),
+            imds_endpoint: imds_endpoint.trim_end_matches('/').to_string(),
+            retry,
+        }
+    }
+
+    /// A bearer token for Key Vault in `cloud` as `identity`.
+    pub async fn key_vault_token(
+        &self,
+        identity: &Identity,
+        cloud: &CloudEnvironment,
+        deadline: Instant,
+    ) -> Result<SecretString, AuthError> {
+        let key = IdentityKey::new(identity, cloud, &self.imds_endpoint);
+        self.cache
+            .get_or_fetch(key, || self.fetch(identity, cloud, deadline))
+            .await
+    }
+
+    async fn fetch(
+        &self,
+        identity: &Identity,
+        cloud: &CloudEnvironment,
+        deadline: Instant,
+    ) -> Result<AccessToken, AuthError> {
+        match identity {
+            Identity::WorkloadIdentity {
+                tenant_id,
+                client_id,
+                assertion,
+                ..
+            } => {
+                let form = vec![
+                    ("grant_type", "client_credentials".to_string()),
+                    ("client_id", client_id.clone()),
+                    ("client_assertion_type", CLIENT_ASSERTION_TYPE.to_string()),
+                    ("client_assertion", assertion.expose_secret().to_string()),
+                    ("scope", cloud.key_vault_scope()),
+                ];
+                self.entra_token(cloud, tenant_id, client_id, form, deadline).await
+            }
+            Identity::ServicePrincipal {
+                tenant_id,
+                client_id,
+                client_secret,
+            } => {
+                let form = vec![
+                    ("grant_type", "client_credentials".to_string()),
+                    ("client_id", client_id.clone()),
+                    ("client_secret", client_secret.expose_secret().to_string()),
+                    ("scope", cloud.key_vault_scope()),
+                ];
+                self.entra_token(cloud, tenant_id, client_id, form, deadline).await
+            }
+            Identity::ManagedIdentity { client_id } => self.imds_token(cloud, client_id.as_deref(), deadline).await,
+        }
+    }
+
+    async fn entra_token(
+        &self,
+        cloud: &CloudEnvironment,
+        tenant: &str,
+        client_id: &str,
+        form: Vec<(&'static str, String)>,
+        deadline: Instant,
+    ) -> Result<AccessToken, AuthError> {
+        if tenant.is_empty()
+            || !tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        {
+            return Err(AuthError::InvalidTenant(tenant.to_string()));
+        }
+        let url = format!("{}{}/oauth2/v2.0/token", cloud.active_directory_endpoint, tenant);
+        let outcome = send_with_retry(&self.retry, deadline, || self.http.post(&url).form(&form)).await;
+        let (status, body) = read(outcome, &url).await?;
+        if (200..300).contains(&status) {
+            return parse_token(&url, status, &body);
+        }
+        let (error, description) = oauth_error(&body);
+        Err(AuthError::Entra {
+            client_id: client_id.to_string(),
+            tenant: tenant.to_string(),
+            status,
+            error,
+            description,
+        })
+    }
+
+    async fn imds_token(
+        &self,
+        cloud: &CloudEnvironment,
+        client_id: Option<&str>,
+        deadline: Instant,
+    ) -> Result<AccessToken, AuthError> {
+        let url = format!("{}/metadata/identity/oauth2/token", self.imds_endpoint);
+        let mut query = vec![
+            ("api-version", IMDS_API_VERSION.to_string()),
+            ("resource", cloud.key_vault_resource.clone()),
+        ];
+        if let Some(id) = client_id {
+            query.push(("client_id", id.to_string()));
+        }
+        let outcome = send_with_retry(&self.retry, deadline, || {
+            self.http.get(&url).query(&query).header("Metadata", "true")
+        })
+        .await;
+        let (status, body) = read(outcome, &url).await?;
+        if (200..300).contains(&status) {
+            return parse_token(&url, status, &body);
+        }
+        let (error, description) = oauth_error(&body);
+        Err(AuthError::Imds {
+            for_client: client_id.map(|id| format!(" for client ID {id}")).unwrap_or_default(),
+            status,
+            error,
+            description,
+        })
+    }
+}
+
+async fn read(outcome: Outcome, url: &str) -> Result<(u16, Vec<u8>), AuthError> {
+    match outcome {
+        Outcome::Transport(e) => Err(AuthError::Transport {
+            endpoint: url.to_string(),
+            reason: error_chain(&e),
+        }),
+        Outcome::Response(resp) => {
+            let status = resp.status().as_u16();
+            let body = resp.bytes().await.map_err(|e| AuthError::Transport {
+                endpoint: url.to_string(),
+                reason: error_chain(&e),
+            })?;
+            Ok((status, body.to_vec()))
+        }
+    }
+}
+
+/// An error and its sources on one line (reqwest's top-level message alone says little, e.g. "error sending
+/// request").
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn parse_token(url: &str, status: u16, body: &[u8]) -> Result<AccessToken, AuthError> {
+    #[derive(serde::Deserialize)]
+    struct TokenResponse {
+        access_token: String,
+        // Entra sends a number, IMDS a string.
+        expires_in: Option<serde_json::Value>,
+    }
+    let bad = |reason: String| AuthError::BadResponse {
+        endpoint: url.to_string(),
+        status,
+        reason,
+    };
+    let parsed: TokenResponse =
+        serde_json::from_slice(body).map_err(|e| bad(format!("not an OAuth token response: {e}")))?;
+    if parsed.access_token.is_empty() {
+        return Err(bad("access_token is empty".into()));
+    }
+    let seconds = match parsed.expires_in {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| bad("expires_in is missing or not a number of seconds".into()))?;
+    Ok(AccessToken {
+        token: SecretString::from(parsed.access_token),
+        expires_in: Duration::from_secs(seconds),
+    })
+}
+
+/// `error` and `error_description` of an OAuth error body; the description carries Entra's `AADSTS` code.
+fn oauth_error(body: &[u8]) -> (String, String) {
+    #[derive(serde::Deserialize)]
+    struct OAuthError {
+        error: Option<String>,
+        error_description: Option<String>,
+    }
+    match serde_json::from_slice::<OAuthError>(body) {
+        Ok(e) => (
+            e.error.map(|c| format!(", {c}")).unwrap_or_default(),
+            e.error_description
+                .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_else(|| "no error description".into()),
+        ),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let text: String = text.chars().take(512).collect();
+            (
+                String::new(),
+                if text.trim().is_empty() {
+                    "empty response body".into()
+                } else {
+                    text.trim().to_string()
+                },
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn cloud() -> CloudEnvironment {
+        CloudEnvironment::builtin("AzurePublicCloud").unwrap()
+    }
+
+    fn wi(ns: &str, sa: &str, client: &str) -> Identity {
+        Identity::WorkloadIdentity {
+            tenant_id: "tenant-1".into(),
+            client_id: client.into(),
+            service_account: ServiceAccountRef {
+                namespace: ns.into(),
+                name: sa.into(),
+            },
+            assertion: SecretString::from("jwt"),
+        }
+    }
+
+    fn token(value: &str) -> AccessToken {
+        AccessToken {
+            token: SecretString::from(value.to_string()),
+            expires_in: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn tokens_json_parsing_matches_upstream_errors() {
+        let json = r#"{"api://AzureADTokenExchange":{"token":"abc","expirationTimestamp":"2030-01-01T00:00:00Z"},
+                       "api://AKSIdentityBinding":{"token":"def","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#;
+        assert_eq!(
+            token_for_audience(json, workload_identity_audience())
+                .unwrap()
+                .expose_secret(),
+            "abc"
+        );
+        assert_eq!(
+            token_for_audience("", DEFAULT_AUDIENCE).unwrap_err().to_string(),
+            "service account tokens not found"
+        );
+        assert_eq!(
+            token_for_audience(r#"{"aud1":{"token":"x"}}"#, DEFAULT_AUDIENCE)
+                .unwrap_err()
+                .to_string(),
+            "token for audience api://AzureADTokenExchange not found"
+        );
+        assert_eq!(
+            token_for_audience(r#"{"api://AzureADTokenExchange":{"token":""}}"#, DEFAULT_AUDIENCE)
+                .unwrap_err()
+                .to_string(),
+            "token for audience api://AzureADTokenExchange not found"
+        );
+        assert_eq!(
+            token_for_audience("{not json", DEFAULT_AUDIENCE)
+                .unwrap_err()
+                .to_string(),
+            "failed to unmarshal service account tokens, error: key must be a string at line 1 column 2"
+        );
+    }
+
+    #[test]
+    fn service_principal_keys_are_case_insensitive() {
+        let secrets = BTreeMap::from([
+            ("ClientID".to_string(), "id".to_string()),
+            ("CLIENTSECRET".to_string(), "s".to_string()),
+        ]);
+        let (id, secret) = service_principal_credentials(&secrets).unwrap();
+        assert_eq!((id.as_str(), secret.expose_secret()), ("id", "s"));
+        assert_eq!(
+            service_principal_credentials(&BTreeMap::new()).unwrap_err().to_string(),
+            "failed to get credentials, nodePublishSecretRef secret is not set"
+        );
+        let only_id = BTreeMap::from([("clientid".to_string(), "id".to_string())]);
+        assert_eq!(
+            service_principal_credentials(&only_id).unwrap_err().to_string(),
+            "could not find clientsecret in secrets"
+        );
+        let only_secret = BTreeMap::from([("clientsecret".to_string(), "s".to_string())]);
+        assert_eq!(
+            service_principal_credentials(&only_secret).unwrap_err().to_string(),
+            "could not find clientid in secrets"
+        );
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let id = wi("ns", "sa", "client");
+        let text = format!("{id:?}");
+        assert_eq!(
+            text,
+            "WorkloadIdentity { tenant_id: \"tenant-1\", client_id: \"client\", service_account: ServiceAccountRef { \
+             namespace: \"ns\", name: \"sa\" }, assertion: \"[redacted]\" }"
+        );
+        let sp = Identity::ServicePrincipal {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            client_secret: SecretString::from("hunter2"),
+        };
+        let key = IdentityKey::new(&sp, &cloud(), "http://imds");
+        assert!(!format!("{sp:?}{key:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn identity_keys_separate_service_accounts_and_secrets() {
+        let c = cloud();
+        let a = IdentityKey::new(&wi("ns", "sa-a", "client-a"), &c, "");
+        let a_again = IdentityKey::new(&wi("ns", "sa-a", "client-a"), &c, "");
+        let b_same_client = IdentityKey::new(&wi("ns", "sa-b", "client-a"), &c, "");
+        let other_ns = IdentityKey::new(&wi("ns2", "sa-a", "client-a"), &c, "");
+        assert_eq!(a, a_again);
+        assert_ne!(a, b_same_client);
+        assert_ne!(a, other_ns);
+        let sp = |secret: &str| Identity::ServicePrincipal {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            client_secret: SecretString::from(secret.to_string()),
+        };
+        assert_eq!(IdentityKey::new(&sp("s1"), &c, ""), IdentityKey::new(&sp("s1"), &c, ""));
+        assert_ne!(IdentityKey::new(&sp("s1"), &c, ""), IdentityKey::new(&sp("s2"), &c, ""));
+    }
+
+    #[tokio::test]
+    async fn cache_never_hands_one_identitys_token_to_another() {
+        let cache = TokenCache::new();
+        let calls = AtomicUsize::new(0);
+        let c = cloud();
+        let key_a = IdentityKey::new(&wi("ns", "sa-a", "client-a"), &c, "");
+        let key_b = IdentityKey::new(&wi("ns", "sa-b", "client-a"), &c, "");
+        let fetch = |v: &'static str| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(token(v)) }
+        };
+        assert_eq!(
+            cache
+                .get_or_fetch(key_a.clone(), || fetch("token-a"))
+                .await
+                .unwrap()
+                .expose_secret(),
+            "token-a"
+        );
+        assert_eq!(
+            cache
+                .get_or_fetch(key_a.clone(), || fetch("unused"))
+                .await
+                .unwrap()
+                .expose_secret(),
+            "token-a"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let refused = cache
+            .get_or_fetch(key_b.clone(), || async {
+                Err(AuthError::Entra {
+                    client_id: "client-a".into(),
+                    tenant: "tenant-1".into(),
+                    status: 400,
+                    error: ", invalid_client".into(),
+                    description: "AADSTS700213: No matching federated identity record found".into(),
+                })
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "Microsoft Entra ID refused a token for client ID client-a in tenant tenant-1 (HTTP 400, invalid_client): \
+             AADSTS700213: No matching federated identity record found"
+        );
+        // A failure is not cached: the next request for B asks again.
+        assert_eq!(
+            cache
+                .get_or_fetch(key_b, || fetch("token-b"))
+                .await
+                .unwrap()
+                .expose_secret(),
+            "token-b"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn short_lived_tokens_are_refetched() {
+        let cache = TokenCache::new();
+        let key = IdentityKey::new(&Identity::ManagedIdentity { client_id: None }, &cloud(), "http://imds");
+        let expired = AccessToken {
+            token: SecretString::from("old"),
+            expires_in: Duration::ZERO,
+        };
+        assert_eq!(
+            cache
+                .get_or_fetch(key.clone(), || async { Ok(expired) })
+                .await
+                .unwrap()
+                .expose_secret(),
+            "old"
+        );
+        assert_eq!(
+            cache
+                .get_or_fetch(key, || async { Ok(token("new")) })
+                .await
+                .unwrap()
+                .expose_secret(),
+            "new"
+        );
+    }
+
+    #[test]
+    fn token_responses() {
+        let t = parse_token(
+            "u",
+            200,
+            br#"{"access_token":"at","expires_in":3599,"token_type":"Bearer"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (t.token.expose_secret(), t.expires_in),
+            ("at", Duration::from_secs(3599))
+        );
+        let t = parse_token("u", 200, br#"{"access_token":"at","expires_in":"86399"}"#).unwrap();
+        assert_eq!(t.expires_in, Duration::from_secs(86399));
+        assert_eq!(
+            parse_token("https://login/t/oauth2/v2.0/token", 200, br#"{"access_token":"at"}"#)
+                .unwrap_err()
+                .to_string(),
+            "https://login/t/oauth2/v2.0/token returned an unreadable token response (HTTP 200): expires_in is missing or not a number of seconds"
+        );
+        assert_eq!(
+            oauth_error(br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1"}"#),
+            (", invalid_client".to_string(), "AADSTS7000215: Invalid client secret provided. Trace ID: 1".to_string())
+        );
+        assert_eq!(
+            oauth_error(b"<html>bad gateway</html>"),
+            (String::new(), "<html>bad gateway</html>".to_string())
+        );
+    }
+}

@@ -1,0 +1,332 @@
+//! The Azure provider in-process: SecretProviderClass parameters → identity → Key Vault token → every object
+//! fetched (in parallel, bounded, each distinct version once) → rendered files. Nothing here touches the mount;
+//! the caller writes the files only once all of them exist.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use tokio::time::Instant;
+use wisp_shared::cloud::CloudEnvironment;
+use wisp_shared::contract::secrets_store::CTX_SERVICE_ACCOUNT_TOKENS;
+
+use crate::auth::{self, AuthError, Authenticator, Identity, ServiceAccountRef};
+use crate::keyvault::{Fetched, KeyVaultClient, KeyVaultError, VaultAccess, type_label};
+use crate::params::{self, CloudSelection, IdentityMode, MountParams, ObjectSpec, ObjectType, ParamError};
+use crate::render::{self, RenderError, RenderOptions, RenderedFile};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{0}")]
+    Params(#[from] ParamError),
+    #[error("{0}")]
+    Cloud(String),
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    #[error("failed to get {object}: {source}")]
+    KeyVault { object: String, source: KeyVaultError },
+    #[error("failed to get {object}: {source}")]
+    Render { object: String, source: RenderError },
+}
+
+impl ProviderError {
+    /// Key Vault's error code when that is the cause (metrics and tests).
+    pub fn key_vault_code(&self) -> Option<&str> {
+        match self {
+            ProviderError::KeyVault {
+                source: KeyVaultError::Service { code, .. },
+                ..
+            } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// What one mount asks of the provider.
+#[derive(Debug, Clone, Copy)]
+pub struct MountInput<'a> {
+    /// SecretProviderClass parameters with the volume attributes (and tokens) merged in.
+    pub parameters: &'a BTreeMap<String, String>,
+    /// `nodePublishSecretRef` data.
+    pub secrets: &'a BTreeMap<String, String>,
+    pub pod_namespace: &'a str,
+    /// `csi.storage.k8s.io/serviceAccount.name` as kubelet sent it.
+    pub service_account_name: Option<&'a str>,
+}
+
+/// One mounted object version, as the SecretProviderClassPodStatus lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    /// `<type>/<name>` or `<type>/<name>/<index>` for version history.
+    pub id: String,
+    pub version: String,
+}
+
+/// The files of a mount and the versions they came from.
+#[derive(Debug)]
+pub struct MountContent {
+    pub files: Vec<RenderedFile>,
+    pub objects: Vec<ObjectVersion>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// `--cloud-name`.
+    pub default_cloud: String,
+    pub render: RenderOptions,
+    pub max_parallel: usize,
+}
+
+pub struct Provider {
+    config: ProviderConfig,
+    auth: Authenticator,
+    keyvault: KeyVaultClient,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn describe(spec: &ObjectSpec, version: Option<&str>) -> String {
+    format!(
+        "objectType:{}, objectName:{}, objectVersion:{}",
+        type_label(spec.object_type),
+        spec.name,
+        version.or(spec.version.as_deref()).unwrap_or("")
+    )
+}
+
+type FetchKey = (ObjectType, String, Option<String>);
+
+/// One file-producing fetch: which object, which version, which file path.
+struct Job {
+    spec: usize,
+    file_path: String,
+    version: Option<String>,
+    /// `Some(i)` for the i-th history version.
+    history_index: Option<usize>,
+}
+
+impl Provider {
+    pub fn new(config: ProviderConfig, auth: Authenticator, keyvault: KeyVaultClient) -> Self {
+        Self { config, auth, keyvault }
+    }
+
+    pub fn resolve_cloud(&self, selection: &CloudSelection) -> Result<CloudEnvironment, ProviderError> {
+        match selection {
+            CloudSelection::Named(name) => CloudEnvironment::builtin(name)
+                .map_err(|e| ProviderError::Cloud(format!("cloudName {name} is not valid, error: {e}"))),
+            CloudSelection::EnvFile(path) => CloudEnvironment::from_file(path).map_err(|e| {
+                ProviderError::Cloud(format!(
+                    "cloudEnvFileName {}: {e}; the file must exist on the node and hold a go-autorest environment",
+                    path.display()
+                ))
+            }),
+            CloudSelection::Default => CloudEnvironment::builtin(&self.config.default_cloud).map_err(|e| {
+                ProviderError::Cloud(format!(
+                    "the agent's --cloud-name {} is not valid, error: {e}; set cloudName in the SecretProviderClass",
+                    self.config.default_cloud
+                ))
+            }),
+        }
+    }
+
+    fn identity(&self, params: &MountParams, input: &MountInput<'_>) -> Result<Identity, ProviderError> {
+        Ok(match &params.identity {
+            IdentityMode::WorkloadIdentity { client_id } => {
+                let tokens = input
+                    .parameters
+                    .get(CTX_SERVICE_ACCOUNT_TOKENS)
+                    .map(String::as_str)
+                    .unwrap_or("");
+                let assertion = auth::token_for_audience(tokens, auth::workload_identity_audience())?;
+                let name = input
+                    .service_account_name
+                    .filter(|n| !n.is_empty())
+                    .ok_or(AuthError::ServiceAccountMissing)?;
+                Identity::WorkloadIdentity {
+                    tenant_id: params.tenant_id.clone(),
+                    client_id: client_id.clone(),
+                    service_account: ServiceAccountRef {
+                        namespace: input.pod_namespace.to_string(),
+                        name: name.to_string(),
+                    },
+                    assertion,
+                }
+            }
+            IdentityMode::VmManagedIdentity {
+                user_assigned_identity_id,
+            } => Identity::ManagedIdentity {
+                client_id: user_assigned_identity_id.clone(),
+            },
+            IdentityMode::ServicePrincipal => {
+                let (client_id, client_secret) = auth::service_principal_credentials(input.secrets)?;
+                Identity::ServicePrincipal {
+                    tenant_id: params.tenant_id.clone(),
+                    client_id,
+                    client_secret,
+                }
+            }
+        })
+    }
+
+    async fn history(
+        &self,
+        index: usize,
+        spec: &ObjectSpec,
+        vault: &VaultAccess,
+        deadline: Instant,
+    ) -> Result<(usize, Vec<String>), ProviderError> {
+        let versions = self
+            .keyvault
+            .list_versions(vault, spec.object_type, &spec.name, deadline)
+            .await
+            .map_err(|source| ProviderError::KeyVault {
+                object: describe(spec, None),
+                source,
+            })?;
+        let ids = render::select_history_versions(&versions, spec.version.as_deref(), spec.version_history).map_err(
+            |source| ProviderError::Render {
+                object: describe(spec, None),
+                source,
+            },
+        )?;
+        Ok((index, ids))
+    }
+
+    async fn fetch(
+        &self,
+        key: FetchKey,
+        spec: &ObjectSpec,
+        vault: &VaultAccess,
+        deadline: Instant,
+    ) -> Result<(FetchKey, Fetched), ProviderError> {
+        let fetched = self
+            .keyvault
+            .get(vault, key.0, &key.1, key.2.as_deref(), deadline)
+            .await
+            .map_err(|source| ProviderError::KeyVault {
+                object: describe(spec, key.2.as_deref()),
+                source,
+            })?;
+        Ok((key, fetched))
+    }
+
+    /// Everything a mount shows, or the first error.
+    pub async fn mount_content(&self, input: MountInput<'_>, deadline: Instant) -> Result<MountContent, ProviderError> {
+        let params = params::parse_mount_params(input.parameters)?;
+        let cloud = self.resolve_cloud(&params.cloud)?;
+        let identity = self.identity(&params, &input)?;
+        let vault_url = cloud.vault_url(&params.keyvault_name);
+        let token = self.auth.key_vault_token(&identity, &cloud, deadline).await?;
+        let vault = VaultAccess::new(&vault_url, token).map_err(|source| ProviderError::KeyVault {
+            object: format!("vault {}", params.keyvault_name),
+            source,
+        })?;
+        let parallel = self.config.max_parallel.max(1);
+
+        // Version lists first (only objects with history), then one fetch per distinct (type, name, version).
+        // Futures are collected before streaming them: closures inside the stream trip the compiler's
+        // higher-ranked Send check for tonic's handler futures.
+        let list_futures: Vec<_> = params
+            .objects
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.version_history > 1)
+            .map(|(i, spec)| self.history(i, spec, &vault, deadline))
+            .collect();
+        let histories: Vec<(usize, Vec<String>)> = futures::stream::iter(list_futures)
+            .buffered(parallel)
+            .try_collect()
+            .await?;
+        let histories: HashMap<usize, Vec<String>> = histories.into_iter().collect();
+
+        let mut jobs = Vec::new();
+        for (i, spec) in params.objects.iter().enumerate() {
+            match histories.get(&i) {
+                Some(ids) => {
+                    for (n, id) in ids.iter().enumerate() {
+                        jobs.push(Job {
+                            spec: i,
+                            file_path: format!("{}/{n}", spec.alias),
+                            version: Some(id.clone()),
+                            history_index: Some(n),
+                        });
+                    }
+                }
+                None => jobs.push(Job {
+                    spec: i,
+                    file_path: spec.alias.clone(),
+                    version: spec.version.clone(),
+                    history_index: None,
+                }),
+            }
+        }
+        let mut distinct: Vec<(FetchKey, usize)> = Vec::new();
+        for job in &jobs {
+            let spec = &params.objects[job.spec];
+            let key = (spec.object_type, spec.name.clone(), job.version.clone());
+            if !distinct.iter().any(|(k, _)| *k == key) {
+                distinct.push((key, job.spec));
+            }
+        }
+        let fetch_futures: Vec<_> = distinct
+            .into_iter()
+            .map(|(key, spec_index)| self.fetch(key, &params.objects[spec_index], &vault, deadline))
+            .collect();
+        let fetched: Vec<(FetchKey, Fetched)> = futures::stream::iter(fetch_futures)
+            .buffered(parallel)
+            .try_collect()
+            .await?;
+
+        let mut files = Vec::new();
+        let mut objects = Vec::new();
+        for job in &jobs {
+            let spec = &params.objects[job.spec];
+            let key = (spec.object_type, spec.name.clone(), job.version.clone());
+            let Some((_, got)) = fetched.iter().find(|(k, _)| *k == key) else {
+                // Every job's key was fetched above; reaching this is a bug, reported rather than panicking.
+                return Err(ProviderError::Cloud(format!(
+                    "internal error: {} was not fetched",
+                    describe(spec, None)
+                )));
+            };
+            let rendered =
+                render::render_object(spec, &job.file_path, &got.object, &self.config.render).map_err(|source| {
+                    ProviderError::Render {
+                        object: describe(spec, job.version.as_deref()),
+                        source,
+                    }
+                })?;
+            let id = match job.history_index {
+                Some(n) => format!("{}/{}/{n}", type_label(spec.object_type), spec.name),
+                None => format!("{}/{}", type_label(spec.object_type), spec.name),
+            };
+            for _ in &rendered {
+                objects.push(ObjectVersion {
+                    id: id.clone(),
+                    version: got.version.clone(),
+                });
+            }
+            files.extend(rendered);
+        }
+        Ok(MountContent { files, objects })
+    }
+}
+
+/// Convenience for wiring: the provider and its clients from one HTTP client.
+pub fn build(
+    config: ProviderConfig,
+    http: reqwest::Client,
+    imds_endpoint: &str,
+    retry: crate::http::RetryPolicy,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Provider {
+    let auth = Authenticator::new(http.clone(), imds_endpoint, retry.clone());
+    let keyvault = KeyVaultClient::new(http, retry, metrics);
+    Provider::new(config, auth, keyvault)
+}

@@ -1,0 +1,351 @@
+//! Kubelet plugin registration (`pluginregistration.v1`), served by the agent itself so the DaemonSet needs no
+//! node-driver-registrar sidecar. kubelet watches its `plugins_registry` directory, calls `GetInfo` on each new
+//! socket there, registers the CSI driver at the endpoint it is told, and reports the outcome with
+//! `NotifyRegistrationStatus`. Removing the socket is how a plugin deregisters, so it is removed at shutdown.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::server::{RunError, bind_socket};
+
+/// The kubelet plugin registration messages and service (package `pluginregistration`), generated from
+/// `proto/pluginregistration.proto`.
+pub mod proto {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("pluginregistration");
+}
+
+use proto::registration_server::{Registration, RegistrationServer};
+use proto::{InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse};
+
+/// The plugin type kubelet hands to its CSI plugin handler.
+pub const CSI_PLUGIN_TYPE: &str = "CSIPlugin";
+/// CSI spec versions served on the endpoint; kubelet refuses a driver that lists none it knows.
+pub const SUPPORTED_VERSIONS: [&str; 1] = ["1.0.0"];
+/// kubelet's default registration directory.
+pub const DEFAULT_PLUGINS_REGISTRY_DIR: &str = "/var/lib/kubelet/plugins_registry";
+
+/// Where kubelet expects the registration socket of `driver_name`: `<registry_dir>/<driver_name>-reg.sock`.
+pub fn registration_socket_path(registry_dir: &Path, driver_name: &str) -> PathBuf {
+    registry_dir.join(format!("{driver_name}-reg.sock"))
+}
+
+/// What kubelet last said about the registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrationState {
+    /// kubelet has not reported yet (it may not have found the socket yet).
+    Pending,
+    Registered,
+    /// kubelet refused the registration, with its reason.
+    Failed(String),
+}
+
+impl RegistrationState {
+    /// Only a refusal is unhealthy: a restart registers afresh, as node-driver-registrar's exit would.
+    pub fn is_healthy(&self) -> bool {
+        !matches!(self, RegistrationState::Failed(_))
+    }
+}
+
+/// A read handle on the registration state, for `/healthz`.
+#[derive(Debug, Clone)]
+pub struct RegistrationHealth {
+    state: watch::Receiver<RegistrationState>,
+}
+
+impl RegistrationHealth {
+    pub fn state(&self) -> RegistrationState {
+        self.state.borrow().clone()
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.state.borrow().is_healthy()
+    }
+
+    /// Waits for the next report from kubelet; `false` once the service is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.state.changed().await.is_ok()
+    }
+}
+
+/// The `Registration` service of one CSI driver.
+#[derive(Debug)]
+pub struct RegistrationService {
+    driver_name: String,
+    endpoint: String,
+    state: watch::Sender<RegistrationState>,
+}
+
+impl RegistrationService {
+    /// `csi_endpoint` is the CSI socket's path as kubelet sees it on the node (e.g.
+    /// `/var/lib/kubelet/plugins/csi-secrets-store/csi.sock`), not as the agent's container sees it; a `unix://`
+    /// prefix is dropped because kubelet wants a plain path.
+    pub fn new(driver_name: impl Into<String>, csi_endpoint: &str) -> (Self, RegistrationHealth) {
+        let (state, receiver) = watch::channel(RegistrationState::Pending);
+        let endpoint = csi_endpoint.strip_prefix("unix://").unwrap_or(csi_endpoint);
+        (
+            RegistrationService {
+                driver_name: driver_name.into(),
+                endpoint: endpoint.to_string(),
+                state,
+            },
+            RegistrationHealth { state: receiver },
+        )
+    }
+
+    pub fn into_server(self) -> RegistrationServer<Self> {
+        RegistrationServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl Registration for RegistrationService {
+    async fn get_info(&self, _request: Request<InfoRequest>) -> Result<Response<PluginInfo>, Status> {
+        tracing::info!(driver = %self.driver_name, endpoint = %self.endpoint, "kubelet asked for the plugin info");
+        Ok(Response::new(PluginInfo {
+            r#type: CSI_PLUGIN_TYPE.to_string(),
+            name: self.driver_name.clone(),
+            endpoint: self.endpoint.clone(),
+            supported_versions: SUPPORTED_VERSIONS.iter().map(|v| v.to_string()).collect(),
+        }))
+    }
+
+    async fn notify_registration_status(
+        &self,
+        request: Request<RegistrationStatus>,
+    ) -> Result<Response<RegistrationStatusResponse>, Status> {
+        let status = request.into_inner();
+        let state = if status.plugin_registered {
+            tracing::info!(driver = %self.driver_name, "registered with kubelet");
+            RegistrationState::Registered
+        } else {
+            tracing::error!(
+                driver = %self.driver_name,
+                error = %status.error,
+                "kubelet refused to register the CSI driver; /healthz now fails so the agent is restarted"
+            );
+            RegistrationState::Failed(status.error)
+        };
+        self.state.send_replace(state);
+        Ok(Response::new(RegistrationStatusResponse {}))
+    }
+}
+
+/// Binds `socket_path` (a stale socket is replaced) and serves `service` until `shutdown` resolves, then
+/// removes the socket so kubelet deregisters the driver.
+pub async fn serve_registration(
+    socket_path: &Path,
+    service: RegistrationService,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let listener = bind_socket(socket_path)?;
+    serve_registration_on(listener, socket_path, service, shutdown).await
+}
+
+/// [`serve_registration`] on a socket already bound at `socket_path`.
+pub async fn serve_registration_on(
+    listener: UnixListener,
+    socket_path: &Path,
+    service: RegistrationService,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let served = tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| RunError::Grpc(e.to_string()));
+    let removed = match std::fs::remove_file(socket_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RunError::Socket {
+            path: socket_path.display().to_string(),
+            reason: format!("cannot remove the registration socket at shutdown: {e}"),
+        }),
+        _ => Ok(()),
+    };
+    served.and(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+    use tokio::sync::oneshot;
+    use tonic::transport::{Channel, Endpoint, Uri};
+
+    use super::proto::registration_client::RegistrationClient;
+    use super::*;
+
+    const DRIVER: &str = "secrets-store.csi.k8s.io";
+
+    async fn client(path: PathBuf) -> RegistrationClient<Channel> {
+        let channel = Endpoint::try_from("http://[::]:50051")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+            .unwrap();
+        RegistrationClient::new(channel)
+    }
+
+    struct Running {
+        socket: PathBuf,
+        stop: oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<Result<(), RunError>>,
+        health: RegistrationHealth,
+        _dir: tempfile::TempDir,
+    }
+
+    /// Binds before spawning, so the client can connect as soon as this returns.
+    fn start(prepare: impl FnOnce(&Path)) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = registration_socket_path(dir.path(), DRIVER);
+        prepare(&socket);
+        let (service, health) =
+            RegistrationService::new(DRIVER, "unix:///var/lib/kubelet/plugins/csi-secrets-store/csi.sock");
+        let listener = bind_socket(&socket).unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let path = socket.clone();
+        let task = tokio::spawn(async move {
+            serve_registration_on(listener, &path, service, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Running {
+            socket,
+            stop,
+            task,
+            health,
+            _dir: dir,
+        }
+    }
+
+    #[test]
+    fn socket_path_is_kubelets() {
+        assert_eq!(
+            registration_socket_path(Path::new(DEFAULT_PLUGINS_REGISTRY_DIR), DRIVER),
+            PathBuf::from("/var/lib/kubelet/plugins_registry/secrets-store.csi.k8s.io-reg.sock")
+        );
+    }
+
+    #[tokio::test]
+    async fn get_info_describes_the_csi_driver() {
+        let running = start(|_| {});
+        let info = client(running.socket.clone())
+            .await
+            .get_info(InfoRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            info,
+            PluginInfo {
+                r#type: "CSIPlugin".into(),
+                name: "secrets-store.csi.k8s.io".into(),
+                endpoint: "/var/lib/kubelet/plugins/csi-secrets-store/csi.sock".into(),
+                supported_versions: vec!["1.0.0".into()],
+            }
+        );
+        running.stop.send(()).unwrap();
+        running.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn registration_status_is_kept_for_health() {
+        let running = start(|_| {});
+        let health = running.health.clone();
+        assert_eq!(health.state(), RegistrationState::Pending);
+        assert!(health.is_healthy());
+
+        let mut client = client(running.socket.clone()).await;
+        let refused = RegistrationStatus {
+            plugin_registered: false,
+            error: "plugin secrets-store.csi.k8s.io already registered".into(),
+        };
+        let response = client.notify_registration_status(refused).await.unwrap().into_inner();
+        assert_eq!(response, RegistrationStatusResponse {});
+        assert_eq!(
+            health.state(),
+            RegistrationState::Failed("plugin secrets-store.csi.k8s.io already registered".into())
+        );
+        assert!(!health.is_healthy());
+
+        let accepted = RegistrationStatus {
+            plugin_registered: true,
+            error: String::new(),
+        };
+        client.notify_registration_status(accepted).await.unwrap();
+        assert_eq!(health.state(), RegistrationState::Registered);
+        assert!(health.is_healthy());
+
+        drop(client);
+        running.stop.send(()).unwrap();
+        running.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn stale_socket_is_replaced_and_removed_at_shutdown() {
+        let running = start(|path| {
+            // A socket left by a previous run: bound, then its listener dropped without unlinking.
+            drop(std::os::unix::net::UnixListener::bind(path).unwrap());
+            assert!(path.exists());
+        });
+        let info = client(running.socket.clone())
+            .await
+            .get_info(InfoRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(info.name, DRIVER);
+        running.stop.send(()).unwrap();
+        running.task.await.unwrap().unwrap();
+        assert!(!running.socket.exists());
+    }
+
+    #[tokio::test]
+    async fn a_file_at_the_socket_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = registration_socket_path(dir.path(), DRIVER);
+        std::fs::write(&socket, b"not a socket").unwrap();
+        let (service, _health) = RegistrationService::new(DRIVER, "/csi/csi.sock");
+        let error = serve_registration(&socket, service, async {}).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "socket {}: exists and is not a socket; remove it or choose another --endpoint",
+                socket.display()
+            )
+        );
+        assert_eq!(std::fs::read(&socket).unwrap(), b"not a socket");
+    }
+
+    #[tokio::test]
+    async fn health_sees_each_report() {
+        let running = start(|_| {});
+        let mut watcher = running.health.clone();
+        let mut client = client(running.socket.clone()).await;
+        client
+            .notify_registration_status(RegistrationStatus {
+                plugin_registered: true,
+                error: String::new(),
+            })
+            .await
+            .unwrap();
+        assert!(watcher.changed().await);
+        assert_eq!(watcher.state(), RegistrationState::Registered);
+        drop(client);
+        running.stop.send(()).unwrap();
+        running.task.await.unwrap().unwrap();
+        // The service (the sender) is gone with the server.
+        assert!(!watcher.changed().await);
+    }
+}

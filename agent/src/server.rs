@@ -1,0 +1,208 @@
+//! Runtime wiring: the CSI gRPC server on its unix socket, the `/metrics` and `/healthz` HTTP endpoints, and
+//! the Kubernetes-backed SecretProviderClass cache.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Cli;
+use crate::http::{RetryPolicy, build_client};
+use crate::metrics::Metrics;
+use crate::mount::Mounter;
+use crate::node::{Driver, DriverInfo, IdentityService, NodeService};
+use crate::proto::identity_server::IdentityServer;
+use crate::proto::node_server::NodeServer;
+use crate::provider::{self, ProviderConfig};
+use crate::render::RenderOptions;
+use crate::spc::{KubeSpcStore, SharedSpcStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Http(#[from] crate::http::HttpError),
+    #[error("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG): {0}")]
+    Kube(String),
+    #[error("socket {path}: {reason}")]
+    Socket { path: String, reason: String },
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: SocketAddr, reason: String },
+    #[error("the gRPC server failed: {0}")]
+    Grpc(String),
+}
+
+/// Builds the driver from flags, with SecretProviderClasses from the Kubernetes API.
+pub async fn driver_from_cli(cli: &Cli, metrics: Arc<Metrics>) -> Result<Arc<Driver>, RunError> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| RunError::Kube(e.to_string()))?;
+    let spcs: SharedSpcStore = Arc::new(KubeSpcStore::start(client));
+    driver_with_store(cli, metrics, spcs)
+}
+
+/// Builds the driver from flags with the given SecretProviderClass store.
+pub fn driver_with_store(cli: &Cli, metrics: Arc<Metrics>, spcs: SharedSpcStore) -> Result<Arc<Driver>, RunError> {
+    let http = build_client()?;
+    let provider = provider::build(
+        ProviderConfig {
+            default_cloud: cli.cloud_name.clone(),
+            render: RenderOptions {
+                construct_pem_chain: cli.construct_pem_chain,
+                write_cert_and_key_in_separate_files: cli.write_cert_and_key_in_separate_files,
+            },
+            max_parallel: usize::from(cli.max_parallel_fetches),
+        },
+        http,
+        &cli.imds_endpoint,
+        RetryPolicy::default(),
+        metrics.clone(),
+    );
+    Ok(Arc::new(Driver::new(
+        DriverInfo {
+            name: cli.drivername.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node_id: cli.nodeid.clone(),
+        },
+        spcs,
+        Arc::new(provider),
+        Mounter::new(cli.mount_mode),
+        metrics,
+    )))
+}
+
+/// Binds the CSI socket: a stale socket from a previous run is removed, anything else at the path is an error,
+/// and the socket is only accessible to its owner (kubelet runs as root).
+pub fn bind_socket(path: &Path) -> Result<UnixListener, RunError> {
+    let fail = |reason: String| RunError::Socket {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
+        }
+        Ok(_) => {
+            return Err(fail(
+                "exists and is not a socket; remove it or choose another --endpoint".into(),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| fail(format!("cannot create its directory: {e}")))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| fail(format!("cannot listen: {e}")))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| fail(format!("cannot set mode 0600: {e}")))?;
+    Ok(listener)
+}
+
+/// Serves the CSI Identity and Node services on `listener` until `shutdown` resolves.
+pub async fn serve_csi(
+    listener: UnixListener,
+    driver: Arc<Driver>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(IdentityService::new(driver.clone())))
+        .add_service(NodeServer::new(NodeService::new(driver)))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| RunError::Grpc(e.to_string()))
+}
+
+fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.encode(),
+                )
+            }
+        }),
+    )
+}
+
+fn health_router() -> Router {
+    Router::new().route("/healthz", get(|| async { "ok" }))
+}
+
+async fn serve_http(addr: SocketAddr, router: Router) -> Result<(), RunError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| RunError::Listen {
+            addr,
+            reason: e.to_string(),
+        })?;
+    tracing::info!(%addr, "HTTP endpoint listening");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(%addr, error = %e, "HTTP endpoint failed");
+        }
+    });
+    Ok(())
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub async fn run(cli: Cli) -> Result<(), RunError> {
+    let socket: PathBuf = cli.socket_path().map_err(RunError::Config)?;
+    let metrics = Arc::new(Metrics::new());
+    if cli.metrics_addr == cli.health_addr {
+        serve_http(cli.metrics_addr, metrics_router(metrics.clone()).merge(health_router())).await?;
+    } else {
+        serve_http(cli.metrics_addr, metrics_router(metrics.clone())).await?;
+        serve_http(cli.health_addr, health_router()).await?;
+    }
+    let driver = driver_from_cli(&cli, metrics).await?;
+    let listener = bind_socket(&socket)?;
+    tracing::info!(
+        socket = %socket.display(),
+        driver = %cli.drivername,
+        node = %cli.nodeid,
+        mount_mode = ?cli.mount_mode,
+        "CSI endpoint listening"
+    );
+    let result = serve_csi(listener, driver, wisp_shared::runtime::shutdown_signal()).await;
+    let _ = std::fs::remove_file(&socket);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stale_sockets_are_replaced_and_other_files_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/csi.sock");
+        drop(bind_socket(&path).unwrap());
+        // The first listener's socket file is still there: a stale socket.
+        let _listener = bind_socket(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let file = dir.path().join("file.sock");
+        std::fs::write(&file, b"x").unwrap();
+        assert_eq!(
+            bind_socket(&file).unwrap_err().to_string(),
+            format!(
+                "socket {}: exists and is not a socket; remove it or choose another --endpoint",
+                file.display()
+            )
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! A CA with the serving certificate it issued, kept together in a Kubernetes Secret the way upstream's
+//! cert-controller keeps them (`ca.crt`, `ca.key`, `tls.crt`, `tls.key`), and the decision a rotation loop makes
+//! each time it looks at that Secret ([`CertBundle::reconcile`]).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use crate::{CertError, CertificateAuthority, ServingCert, inspect, verify_serving_cert};
+
+/// Secret data keys, as cert-controller writes them.
+pub const CA_CERT_KEY: &str = "ca.crt";
+pub const CA_KEY_KEY: &str = "ca.key";
+pub const TLS_CERT_KEY: &str = "tls.crt";
+pub const TLS_KEY_KEY: &str = "tls.key";
+
+/// cert-controller's defaults: ten-year certificates, replaced 90 days before they expire.
+pub const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+pub const DEFAULT_SERVING_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+pub const DEFAULT_LOOKAHEAD: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// What to generate, and when to replace it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleSpec {
+    /// Common name of a newly generated CA.
+    pub ca_common_name: String,
+    /// Names of the serving certificate; the first is the one clients use (e.g. `wisp-webhook.wisp.svc`) and
+    /// is what [`CertBundle::check`] verifies.
+    pub dns_names: Vec<String>,
+    pub ca_validity: Duration,
+    pub serving_validity: Duration,
+    /// A certificate expiring within this window is replaced.
+    pub lookahead: Duration,
+}
+
+impl BundleSpec {
+    /// cert-controller's validities and lookahead for `dns_names`.
+    pub fn new(ca_common_name: &str, dns_names: &[&str]) -> Self {
+        Self {
+            ca_common_name: ca_common_name.to_string(),
+            dns_names: dns_names.iter().map(|n| n.to_string()).collect(),
+            ca_validity: DEFAULT_CA_VALIDITY,
+            serving_validity: DEFAULT_SERVING_VALIDITY,
+            lookahead: DEFAULT_LOOKAHEAD,
+        }
+    }
+}
+
+/// A CA and a serving certificate it issued.
+#[derive(Debug)]
+pub struct CertBundle {
+    pub ca: CertificateAuthority,
+    pub serving: ServingCert,
+}
+
+/// What [`CertBundle::reconcile`] decided.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Outcome {
+    /// The stored bundle is valid and not due: nothing to write.
+    Unchanged,
+    /// The CA was kept (so clients' CA bundles stay valid) and a new serving certificate issued.
+    ServingReissued,
+    /// Everything was generated anew (nothing stored, unreadable, or the CA itself due).
+    Regenerated,
+}
+
+impl CertBundle {
+    /// A new CA and a serving certificate for `spec.dns_names`, valid from `now`.
+    pub fn generate(spec: &BundleSpec, now: SystemTime) -> Result<Self, CertError> {
+        let ca = CertificateAuthority::generate_at(&spec.ca_common_name, spec.ca_validity, now)?;
+        let serving = ca.issue_server_cert_at(&spec.dns_names, spec.serving_validity, now)?;
+        Ok(Self { ca, serving })
+    }
+
+    /// The Secret's `data` (raw bytes; the API's JSON carries them base64-encoded).
+    pub fn to_secret_data(&self) -> BTreeMap<String, Vec<u8>> {
+        BTreeMap::from([
+            (CA_CERT_KEY.to_string(), self.ca.cert_pem().as_bytes().to_vec()),
+            (CA_KEY_KEY.to_string(), self.ca.key_pem().as_bytes().to_vec()),
+            (TLS_CERT_KEY.to_string(), self.serving.cert_pem.as_bytes().to_vec()),
+            (TLS_KEY_KEY.to_string(), self.serving.key_pem.as_bytes().to_vec()),
+        ])
+    }
+
+    /// Reads a bundle back from a Secret's `data`; checks that the CA key belongs to the CA certificate.
+    pub fn from_secret_data(data: &BTreeMap<String, Vec<u8>>) -> Result<Self, CertError> {
+        let text = |key: &'static str| -> Result<&str, CertError> {
+            let bytes = data.get(key).ok_or(CertError::MissingSecretKey { key })?;
+            std::str::from_utf8(bytes).map_err(|_| CertError::InvalidCertificate {
+                field: key,
+                reason: "not UTF-8 PEM text".into(),
+            })
+        };
+        let ca = CertificateAuthority::from_pem(text(CA_CERT_KEY)?, text(CA_KEY_KEY)?)?;
+        let serving = ServingCert {
+            cert_pem: text(TLS_CERT_KEY)?.to_string(),
+            key_pem: text(TLS_KEY_KEY)?.to_string(),
+        };
+        Ok(Self { ca, serving })
+    }
+
+    /// Whether this bundle can keep serving at `now`: the serving certificate chains to the CA, is valid for
+    /// the first of `spec.dns_names` and matches its key, and neither certificate expires within the lookahead.
+    pub fn check(&self, spec: &BundleSpec, now: SystemTime) -> Result<(), CertError> {
+        self.check_serving(spec, now)?;
+        if self.ca.info().needs_rotation(now, spec.lookahead) {
+            return Err(CertError::RotationDue {
+                which: "CA certificate",
+            });
+        }
+        Ok(())
+    }
+
+    fn check_serving(&self, spec: &BundleSpec, now: SystemTime) -> Result<(), CertError> {
+        let name = spec.dns_names.first().ok_or(CertError::NoNames)?;
+        verify_serving_cert(
+            self.ca.cert_pem(),
+            &self.serving.cert_pem,
+            &self.serving.key_pem,
+            name,
+            now,
+        )?;
+        let info = inspect(&self.serving.cert_pem)?;
+        let wanted: Vec<&str> = spec.dns_names.iter().map(String::as_str).collect();
+        let has_all = wanted
+            .iter()
+            .all(|w| info.dns_names.iter().any(|n| n == w) || info.ip_addresses.iter().any(|ip| ip.to_string() == *w));
+        if !has_all {
+            return Err(CertError::Untrusted {
+                server_name: name.clone(),
+                reason: format!("the certificate does not name all of {wanted:?}"),
+            });
+        }
+        if info.needs_rotation(now, spec.lookahead) {
+            return Err(CertError::RotationDue {
+                which: "serving certificate",
+            });
+        }
+        Ok(())
+    }
+
+    /// One rotation step, as run at start-up and periodically: given the stored Secret data (if any), returns the
+    /// bundle to use and whether it must be written back. A usable stored bundle is kept; a valid CA is kept
+    /// while only the serving certificate is replaced, so clients' CA bundles stay valid; anything else is
+    /// regenerated. Anything new is valid from `now`. The caller writes changed data with optimistic concurrency (the Secret's
+    /// resourceVersion), and on a conflict re-reads and calls this again, so two replicas converge on one
+    /// bundle.
+    pub fn reconcile(
+        stored: Option<&BTreeMap<String, Vec<u8>>>,
+        spec: &BundleSpec,
+        now: SystemTime,
+    ) -> Result<(Self, Outcome), CertError> {
+        let Some(data) = stored else {
+            return Ok((Self::generate(spec, now)?, Outcome::Regenerated));
+        };
+        let Ok(bundle) = Self::from_secret_data(data) else {
+            return Ok((Self::generate(spec, now)?, Outcome::Regenerated));
+        };
+        if bundle.check(spec, now).is_ok() {
+            return Ok((bundle, Outcome::Unchanged));
+        }
+        // A CA that is not due itself keeps signing, so clients' CA bundles stay valid. The new leaf is checked
+        // like a stored one: it is capped at the CA's expiry, so a CA near its end leads to regeneration.
+        if !bundle.ca.info().needs_rotation(now, spec.lookahead) {
+            let serving = bundle
+                .ca
+                .issue_server_cert_at(&spec.dns_names, spec.serving_validity, now)?;
+            let reissued = Self { ca: bundle.ca, serving };
+            if reissued.check_serving(spec, now).is_ok() {
+                return Ok((reissued, Outcome::ServingReissued));
+            }
+        }
+        Ok((Self::generate(spec, now)?, Outcome::Regenerated))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+
+    const NAME: &str = "wisp-webhook.wisp-system.svc";
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn spec() -> BundleSpec {
+        BundleSpec::new("wisp-webhook-ca", &[NAME, "wisp-webhook.wisp-system.svc.cluster.local"])
+    }
+
+    #[test]
+    fn defaults_are_cert_controllers() {
+        let spec = spec();
+        assert_eq!(spec.ca_validity, Duration::from_secs(315_360_000));
+        assert_eq!(spec.serving_validity, Duration::from_secs(315_360_000));
+        assert_eq!(spec.lookahead, Duration::from_secs(7_776_000));
+    }
+
+    #[test]
+    fn a_generated_bundle_round_trips_through_secret_data_and_passes_the_check() {
+        let bundle = CertBundle::generate(&spec(), SystemTime::now()).unwrap();
+        let data = bundle.to_secret_data();
+        assert_eq!(
+            data.keys().collect::<Vec<_>>(),
+            vec!["ca.crt", "ca.key", "tls.crt", "tls.key"]
+        );
+        let loaded = CertBundle::from_secret_data(&data).unwrap();
+        assert_eq!(loaded.to_secret_data(), data);
+        loaded.check(&spec(), SystemTime::now()).unwrap();
+    }
+
+    #[test]
+    fn reconcile_keeps_a_good_bundle_and_generates_when_nothing_usable_is_stored() {
+        let now = SystemTime::now();
+        let (fresh, outcome) = CertBundle::reconcile(None, &spec(), now).unwrap();
+        assert_eq!(outcome, Outcome::Regenerated);
+        let data = fresh.to_secret_data();
+        let (kept, outcome) = CertBundle::reconcile(Some(&data), &spec(), now).unwrap();
+        assert_eq!(outcome, Outcome::Unchanged);
+        assert_eq!(kept.to_secret_data(), data);
+
+        let mut broken = data.clone();
+        broken.insert(TLS_KEY_KEY.into(), b"garbage".to_vec());
+        let (replaced, outcome) = CertBundle::reconcile(Some(&broken), &spec(), now).unwrap();
+        assert_eq!(outcome, Outcome::ServingReissued);
+        assert_eq!(replaced.ca.cert_pem(), fresh.ca.cert_pem());
+        replaced.check(&spec(), now).unwrap();
+
+        let mut no_ca = data;
+        no_ca.remove(CA_KEY_KEY);
+        assert_eq!(
+            CertBundle::from_secret_data(&no_ca).unwrap_err().to_string(),
+            "the Secret has no ca.key entry; delete the Secret to have a new CA generated"
+        );
+        let (regenerated, outcome) = CertBundle::reconcile(Some(&no_ca), &spec(), now).unwrap();
+        assert_eq!(outcome, Outcome::Regenerated);
+        assert_ne!(regenerated.ca.cert_pem(), fresh.ca.cert_pem());
+    }
+
+    #[test]
+    fn reconcile_reissues_only_the_serving_cert_when_it_is_due_and_the_ca_is_not() {
+        let mut short = spec();
+        short.serving_validity = 100 * DAY;
+        let (bundle, _) = CertBundle::reconcile(None, &short, SystemTime::now()).unwrap();
+        let data = bundle.to_secret_data();
+        // 95 days on, the serving certificate is within the 90-day lookahead; the ten-year CA is not.
+        let later = SystemTime::now() + 95 * DAY;
+        assert_eq!(
+            bundle.check(&short, later).unwrap_err().to_string(),
+            "the serving certificate expires within the rotation lookahead"
+        );
+        let (rotated, outcome) = CertBundle::reconcile(Some(&data), &short, later).unwrap();
+        assert_eq!(outcome, Outcome::ServingReissued);
+        assert_eq!(rotated.ca.cert_pem(), bundle.ca.cert_pem());
+        assert_ne!(rotated.serving.cert_pem, bundle.serving.cert_pem);
+    }
+
+    #[test]
+    fn reconcile_replaces_everything_when_the_ca_is_due() {
+        let mut short = spec();
+        short.ca_validity = 100 * DAY;
+        let (bundle, _) = CertBundle::reconcile(None, &short, SystemTime::now()).unwrap();
+        let later = SystemTime::now() + 20 * DAY;
+        assert_eq!(
+            bundle.check(&short, later).unwrap_err().to_string(),
+            "the serving certificate expires within the rotation lookahead"
+        );
+        let (rotated, outcome) = CertBundle::reconcile(Some(&bundle.to_secret_data()), &short, later).unwrap();
+        assert_eq!(outcome, Outcome::Regenerated);
+        assert_ne!(rotated.ca.cert_pem(), bundle.ca.cert_pem());
+    }
+
+    #[test]
+    fn a_bundle_for_other_names_is_reissued() {
+        let (bundle, _) = CertBundle::reconcile(None, &spec(), SystemTime::now()).unwrap();
+        let renamed = BundleSpec::new("wisp-webhook-ca", &["wisp-webhook.other-ns.svc"]);
+        let err = bundle.check(&renamed, SystemTime::now()).unwrap_err();
+        assert!(
+            matches!(&err, CertError::Untrusted { server_name, .. } if server_name == "wisp-webhook.other-ns.svc"),
+            "{err}"
+        );
+        let (rotated, outcome) =
+            CertBundle::reconcile(Some(&bundle.to_secret_data()), &renamed, SystemTime::now()).unwrap();
+        assert_eq!(outcome, Outcome::ServingReissued);
+        rotated.check(&renamed, SystemTime::now()).unwrap();
+    }
+}

@@ -1,0 +1,731 @@
+//! The fake API server's state: objects by resource, one global resourceVersion counter (as etcd's revision),
+//! and the history of changes that watches replay. No I/O here; the HTTP layer in the parent module maps
+//! requests to these operations and [`ApiError`]s to `Status` responses.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+/// A resource the fake serves: `(group, version, plural)` with its kind and scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceType {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub plural: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+}
+
+const SECRETS_STORE: &str = wisp_shared::contract::secrets_store::API_GROUP;
+
+/// Everything wisp reads or writes, and a few neighbours a test may want to seed.
+pub const RESOURCES: &[ResourceType] = &[
+    res("", "serviceaccounts", "ServiceAccount", true),
+    res("", "secrets", "Secret", true),
+    res("", "configmaps", "ConfigMap", true),
+    res("", "pods", "Pod", true),
+    res("", "events", "Event", true),
+    res("", "namespaces", "Namespace", false),
+    res("", "nodes", "Node", false),
+    res("events.k8s.io", "events", "Event", true),
+    res(SECRETS_STORE, "secretproviderclasses", "SecretProviderClass", true),
+    res(
+        SECRETS_STORE,
+        "secretproviderclasspodstatuses",
+        "SecretProviderClassPodStatus",
+        true,
+    ),
+    res(
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        false,
+    ),
+    res(
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        false,
+    ),
+    res("storage.k8s.io", "csidrivers", "CSIDriver", false),
+];
+
+const fn res(group: &'static str, plural: &'static str, kind: &'static str, namespaced: bool) -> ResourceType {
+    ResourceType {
+        group,
+        version: "v1",
+        plural,
+        kind,
+        namespaced,
+    }
+}
+
+impl ResourceType {
+    pub fn by_path(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
+        RESOURCES
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+    }
+
+    pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceType> {
+        RESOURCES
+            .iter()
+            .find(|r| r.api_version() == api_version && r.kind == kind)
+    }
+
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `secrets` or `secretproviderclasses.secrets-store.csi.x-k8s.io`, as API server messages name resources.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// Built-in types' list items carry no `apiVersion`/`kind` in the API server's JSON; custom resources' do.
+    pub fn is_custom(&self) -> bool {
+        self.group == SECRETS_STORE
+    }
+}
+
+/// A failure the HTTP layer turns into a `Status` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn not_found(rt: &ResourceType, name: &str) -> Self {
+        Self {
+            code: 404,
+            reason: "NotFound",
+            message: format!("{} \"{name}\" not found", rt.qualified()),
+            details: Some(details(rt, name)),
+        }
+    }
+
+    pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
+        Self {
+            code: 409,
+            reason: "AlreadyExists",
+            message: format!("{} \"{name}\" already exists", rt.qualified()),
+            details: Some(details(rt, name)),
+        }
+    }
+
+    pub fn conflict(rt: &ResourceType, name: &str) -> Self {
+        Self {
+            code: 409,
+            reason: "Conflict",
+            message: format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your \
+                 changes to the latest version and try again",
+                rt.qualified()
+            ),
+            details: Some(details(rt, name)),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            code: 400,
+            reason: "BadRequest",
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn invalid(rt: &ResourceType, name: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: 422,
+            reason: "Invalid",
+            message: message.into(),
+            details: Some(details(rt, name)),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self {
+            code: 500,
+            reason: "InternalError",
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// The `Status` object the API server sends for this error.
+    pub fn status(&self) -> Value {
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(details) = &self.details {
+            status["details"] = details.clone();
+        }
+        status
+    }
+}
+
+fn details(rt: &ResourceType, name: &str) -> Value {
+    let mut details = Map::new();
+    details.insert("name".into(), Value::from(name));
+    if !rt.group.is_empty() {
+        details.insert("group".into(), Value::from(rt.group));
+    }
+    details.insert("kind".into(), Value::from(rt.plural));
+    Value::Object(details)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as watches see it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub revision: u64,
+    pub resource: &'static ResourceType,
+    pub namespace: String,
+    pub event: EventType,
+    pub object: Value,
+    /// The object before a MODIFIED change, so a filtered watch can tell an object entering or leaving its
+    /// selector (which the API server reports as ADDED or DELETED).
+    pub previous: Option<Value>,
+}
+
+impl Change {
+    /// The event a watch whose selector is `matches` sees for this change, if any.
+    pub fn as_seen_through(&self, matches: impl Fn(&Value) -> bool) -> Option<EventType> {
+        let now = matches(&self.object);
+        match (self.event, self.previous.as_ref().map(&matches)) {
+            (EventType::Modified, Some(before)) => match (before, now) {
+                (true, true) => Some(EventType::Modified),
+                (true, false) => Some(EventType::Deleted),
+                (false, true) => Some(EventType::Added),
+                (false, false) => None,
+            },
+            (event, _) => now.then_some(event),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    object: Value,
+    /// Served to GET, but not yet to LIST or WATCH (a watch cache that lags behind).
+    get_only: bool,
+}
+
+/// Where an object lives: resource, namespace (empty when cluster-scoped), name.
+pub type Key = (&'static str, &'static str, String, String);
+
+#[derive(Debug, Default)]
+pub struct Store {
+    revision: u64,
+    compacted: u64,
+    uid_counter: u64,
+    objects: BTreeMap<Key, Entry>,
+    history: Vec<Change>,
+}
+
+pub fn key(rt: &'static ResourceType, namespace: &str, name: &str) -> Key {
+    (rt.group, rt.plural, namespace.to_string(), name.to_string())
+}
+
+/// `metadata.name` etc. of an object, or "".
+pub fn meta_str<'a>(object: &'a Value, field: &str) -> &'a str {
+    object["metadata"][field].as_str().unwrap_or("")
+}
+
+impl Store {
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn compacted(&self) -> u64 {
+        self.compacted
+    }
+
+    /// Forgets history up to now: a watch resuming from an older resourceVersion gets `410 Gone`.
+    pub fn compact(&mut self) {
+        self.compacted = self.revision;
+        self.history.clear();
+    }
+
+    pub fn get(&self, rt: &'static ResourceType, namespace: &str, name: &str) -> Option<&Value> {
+        self.objects.get(&key(rt, namespace, name)).map(|e| &e.object)
+    }
+
+    /// Visible objects of a resource, in namespace (if given), ordered by namespace and name.
+    pub fn list(&self, rt: &'static ResourceType, namespace: Option<&str>) -> Vec<&Value> {
+        self.objects
+            .iter()
+            .filter(|((group, plural, ns, _), entry)| {
+                *group == rt.group && *plural == rt.plural && !entry.get_only && namespace.is_none_or(|n| n == ns)
+            })
+            .map(|(_, e)| &e.object)
+            .collect()
+    }
+
+    /// Changes after `revision` of a resource (in a namespace, if given).
+    pub fn changes_since(&self, rt: &ResourceType, namespace: Option<&str>, revision: u64) -> Vec<Change> {
+        self.history
+            .iter()
+            .filter(|c| c.revision > revision && c.resource == rt && namespace.is_none_or(|n| n == c.namespace))
+            .cloned()
+            .collect()
+    }
+
+    /// Creates `object`; fills uid, resourceVersion and creationTimestamp as the API server does.
+    pub fn create(
+        &mut self,
+        rt: &'static ResourceType,
+        namespace: &str,
+        mut object: Value,
+        get_only: bool,
+    ) -> Result<(Value, Option<Change>), ApiError> {
+        let name = meta_str(&object, "name").to_string();
+        let k = key(rt, namespace, &name);
+        if self.objects.contains_key(&k) {
+            return Err(ApiError::already_exists(rt, &name));
+        }
+        self.uid_counter += 1;
+        let uid = format!("00000000-0000-4000-8000-{:012x}", self.uid_counter);
+        stamp_type(rt, &mut object);
+        let metadata = ensure_metadata(&mut object);
+        metadata.insert("uid".into(), Value::from(uid));
+        metadata.insert("creationTimestamp".into(), Value::from(now_rfc3339()));
+        if rt.namespaced {
+            metadata.insert("namespace".into(), Value::from(namespace));
+        } else {
+            metadata.remove("namespace");
+        }
+        Ok(self.commit(rt, k, object, EventType::Added, get_only))
+    }
+
+    /// Replaces an existing object. `expected_revision` (from the new object's metadata) must match the stored
+    /// one when given. An update that changes nothing keeps the resourceVersion and emits no event.
+    pub fn replace(
+        &mut self,
+        rt: &'static ResourceType,
+        namespace: &str,
+        name: &str,
+        mut object: Value,
+    ) -> Result<(Value, Option<Change>), ApiError> {
+        let k = key(rt, namespace, name);
+        let Some(current) = self.objects.get(&k) else {
+            return Err(ApiError::not_found(rt, name));
+        };
+        let expected = meta_str(&object, "resourceVersion");
+        if !expected.is_empty() && expected != meta_str(&current.object, "resourceVersion") {
+            return Err(ApiError::conflict(rt, name));
+        }
+        // Server-owned fields survive whatever the client sent.
+        let current_meta = current.object["metadata"].clone();
+        stamp_type(rt, &mut object);
+        let metadata = ensure_metadata(&mut object);
+        for field in ["uid", "creationTimestamp", "resourceVersion"] {
+            match current_meta.get(field) {
+                Some(v) => metadata.insert(field.into(), v.clone()),
+                None => metadata.remove(field),
+            };
+        }
+        metadata.insert("name".into(), Value::from(name));
+        if rt.namespaced {
+            metadata.insert("namespace".into(), Value::from(namespace));
+        }
+        if object == current.object {
+            if current.get_only {
+                // An unchanged write still publishes a GET-only object to lists and watches.
+                return Ok(self.commit(rt, k, object, EventType::Added, false));
+            }
+            return Ok((object, None));
+        }
+        let event = if current.get_only {
+            EventType::Added
+        } else {
+            EventType::Modified
+        };
+        Ok(self.commit(rt, k, object, event, false))
+    }
+
+    /// Removes an object; returns it (with the deletion's resourceVersion) and the change watches see, which is
+    /// `None` for a GET-only object that no watch ever showed.
+    pub fn delete(
+        &mut self,
+        rt: &'static ResourceType,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(Value, Option<Change>), ApiError> {
+        let k = key(rt, namespace, name);
+        let Some(entry) = self.objects.remove(&k) else {
+            return Err(ApiError::not_found(rt, name));
+        };
+        self.revision += 1;
+        let mut object = entry.object;
+        ensure_metadata(&mut object).insert("resourceVersion".into(), Value::from(self.revision.to_string()));
+        if entry.get_only {
+            return Ok((object, None));
+        }
+        let change = Change {
+            revision: self.revision,
+            resource: rt,
+            namespace: namespace.to_string(),
+            event: EventType::Deleted,
+            object: object.clone(),
+            previous: None,
+        };
+        self.history.push(change.clone());
+        Ok((object, Some(change)))
+    }
+
+    fn commit(
+        &mut self,
+        rt: &'static ResourceType,
+        k: Key,
+        mut object: Value,
+        event: EventType,
+        get_only: bool,
+    ) -> (Value, Option<Change>) {
+        self.revision += 1;
+        ensure_metadata(&mut object).insert("resourceVersion".into(), Value::from(self.revision.to_string()));
+        let namespace = k.2.clone();
+        let replaced = self.objects.insert(
+            k,
+            Entry {
+                object: object.clone(),
+                get_only,
+            },
+        );
+        if get_only {
+            return (object, None);
+        }
+        let previous = match event {
+            EventType::Modified => replaced.map(|entry| entry.object),
+            _ => None,
+        };
+        let change = Change {
+            revision: self.revision,
+            resource: rt,
+            namespace,
+            event,
+            object: object.clone(),
+            previous,
+        };
+        self.history.push(change.clone());
+        (object, Some(change))
+    }
+}
+
+/// Stored objects always carry their `apiVersion` and `kind`, whatever the client sent.
+fn stamp_type(rt: &ResourceType, object: &mut Value) {
+    ensure_metadata(object);
+    if let Some(fields) = object.as_object_mut() {
+        fields.insert("apiVersion".into(), Value::from(rt.api_version()));
+        fields.insert("kind".into(), Value::from(rt.kind));
+    }
+}
+
+pub fn ensure_metadata(object: &mut Value) -> &mut Map<String, Value> {
+    if !object.is_object() {
+        *object = Value::Object(Map::new());
+    }
+    let metadata = object
+        .as_object_mut()
+        .map(|o| o.entry("metadata").or_insert_with(|| Value::Object(Map::new())));
+    match metadata {
+        Some(m) => {
+            if !m.is_object() {
+                *m = Value::Object(Map::new());
+            }
+            m.as_object_mut().expect("metadata was just made an object")
+        }
+        None => unreachable!("object was just made a JSON object"),
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+/// A parsed `labelSelector` (equality and set based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelSelector(Vec<Requirement>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    NotExists(String),
+}
+
+impl LabelSelector {
+    pub fn parse(selector: &str) -> Result<Self, ApiError> {
+        let mut requirements = Vec::new();
+        for term in split_outside_parens(selector) {
+            let term = term.trim();
+            if term.is_empty() {
+                continue;
+            }
+            let invalid =
+                || ApiError::bad_request(format!("unable to parse requirement: invalid label selector: {term:?}"));
+            let requirement = if let Some((k, rest)) = term.split_once(" notin ") {
+                Requirement::NotIn(k.trim().into(), parse_set(rest).ok_or_else(invalid)?)
+            } else if let Some((k, rest)) = term.split_once(" in ") {
+                Requirement::In(k.trim().into(), parse_set(rest).ok_or_else(invalid)?)
+            } else if let Some((k, v)) = term.split_once("!=") {
+                Requirement::NotEquals(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                Requirement::Equals(k.trim().into(), v.trim().into())
+            } else if let Some(k) = term.strip_prefix('!') {
+                Requirement::NotExists(k.trim().into())
+            } else {
+                Requirement::Exists(term.into())
+            };
+            requirements.push(requirement);
+        }
+        Ok(Self(requirements))
+    }
+
+    pub fn matches(&self, object: &Value) -> bool {
+        let labels = &object["metadata"]["labels"];
+        let label = |k: &str| labels.get(k).and_then(Value::as_str);
+        self.0.iter().all(|r| match r {
+            Requirement::Equals(k, v) => label(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => label(k) != Some(v.as_str()),
+            Requirement::In(k, vs) => label(k).is_some_and(|l| vs.iter().any(|v| v == l)),
+            Requirement::NotIn(k, vs) => label(k).is_none_or(|l| vs.iter().all(|v| v != l)),
+            Requirement::Exists(k) => label(k).is_some(),
+            Requirement::NotExists(k) => label(k).is_none(),
+        })
+    }
+}
+
+fn split_outside_parens(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+fn parse_set(s: &str) -> Option<Vec<String>> {
+    let inner = s.trim().strip_prefix('(')?.strip_suffix(')')?;
+    Some(
+        inner
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect(),
+    )
+}
+
+/// A parsed `fieldSelector`: the API server supports `metadata.name` and `metadata.namespace` for every type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldSelector(Vec<(String, bool, String)>);
+
+impl FieldSelector {
+    pub fn parse(selector: &str) -> Result<Self, ApiError> {
+        let mut terms = Vec::new();
+        for term in selector.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (field, equal, value) = if let Some((f, v)) = term.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                (f, true, v)
+            } else {
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{selector}'; can't understand '{term}'"
+                )));
+            };
+            let field = field.trim();
+            if field != "metadata.name" && field != "metadata.namespace" {
+                return Err(ApiError::bad_request(format!("field label not supported: {field}")));
+            }
+            terms.push((field.to_string(), equal, value.trim().to_string()));
+        }
+        Ok(Self(terms))
+    }
+
+    pub fn matches(&self, object: &Value) -> bool {
+        self.0.iter().all(|(field, equal, value)| {
+            let actual = meta_str(object, field.trim_start_matches("metadata."));
+            (actual == value) == *equal
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})
+    }
+
+    fn sa_type() -> &'static ResourceType {
+        ResourceType::by_kind("v1", "ServiceAccount").unwrap()
+    }
+
+    #[test]
+    fn writes_bump_one_global_revision_and_unchanged_updates_do_not() {
+        let mut store = Store::default();
+        let (created, change) = store.create(sa_type(), "ns", sa("a"), false).unwrap();
+        assert_eq!(meta_str(&created, "resourceVersion"), "1");
+        assert_eq!(meta_str(&created, "namespace"), "ns");
+        assert_eq!(meta_str(&created, "uid"), "00000000-0000-4000-8000-000000000001");
+        assert_eq!(change.unwrap().event, EventType::Added);
+        let (same, change) = store.replace(sa_type(), "ns", "a", created.clone()).unwrap();
+        assert_eq!((meta_str(&same, "resourceVersion"), change.is_none()), ("1", true));
+        let mut labelled = created.clone();
+        labelled["metadata"]["labels"] = json!({"x": "y"});
+        let (updated, change) = store.replace(sa_type(), "ns", "a", labelled.clone()).unwrap();
+        assert_eq!(meta_str(&updated, "resourceVersion"), "2");
+        assert_eq!(change.unwrap().event, EventType::Modified);
+        assert_eq!(
+            store.replace(sa_type(), "ns", "a", labelled).unwrap_err().message,
+            "Operation cannot be fulfilled on serviceaccounts \"a\": the object has been modified; please apply \
+             your changes to the latest version and try again"
+        );
+        let (deleted, change) = store.delete(sa_type(), "ns", "a").unwrap();
+        assert_eq!(meta_str(&deleted, "resourceVersion"), "3");
+        assert_eq!(change.unwrap().event, EventType::Deleted);
+        let events: Vec<_> = store
+            .changes_since(sa_type(), None, 1)
+            .iter()
+            .map(|c| c.event)
+            .collect();
+        assert_eq!(events, vec![EventType::Modified, EventType::Deleted]);
+    }
+
+    #[test]
+    fn get_only_objects_are_hidden_from_lists_until_written_again() {
+        let mut store = Store::default();
+        let (hidden, change) = store.create(sa_type(), "ns", sa("late"), true).unwrap();
+        assert!(change.is_none());
+        assert!(store.get(sa_type(), "ns", "late").is_some());
+        assert!(store.list(sa_type(), None).is_empty());
+        let (_, change) = store.replace(sa_type(), "ns", "late", hidden).unwrap();
+        assert_eq!(change.unwrap().event, EventType::Added);
+        assert_eq!(store.list(sa_type(), Some("ns")).len(), 1);
+        assert!(store.list(sa_type(), Some("other")).is_empty());
+        store.create(sa_type(), "ns", sa("never-listed"), true).unwrap();
+        let (_, change) = store.delete(sa_type(), "ns", "never-listed").unwrap();
+        assert!(change.is_none());
+    }
+
+    #[test]
+    fn filtered_watches_see_objects_enter_and_leave_their_selector() {
+        let mut store = Store::default();
+        let selector = LabelSelector::parse("managed=true").unwrap();
+        let seen = |change: &Change| change.as_seen_through(|o| selector.matches(o));
+        let (created, change) = store.create(sa_type(), "ns", sa("s"), false).unwrap();
+        assert_eq!(seen(&change.unwrap()), None);
+        let mut labelled = created.clone();
+        labelled["metadata"]["labels"] = json!({"managed": "true"});
+        let (labelled, change) = store.replace(sa_type(), "ns", "s", labelled).unwrap();
+        assert_eq!(seen(&change.unwrap()), Some(EventType::Added));
+        let mut annotated = labelled.clone();
+        annotated["metadata"]["annotations"] = json!({"a": "b"});
+        let (annotated, change) = store.replace(sa_type(), "ns", "s", annotated).unwrap();
+        assert_eq!(seen(&change.unwrap()), Some(EventType::Modified));
+        let mut unlabelled = annotated;
+        unlabelled["metadata"]["labels"] = json!({});
+        let (_, change) = store.replace(sa_type(), "ns", "s", unlabelled).unwrap();
+        assert_eq!(seen(&change.unwrap()), Some(EventType::Deleted));
+        let (_, change) = store.delete(sa_type(), "ns", "s").unwrap();
+        assert_eq!(seen(&change.unwrap()), None);
+    }
+
+    #[test]
+    fn selectors_follow_api_server_syntax() {
+        let object = json!({"metadata": {"name": "n", "namespace": "ns", "labels": {"a": "1", "b": "2"}}});
+        for (selector, expected) in [
+            ("a=1", true),
+            ("a==1,b=2", true),
+            ("a!=1", false),
+            ("a in (1,3)", true),
+            ("a notin (1,3)", false),
+            ("c", false),
+            ("!c", true),
+            ("a,b in (2)", true),
+            ("", true),
+        ] {
+            assert_eq!(
+                LabelSelector::parse(selector).unwrap().matches(&object),
+                expected,
+                "{selector}"
+            );
+        }
+        assert!(
+            FieldSelector::parse("metadata.name=n,metadata.namespace!=x")
+                .unwrap()
+                .matches(&object)
+        );
+        assert_eq!(
+            FieldSelector::parse("spec.nodeName=x").unwrap_err().message,
+            "field label not supported: spec.nodeName"
+        );
+    }
+
+    #[test]
+    fn errors_render_as_api_server_status_objects() {
+        let spc = ResourceType::by_path(SECRETS_STORE, "v1", "secretproviderclasses").unwrap();
+        assert_eq!(
+            ApiError::not_found(spc, "kv").status(),
+            json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "secretproviderclasses.secrets-store.csi.x-k8s.io \"kv\" not found",
+                "reason": "NotFound",
+                "details": {"name": "kv", "group": "secrets-store.csi.x-k8s.io", "kind": "secretproviderclasses"},
+                "code": 404
+            })
+        );
+    }
+}

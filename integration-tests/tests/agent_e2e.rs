@@ -1,0 +1,811 @@
+//! The real `wisp-agent` binary driven as kubelet drives it: CSI calls over its unix socket with the
+//! volume_context kubelet sends (pod info and a real RS256 service-account token), against the fake Kubernetes
+//! API (SecretProviderClasses), the fake Entra and the fake Key Vault over HTTPS trusting only the test CA.
+//!
+//! The agent is started with `integration_tests::process`: in a private mount namespace whose hosts file maps the
+//! fakes' names to 127.0.0.1, so it resolves them with the system resolver as in production. Its tmpfs mounts
+//! live in that namespace, so the tests look at the volume through `/proc/<agent pid>/root` and check its mount
+//! table through `/proc/<agent pid>/mountinfo`; when the agent exits, the namespace and any mount in it are gone.
+//! Where tmpfs mounts are not permitted the agent runs with `--mount-mode=directory`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use base64::Engine;
+use integration_tests::fake_entra::{FakeEntra, FederatedCredential, ServerTls};
+use integration_tests::fake_keyvault::{CertificateSpec, EcCurve, FakeKeyVault, KeyVaultConfig, ObjectKind};
+use integration_tests::fake_kube::FakeKube;
+use integration_tests::issuer::TestIssuer;
+use integration_tests::pki::TestPki;
+use integration_tests::process::{
+    CloudEndpoints, Program, RunningProgram, free_port, tmpfs_mounts_available, write_cloud_env_file,
+};
+use pretty_assertions::assert_eq;
+use serde_json::json;
+use tonic::transport::Channel;
+use wisp_agent::proto::node_client::NodeClient;
+use wisp_agent::proto::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest, VolumeCapability, volume_capability};
+
+/// Guards against a hang only; no test asserts on timing.
+const PATIENCE: Duration = Duration::from_secs(30);
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const VAULT: &str = "kv1";
+const DNS_SUFFIX: &str = "vault.wisp.test";
+const RESOURCE: &str = "https://vault.wisp.test";
+const LOGIN_HOST: &str = "login.wisp.test";
+const CLIENT_A: &str = "0a0a0a0a-0000-0000-0000-00000000000a";
+const CLIENT_SP: &str = "05050505-0000-0000-0000-000000000005";
+const SP_SECRET: &str = "sp-secret-value";
+
+fn agent_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable lives in target/<profile>/deps")
+            .to_path_buf();
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", "wisp-agent", "--bin", "wisp-agent"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cannot run cargo build for wisp-agent");
+        assert!(status.success(), "cargo build -p wisp-agent failed");
+        profile_dir.join("wisp-agent")
+    })
+}
+
+/// The fakes and what the tests seed in them.
+struct Env {
+    _pki: TestPki,
+    kube: FakeKube,
+    entra: FakeEntra,
+    kv: FakeKeyVault,
+    issuer: TestIssuer,
+    dir: tempfile::TempDir,
+    cloud_env: PathBuf,
+    ca_file: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Env {
+    async fn new() -> Self {
+        let pki = TestPki::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wildcard = format!("*.{DNS_SUFFIX}");
+        let tls = ServerTls::from(pki.server_cert(&[LOGIN_HOST, &wildcard]));
+        let entra = FakeEntra::start(LOGIN_HOST, &tls).await.expect("fake Entra");
+        // One version per page, so that every version list is paged through `nextLink`.
+        let kv_config = KeyVaultConfig {
+            page_size: 1,
+            ..KeyVaultConfig::new(DNS_SUFFIX, RESOURCE, &entra.authority_host())
+        };
+        let kv = FakeKeyVault::start(kv_config, &tls, entra.jwks())
+            .await
+            .expect("fake Key Vault");
+        let kube = FakeKube::start(&pki).await;
+        let issuer = TestIssuer::new("https://oidc.wisp.test/cluster1").expect("issuer");
+        entra.add_tenant(TENANT);
+        entra.add_resource(RESOURCE);
+        entra.trust_issuer(issuer.issuer(), issuer.jwks());
+        entra.add_federated_credential(
+            TENANT,
+            CLIENT_A,
+            FederatedCredential::for_service_account(issuer.issuer(), "ns-a", "sa-a"),
+        );
+        entra.add_client_secret(TENANT, CLIENT_SP, SP_SECRET);
+        kv.add_vault(VAULT, TENANT);
+        kv.grant(CLIENT_A, VAULT).expect("grant");
+        kv.grant(CLIENT_SP, VAULT).expect("grant");
+
+        let cloud_env = write_cloud_env_file(
+            dir.path(),
+            &CloudEndpoints {
+                active_directory_endpoint: entra.authority_host(),
+                key_vault_dns_suffix: format!("{DNS_SUFFIX}:{}", kv.addr().port()),
+                key_vault_resource: RESOURCE.to_string(),
+            },
+        );
+        let ca_file = pki.write_ca_cert(dir.path());
+        let kubeconfig = kube.write_kubeconfig(dir.path());
+        Self {
+            _pki: pki,
+            kube,
+            entra,
+            kv,
+            issuer,
+            dir,
+            cloud_env,
+            ca_file,
+            kubeconfig,
+        }
+    }
+
+    /// A SecretProviderClass in `namespace` reading `objects` (YAML strings) from the vault with `clientID`.
+    fn add_spc(&self, namespace: &str, name: &str, extra: &[(&str, &str)], objects: &[&str]) {
+        let mut array = String::from("array:\n");
+        for object in objects {
+            array.push_str("  - |\n");
+            for line in object.lines() {
+                array.push_str("    ");
+                array.push_str(line);
+                array.push('\n');
+            }
+        }
+        let mut parameters = serde_json::Map::new();
+        parameters.insert("keyvaultName".into(), json!(VAULT));
+        parameters.insert("tenantID".into(), json!(TENANT));
+        parameters.insert("cloudName".into(), json!("AzureStackCloud"));
+        parameters.insert("cloudEnvFileName".into(), json!(self.cloud_env.display().to_string()));
+        parameters.insert("objects".into(), json!(array));
+        for (k, v) in extra {
+            parameters.insert((*k).into(), json!(v));
+        }
+        self.kube.upsert(json!({
+            "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+            "kind": "SecretProviderClass",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"provider": "azure", "parameters": parameters},
+        }));
+    }
+
+    fn tokens_json(&self, namespace: &str, sa: &str, pod: &str) -> String {
+        self.issuer
+            .csi_tokens_json(namespace, sa, pod, &format!("uid-{pod}"), Duration::from_secs(3600))
+            .expect("SA token")
+    }
+}
+
+struct Agent {
+    program: RunningProgram,
+    socket: PathBuf,
+    tmpfs: bool,
+    metrics_port: u16,
+    health_port: u16,
+}
+
+impl Agent {
+    fn start(env: &Env) -> Self {
+        Self::start_with(env, &[])
+    }
+
+    fn start_with(env: &Env, extra_args: &[String]) -> Self {
+        let tmpfs = tmpfs_mounts_available();
+        let socket = env.dir.path().join("csi/csi.sock");
+        let (metrics_port, health_port) = (free_port(), free_port());
+        let program = Program::from_path("wisp-agent", agent_binary())
+            .args([
+                format!("--endpoint=unix://{}", socket.display()),
+                "--nodeid=node-1".to_string(),
+                format!("--mount-mode={}", if tmpfs { "tmpfs" } else { "directory" }),
+                format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+                format!("--health-addr=127.0.0.1:{health_port}"),
+                "--log-level=wisp_agent=debug,info".to_string(),
+            ])
+            .args(extra_args)
+            .env("KUBECONFIG", &env.kubeconfig)
+            .trust_ca_file(&env.ca_file)
+            .resolve_to_loopback(&[LOGIN_HOST.to_string(), env.kv.vault_host(VAULT)])
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("RUST_LOG")
+            .spawn();
+        Self {
+            program,
+            socket,
+            tmpfs,
+            metrics_port,
+            health_port,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.program.logs()
+    }
+
+    async fn client(&mut self) -> NodeClient<Channel> {
+        let started = std::time::Instant::now();
+        while !self.socket.exists() {
+            if let Some(status) = self.program.try_wait() {
+                panic!("wisp-agent exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "the agent socket never appeared:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let path = self.socket.clone();
+        let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connect to the agent socket");
+        NodeClient::new(channel)
+    }
+
+    /// `path` as the agent sees it (inside its mount namespace).
+    fn view(&self, path: &Path) -> PathBuf {
+        let relative = path.strip_prefix("/").expect("absolute path");
+        PathBuf::from(format!("/proc/{}/root", self.program.pid())).join(relative)
+    }
+
+    /// Whether `path` is a mount point in the agent's namespace.
+    fn is_mounted(&self, path: &Path) -> bool {
+        let table = std::fs::read_to_string(format!("/proc/{}/mountinfo", self.program.pid())).expect("mountinfo");
+        table
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(path.to_str().expect("utf-8 path")))
+    }
+}
+
+struct Pod<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    service_account: &'a str,
+}
+
+const POD_A: Pod<'static> = Pod {
+    namespace: "ns-a",
+    name: "pod-a",
+    service_account: "sa-a",
+};
+
+fn publish_request(env: &Env, pod: &Pod<'_>, spc: &str, target: &Path) -> NodePublishVolumeRequest {
+    NodePublishVolumeRequest {
+        volume_id: format!("csi-{}", pod.name),
+        target_path: target.display().to_string(),
+        volume_capability: Some(VolumeCapability {
+            access_type: Some(volume_capability::AccessType::Mount(
+                volume_capability::MountVolume::default(),
+            )),
+            access_mode: Some(volume_capability::AccessMode {
+                mode: volume_capability::access_mode::Mode::SingleNodeReaderOnly as i32,
+            }),
+        }),
+        readonly: true,
+        volume_context: HashMap::from([
+            ("secretProviderClass".to_string(), spc.to_string()),
+            ("csi.storage.k8s.io/pod.name".to_string(), pod.name.to_string()),
+            (
+                "csi.storage.k8s.io/pod.namespace".to_string(),
+                pod.namespace.to_string(),
+            ),
+            ("csi.storage.k8s.io/pod.uid".to_string(), format!("uid-{}", pod.name)),
+            (
+                "csi.storage.k8s.io/serviceAccount.name".to_string(),
+                pod.service_account.to_string(),
+            ),
+            ("csi.storage.k8s.io/ephemeral".to_string(), "true".to_string()),
+            (
+                "csi.storage.k8s.io/serviceAccount.tokens".to_string(),
+                env.tokens_json(pod.namespace, pod.service_account, pod.name),
+            ),
+        ]),
+        ..Default::default()
+    }
+}
+
+/// A kubelet-style target path under the test's directory (not created: kubelet ≥ 1.20 leaves that to the
+/// driver).
+fn target(env: &Env, pod: &str) -> PathBuf {
+    env.dir
+        .path()
+        .join(format!("pods/uid-{pod}/volumes/kubernetes.io~csi/secrets/mount"))
+}
+
+/// What a volume shows, as a container reads it: visible names (top-level symlinks followed), with contents
+/// and modes, plus the `..data` link's presence.
+fn visible_files(root: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, (Vec<u8>, u32)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).expect("read_dir").flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if dir == base && name.starts_with("..") {
+                continue;
+            }
+            let path = entry.path();
+            let meta = std::fs::metadata(&path).expect("metadata (following links)");
+            if meta.is_dir() {
+                walk(base, &path, out);
+            } else {
+                let relative = path
+                    .strip_prefix(base)
+                    .expect("under base")
+                    .to_string_lossy()
+                    .to_string();
+                out.insert(
+                    relative,
+                    (std::fs::read(&path).expect("read"), meta.permissions().mode() & 0o7777),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn pem(label: &str, der: &[u8]) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out.into_bytes()
+}
+
+async fn unpublish(client: &mut NodeClient<Channel>, target: &Path) {
+    client
+        .node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: "any".into(),
+            target_path: target.display().to_string(),
+        })
+        .await
+        .expect("unpublish");
+}
+
+/// The volume is gone: no mount, no directory, nothing in it.
+fn assert_nothing_left(agent: &Agent, target: &Path) {
+    assert!(!agent.is_mounted(target), "{} is still mounted", target.display());
+    assert!(!agent.view(target).exists(), "{} still exists", target.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_secret_key_and_certificate_with_exact_bytes_and_modes() {
+    let env = Env::new().await;
+    env.kv
+        .add_secret(VAULT, "s1", "secret value\nline 2", None)
+        .expect("secret");
+    let key = env.kv.add_rsa_key(VAULT, "k1").expect("key");
+    let cert = env
+        .kv
+        .add_certificate(VAULT, "c1", &CertificateSpec::self_signed("c1.wisp.test"))
+        .expect("cert");
+    env.add_spc(
+        "ns-a",
+        "spc-a",
+        &[("clientID", CLIENT_A)],
+        &[
+            "objectName: s1\nobjectType: secret\nobjectAlias: app/config/s1.txt\nfilePermission: \"0600\"",
+            "objectName: k1\nobjectType: key",
+            "objectName: c1\nobjectType: cert\nobjectAlias: tls.crt",
+        ],
+    );
+    let mut agent = Agent::start(&env);
+    let mut client = agent.client().await;
+    let target = target(&env, "pod-a");
+    let socket_mode = std::fs::metadata(&agent.socket).expect("socket").permissions().mode() & 0o777;
+    assert_eq!(socket_mode, 0o600);
+
+    client
+        .node_publish_volume(publish_request(&env, &POD_A, "spc-a", &target))
+        .await
+        .unwrap_or_else(|e| panic!("publish failed: {e}\n{}", agent.log()));
+
+    assert_eq!(agent.is_mounted(&target), agent.tmpfs);
+    let files = visible_files(&agent.view(&target));
+    let expected: BTreeMap<String, (Vec<u8>, u32)> = BTreeMap::from([
+        (
+            "app/config/s1.txt".to_string(),
+            (b"secret value\nline 2".to_vec(), 0o600),
+        ),
+        ("k1".to_string(), (pem("PUBLIC KEY", &key.public_key_spki_der), 0o644)),
+        ("tls.crt".to_string(), (pem("CERTIFICATE", &cert.chain_der[0]), 0o644)),
+    ]);
+    assert_eq!(files, expected);
+    // Top-level entries are symlinks into `..data`, as kubelet's atomic writer lays them out.
+    let top = agent.view(&target);
+    assert_eq!(
+        std::fs::read_link(top.join("app")).expect("app link"),
+        PathBuf::from("..data/app")
+    );
+    assert_eq!(
+        std::fs::read_link(top.join("k1")).expect("k1 link"),
+        PathBuf::from("..data/k1")
+    );
+
+    // A republish (kubelet retry) changes nothing and asks Key Vault nothing.
+    let before = env.kv.request_count(VAULT, "/secrets/s1");
+    client
+        .node_publish_volume(publish_request(&env, &POD_A, "spc-a", &target))
+        .await
+        .expect("republish");
+    assert_eq!(env.kv.request_count(VAULT, "/secrets/s1"), before);
+
+    unpublish(&mut client, &target).await;
+    assert_nothing_left(&agent, &target);
+    // Idempotent.
+    unpublish(&mut client, &target).await;
+
+    // Debug logs name requests but never carry the service-account token or a secret value.
+    let log = agent.log();
+    assert!(log.contains("NodePublishVolume"), "no request log:\n{log}");
+    assert!(log.contains("***stripped***"), "tokens not shown as stripped:\n{log}");
+    let tokens: serde_json::Value =
+        serde_json::from_str(&env.tokens_json("ns-a", "sa-a", "pod-a")).expect("tokens JSON");
+    let sa_token = tokens["api://AzureADTokenExchange"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    // Every token of the test issuer starts with the same JWT header; header + "." + payload would be a token.
+    let sa_token_prefix = &sa_token[..sa_token.find('.').expect("JWT")];
+    assert!(!log.contains("secret value"), "a secret value is in the log:\n{log}");
+    assert!(
+        !log.contains(&format!("{sa_token_prefix}.ey")),
+        "a JWT is in the log:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_b_naming_pod_a_client_id_is_refused_although_a_token_is_cached() {
+    let env = Env::new().await;
+    env.kv.add_secret(VAULT, "s1", "for pod a only", None).expect("secret");
+    env.add_spc(
+        "ns-a",
+        "spc-a",
+        &[("clientID", CLIENT_A)],
+        &["objectName: s1\nobjectType: secret"],
+    );
+    let mut agent = Agent::start(&env);
+    let mut client = agent.client().await;
+
+    let target_a = target(&env, "pod-a");
+    client
+        .node_publish_volume(publish_request(&env, &POD_A, "spc-a", &target_a))
+        .await
+        .unwrap_or_else(|e| panic!("publish A failed: {e}\n{}", agent.log()));
+    assert_eq!(env.entra.token_requests(TENANT), 1);
+
+    // Pod B runs as another service account in the same namespace and mounts the same SecretProviderClass:
+    // A's token is cached, but B must earn its own, and Entra refuses B's assertion.
+    let pod_b = Pod {
+        namespace: "ns-a",
+        name: "pod-b",
+        service_account: "sa-b",
+    };
+    let target_b = target(&env, "pod-b");
+    let status = client
+        .node_publish_volume(publish_request(&env, &pod_b, "spc-a", &target_b))
+        .await
+        .expect_err("pod B must be refused");
+    assert_eq!(status.code(), tonic::Code::Unknown);
+    let expected_prefix = format!(
+        "failed to mount secrets store objects for pod ns-a/pod-b, err: SecretProviderClass ns-a/spc-a: Microsoft Entra \
+         ID refused a token for client ID {CLIENT_A} in tenant {TENANT} (HTTP 401, invalid_client): AADSTS700213: No \
+         matching federated identity record found for presented assertion subject 'system:serviceaccount:ns-a:sa-b'."
+    );
+    assert!(status.message().starts_with(&expected_prefix), "{}", status.message());
+    assert_eq!(env.entra.token_requests(TENANT), 2);
+    assert_nothing_left(&agent, &target_b);
+    // A's volume is untouched.
+    assert_eq!(
+        visible_files(&agent.view(&target_a)),
+        BTreeMap::from([("s1".to_string(), (b"for pod a only".to_vec(), 0o644))])
+    );
+    unpublish(&mut client, &target_a).await;
+    assert_nothing_left(&agent, &target_a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_path_leaves_no_mount_and_no_file() {
+    let env = Env::new().await;
+    env.kv.add_secret(VAULT, "s1", "v1", None).expect("secret");
+    env.entra.add_federated_credential(
+        TENANT,
+        "0c0c0c0c-0000-0000-0000-00000000000c",
+        FederatedCredential::for_service_account(env.issuer.issuer(), "ns-a", "sa-a"),
+    );
+    env.add_spc(
+        "ns-a",
+        "bad-param",
+        &[("clientID", CLIENT_A), ("keyvaultName", "k")],
+        &["objectName: s1\nobjectType: secret"],
+    );
+    env.add_spc(
+        "ns-other",
+        "elsewhere",
+        &[("clientID", CLIENT_A)],
+        &["objectName: s1\nobjectType: secret"],
+    );
+    env.add_spc(
+        "ns-a",
+        "unknown-client",
+        &[("clientID", "0d0d0d0d-0000-0000-0000-00000000000d")],
+        &["objectName: s1\nobjectType: secret"],
+    );
+    // Registered with a federated credential for sa-a, but never granted access to the vault.
+    env.add_spc(
+        "ns-a",
+        "no-access",
+        &[("clientID", "0c0c0c0c-0000-0000-0000-00000000000c")],
+        &["objectName: s1\nobjectType: secret"],
+    );
+    env.add_spc(
+        "ns-a",
+        "missing-secret",
+        &[("clientID", CLIENT_A)],
+        &[
+            "objectName: s1\nobjectType: secret",
+            "objectName: nope\nobjectType: secret",
+        ],
+    );
+    let mut agent = Agent::start(&env);
+    let mut client = agent.client().await;
+    let prefix = "failed to mount secrets store objects for pod ns-a/pod-a, err: ";
+    let vault_host = format!("{}:{}", env.kv.vault_host(VAULT), env.kv.addr().port());
+
+    let cases: Vec<(&str, tonic::Code, String)> = vec![
+        (
+            "bad-param",
+            tonic::Code::Unknown,
+            format!(
+                "{prefix}SecretProviderClass ns-a/bad-param: Invalid vault name: \"k\", must be between 3 and 24 chars; \
+                 set parameters.keyvaultName to the name of the Key Vault, not its URL"
+            ),
+        ),
+        (
+            "unknown-spc",
+            tonic::Code::Unknown,
+            "failed to get secretproviderclass ns-a/unknown-spc, error: secretproviderclasses.secrets-store.csi.x-k8s.io \
+             \"unknown-spc\" not found; the SecretProviderClass must be in the pod's namespace \"ns-a\""
+                .to_string(),
+        ),
+        (
+            "elsewhere",
+            tonic::Code::Unknown,
+            "failed to get secretproviderclass ns-a/elsewhere, error: secretproviderclasses.secrets-store.csi.x-k8s.io \
+             \"elsewhere\" not found; the SecretProviderClass must be in the pod's namespace \"ns-a\""
+                .to_string(),
+        ),
+        (
+            "unknown-client",
+            tonic::Code::Unknown,
+            format!(
+                "{prefix}SecretProviderClass ns-a/unknown-client: Microsoft Entra ID refused a token for client ID \
+                 0d0d0d0d-0000-0000-0000-00000000000d in tenant {TENANT} (HTTP 400, unauthorized_client): AADSTS700016: \
+                 Application with identifier '0d0d0d0d-0000-0000-0000-00000000000d' was not found in the directory"
+            ),
+        ),
+        (
+            "no-access",
+            tonic::Code::Unknown,
+            format!(
+                "{prefix}SecretProviderClass ns-a/no-access: failed to get objectType:secret, objectName:s1, \
+                 objectVersion:: Key Vault {vault_host} answered HTTP 403 Forbidden: The user, group or application \
+                 'appid=0c0c0c0c-0000-0000-0000-00000000000c;"
+            ),
+        ),
+        (
+            "missing-secret",
+            tonic::Code::Unknown,
+            format!(
+                "{prefix}SecretProviderClass ns-a/missing-secret: failed to get objectType:secret, objectName:nope, \
+                 objectVersion:: Key Vault {vault_host} answered HTTP 404 SecretNotFound: "
+            ),
+        ),
+    ];
+    for (spc, code, message_prefix) in cases {
+        let target = target(&env, &format!("pod-{spc}"));
+        let status = client
+            .node_publish_volume(publish_request(&env, &POD_A, spc, &target))
+            .await
+            .expect_err(&format!("{spc} must fail"));
+        assert_eq!(status.code(), code, "{spc}: {}", status.message());
+        assert!(
+            status.message().starts_with(&message_prefix),
+            "{spc}:\n  got:      {}\n  expected: {message_prefix}…",
+            status.message()
+        );
+        assert_nothing_left(&agent, &target);
+    }
+    // Nothing was written anywhere below the pods directory.
+    let pods = env.dir.path().join("pods");
+    assert!(!agent.view(&pods).exists(), "{} exists", pods.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_key_vault_is_retried_after_retry_after() {
+    let env = Env::new().await;
+    env.kv
+        .add_secret(VAULT, "s1", "after the throttle", None)
+        .expect("secret");
+    env.add_spc(
+        "ns-a",
+        "spc-a",
+        &[("clientID", CLIENT_A)],
+        &["objectName: s1\nobjectType: secret"],
+    );
+    env.kv.throttle(VAULT, "/secrets/s1", 1, 1);
+    let mut agent = Agent::start(&env);
+    let mut client = agent.client().await;
+    let target = target(&env, "pod-a");
+    client
+        .node_publish_volume(publish_request(&env, &POD_A, "spc-a", &target))
+        .await
+        .unwrap_or_else(|e| panic!("publish failed: {e}\n{}", agent.log()));
+    assert_eq!(env.kv.request_count(VAULT, "/secrets/s1"), 2);
+    assert_eq!(
+        visible_files(&agent.view(&target)),
+        BTreeMap::from([("s1".to_string(), (b"after the throttle".to_vec(), 0o644))])
+    );
+    unpublish(&mut client, &target).await;
+    assert_nothing_left(&agent, &target);
+
+    // SIGTERM stops the agent cleanly and removes its socket.
+    let status = agent
+        .program
+        .terminate(PATIENCE)
+        .await
+        .expect("the agent exits on SIGTERM");
+    assert!(status.success(), "exit status {status}:\n{}", agent.log());
+    assert!(!agent.socket.exists(), "the socket was left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_principal_from_node_publish_secret() {
+    let env = Env::new().await;
+    env.kv.add_secret(VAULT, "s1", "via sp", None).expect("secret");
+    env.add_spc("ns-a", "spc-sp", &[], &["objectName: s1\nobjectType: secret"]);
+    let mut agent = Agent::start(&env);
+    let mut client = agent.client().await;
+    let target = target(&env, "pod-a");
+    let mut request = publish_request(&env, &POD_A, "spc-sp", &target);
+    request.secrets = HashMap::from([
+        ("ClientID".to_string(), CLIENT_SP.to_string()),
+        ("clientsecret".to_string(), SP_SECRET.to_string()),
+    ]);
+    client
+        .node_publish_volume(request.clone())
+        .await
+        .unwrap_or_else(|e| panic!("publish failed: {e}\n{}", agent.log()));
+    assert_eq!(
+        visible_files(&agent.view(&target)),
+        BTreeMap::from([("s1".to_string(), (b"via sp".to_vec(), 0o644))])
+    );
+    unpublish(&mut client, &target).await;
+
+    // A wrong secret for the same client id is not served the cached token.
+    request.secrets.insert("clientsecret".to_string(), "wrong".to_string());
+    let status = client.node_publish_volume(request).await.expect_err("wrong secret");
+    assert!(
+        status
+            .message()
+            .contains("(HTTP 401, invalid_client): AADSTS7000215: Invalid client secret provided."),
+        "{}",
+        status.message()
+    );
+    assert_nothing_left(&agent, &target);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renders_pfx_secrets_ec_keys_and_version_history() {
+    let env = Env::new().await;
+    let spec = CertificateSpec {
+        issued_by_ca: true,
+        ..CertificateSpec::self_signed("web.wisp.test")
+    };
+    let cert = env.kv.add_certificate(VAULT, "web", &spec).expect("cert");
+    let ec = env.kv.add_ec_key(VAULT, "ec", EcCurve::P384).expect("ec key");
+    // Key Vault's `created` has one-second resolution; the pauses give the versions distinct times.
+    let v1 = env.kv.add_secret(VAULT, "hist", "one", None).expect("v1");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let v2 = env.kv.add_secret(VAULT, "hist", "two", None).expect("v2");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    env.kv.add_secret(VAULT, "hist", "three", None).expect("v3");
+    env.kv
+        .disable_version(VAULT, ObjectKind::Secret, "hist", &v2)
+        .expect("disable v2");
+    env.add_spc(
+        "ns-a",
+        "spc-a",
+        &[("clientID", CLIENT_A)],
+        &[
+            "objectName: web\nobjectType: secret\nobjectAlias: tls/web.pem",
+            "objectName: ec\nobjectType: KEY",
+            "objectName: hist\nobjectType: secret\nobjectVersionHistory: 5",
+        ],
+    );
+    let mut agent = Agent::start(&env);
+    let mut client = agent.client().await;
+    let target = target(&env, "pod-a");
+    client
+        .node_publish_volume(publish_request(&env, &POD_A, "spc-a", &target))
+        .await
+        .unwrap_or_else(|e| panic!("publish failed: {e}\n{}", agent.log()));
+
+    let mut pfx_as_pem = pem("PRIVATE KEY", &cert.private_key_pkcs8_der);
+    pfx_as_pem.extend(pem("CERTIFICATE", &cert.chain_der[0]));
+    pfx_as_pem.extend(pem("CERTIFICATE", &cert.chain_der[1]));
+    let expected: BTreeMap<String, (Vec<u8>, u32)> = BTreeMap::from([
+        ("tls/web.pem".to_string(), (pfx_as_pem, 0o644)),
+        ("ec".to_string(), (pem("PUBLIC KEY", &ec.public_key_spki_der), 0o644)),
+        // Newest first; the disabled version is skipped; fewer versions than asked for gives what exists.
+        ("hist/0".to_string(), (b"three".to_vec(), 0o644)),
+        ("hist/1".to_string(), (b"one".to_vec(), 0o644)),
+    ]);
+    assert_eq!(visible_files(&agent.view(&target)), expected);
+    assert_ne!(v1, v2);
+    unpublish(&mut client, &target).await;
+    assert_nothing_left(&agent, &target);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_managed_identity_through_imds_and_metrics() {
+    let env = Env::new().await;
+    let user_assigned = "0e0e0e0e-0000-0000-0000-00000000000e";
+    env.entra.set_node_identities(TENANT, None, &[user_assigned]);
+    env.kv.grant(user_assigned, VAULT).expect("grant");
+    env.kv.add_secret(VAULT, "s1", "node identity", None).expect("secret");
+    env.add_spc(
+        "ns-a",
+        "spc-mi",
+        &[
+            ("useVMManagedIdentity", "true"),
+            ("userAssignedIdentityID", user_assigned),
+        ],
+        &["objectName: s1\nobjectType: secret"],
+    );
+    let mut agent = Agent::start_with(&env, &[format!("--imds-endpoint=http://{}", env.entra.imds_addr())]);
+    let mut client = agent.client().await;
+    let target = target(&env, "pod-a");
+    client
+        .node_publish_volume(publish_request(&env, &POD_A, "spc-mi", &target))
+        .await
+        .unwrap_or_else(|e| panic!("publish failed: {e}\n{}", agent.log()));
+    assert_eq!(env.entra.imds_requests(), 1);
+    assert_eq!(
+        visible_files(&agent.view(&target)),
+        BTreeMap::from([("s1".to_string(), (b"node identity".to_vec(), 0o644))])
+    );
+    let other_target = env
+        .dir
+        .path()
+        .join("pods/uid-pod-x/volumes/kubernetes.io~csi/secrets/mount");
+    let status = client
+        .node_publish_volume(publish_request(&env, &POD_A, "missing-spc", &other_target))
+        .await
+        .expect_err("unknown SecretProviderClass");
+    assert_eq!(status.code(), tonic::Code::Unknown);
+    unpublish(&mut client, &target).await;
+
+    let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", agent.metrics_port))
+        .await
+        .expect("metrics endpoint")
+        .text()
+        .await
+        .expect("metrics body");
+    let health = reqwest::get(format!("http://127.0.0.1:{}/healthz", agent.health_port))
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), reqwest::StatusCode::OK);
+    assert_eq!(health.text().await.expect("healthz body"), "ok");
+    for line in [
+        "node_publish_total{provider=\"azure\",os_type=\"linux\"} 1",
+        "node_publish_error_total{provider=\"azure\",error_type=\"SecretProviderClassNotFound\",os_type=\"linux\"} 1",
+        "node_unpublish_total{os_type=\"linux\"} 1",
+        "keyvault_request_count{object_type=\"secret\",error=\"\"} 1",
+        "grpc_request_count{grpc_method=\"/csi.v1.Node/NodePublishVolume\",grpc_code=\"Unknown\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+}

@@ -1,0 +1,524 @@
+//! The real `wisp-webhook` binary against the fake Kubernetes API, driven as kube-apiserver drives it:
+//! AdmissionReviews over HTTPS trusting only the test CA.
+
+use std::path::Path;
+use std::process::{Command, ExitStatus};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use base64::Engine;
+use integration_tests::fake_kube::{FakeKube, KubeVersion, RecordedRequest};
+use integration_tests::pki::TestPki;
+use integration_tests::process::{Program, RunningProgram, free_port};
+use pretty_assertions::assert_eq;
+use rustls_pki_types::ServerName;
+use serde_json::{Value, json};
+
+/// Guards against a hang only; no test asserts on timing.
+const PATIENCE: Duration = Duration::from_secs(30);
+const TOKEN_FILE: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
+
+/// Builds the binary once per test process (a no-op when it is up to date), so a stale binary is never tested.
+fn webhook_program() -> Program {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let release = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent()?.parent().map(|dir| dir.ends_with("release")))
+            .unwrap_or(false);
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", "wisp-webhook", "--bin", "wisp-webhook"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cannot run cargo build for wisp-webhook");
+        assert!(status.success(), "cargo build -p wisp-webhook failed");
+    });
+    Program::new("wisp-webhook")
+}
+
+struct Webhook {
+    program: RunningProgram,
+    port: u16,
+    health_port: u16,
+    metrics_port: u16,
+}
+
+impl Webhook {
+    fn start(kubeconfig: &Path, cert_dir: &Path, extra_args: &[&str]) -> Self {
+        let (port, health_port, metrics_port) = (free_port(), free_port(), free_port());
+        let program = webhook_program()
+            .args([
+                format!("--port={port}"),
+                format!("--health-addr=127.0.0.1:{health_port}"),
+                format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+                format!("--webhook-cert-dir={}", cert_dir.display()),
+                "--cert-reload-interval=100ms".to_string(),
+                "--log-level=debug".to_string(),
+            ])
+            .args(extra_args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("AZURE_TENANT_ID", "webhook-tenant")
+            .env("AZURE_ENVIRONMENT", "AzurePublicCloud")
+            .env_remove("PROXY_IMAGE")
+            .env_remove("PROXY_INIT_IMAGE")
+            .env_remove("RUST_LOG")
+            .spawn();
+        Self {
+            program,
+            port,
+            health_port,
+            metrics_port,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.program.logs()
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    async fn terminate(mut self) -> ExitStatus {
+        match self.program.terminate(PATIENCE).await {
+            Some(status) => status,
+            None => panic!("webhook did not exit after SIGTERM; log:\n{}", self.program.logs()),
+        }
+    }
+}
+
+struct Clients {
+    https: reqwest::Client,
+    plain: reqwest::Client,
+}
+
+fn clients(pki: &TestPki) -> Clients {
+    let ca = reqwest::Certificate::from_pem(pki.ca_pem().as_bytes()).expect("CA PEM");
+    Clients {
+        https: reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .no_proxy()
+            .build()
+            .expect("https client"),
+        plain: reqwest::Client::builder().no_proxy().build().expect("http client"),
+    }
+}
+
+/// GET on the plain HTTP health/metrics listeners: `None` while the process does not listen yet.
+async fn get(client: &reqwest::Client, port: u16, path: &str) -> Option<(u16, String)> {
+    let response = client.get(format!("http://127.0.0.1:{port}{path}")).send().await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+async fn wait_for<T>(what: &str, webhook: &Webhook, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting until {what}; webhook log:\n{}", webhook.log());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn pod(name: &str, sa: &str, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": {"azure.workload.identity/use": "true"},
+            "annotations": annotations
+        },
+        "spec": {"serviceAccountName": sa, "containers": [{"name": "app", "image": "app:1"}]}
+    })
+}
+
+fn review(uid: &str, pod: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "default",
+            "operation": "CREATE",
+            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+            "object": pod,
+            "oldObject": null,
+            "dryRun": false
+        }
+    })
+}
+
+/// POSTs an AdmissionReview; returns the review response with its patch (if any) decoded into JSON.
+async fn admit(clients: &Clients, webhook: &Webhook, review: &Value) -> Value {
+    let response = clients
+        .https
+        .post(format!("https://127.0.0.1:{}/mutate-v1-pod", webhook.port))
+        .json(review)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("admission request failed: {e}; webhook log:\n{}", webhook.log()));
+    assert_eq!(response.status().as_u16(), 200);
+    // ALPN: the webhook offers HTTP/2 (and HTTP/1.1), like controller-runtime's server.
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let mut body: Value = response.json().await.expect("JSON response");
+    let patch = &body["response"]["patch"];
+    // wisp writes base64 (as Go's []byte encoding); kube-core 5's AdmissionResponse writes an array of numbers,
+    // which the API server accepts too. Either way the bytes are a JSON Patch.
+    let bytes = match patch {
+        Value::Null => None,
+        Value::Array(bytes) => Some(
+            bytes
+                .iter()
+                .map(|b| b.as_u64().expect("byte") as u8)
+                .collect::<Vec<_>>(),
+        ),
+        Value::String(b64) => Some(base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")),
+        other => panic!("patch is neither bytes nor base64: {other}"),
+    };
+    if let Some(bytes) = bytes {
+        body["response"]["patch"] = serde_json::from_slice(&bytes).expect("patch is JSON");
+    }
+    body
+}
+
+fn env(client_id: &str) -> Value {
+    json!([
+        {"name": "AZURE_CLIENT_ID", "value": client_id},
+        {"name": "AZURE_TENANT_ID", "value": "webhook-tenant"},
+        {"name": "AZURE_FEDERATED_TOKEN_FILE", "value": TOKEN_FILE},
+        {"name": "AZURE_AUTHORITY_HOST", "value": "https://login.microsoftonline.com/"}
+    ])
+}
+
+fn mutated_response(uid: &str, client_id: &str, expiration: u32) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": {
+            "uid": uid,
+            "allowed": true,
+            "status": {"code": 200},
+            "patchType": "JSONPatch",
+            "patch": [
+                {"op": "add", "path": "/spec/containers/0/env", "value": env(client_id)},
+                {"op": "add", "path": "/spec/containers/0/volumeMounts", "value": [
+                    {"name": "azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": true}
+                ]},
+                {"op": "add", "path": "/spec/volumes", "value": [{
+                    "name": "azure-identity-token",
+                    "projected": {"sources": [{"serviceAccountToken": {
+                        "path": "azure-identity-token",
+                        "expirationSeconds": expiration,
+                        "audience": "api://AzureADTokenExchange"
+                    }}]}
+                }]}
+            ]
+        }
+    })
+}
+
+fn denied_response(uid: &str, message: &str) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": {"uid": uid, "allowed": false, "status": {"code": 400, "message": message}}
+    })
+}
+
+fn service_account(name: &str, client_id: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": name, "namespace": "default", "annotations": {
+            "azure.workload.identity/client-id": client_id,
+            "azure.workload.identity/service-account-token-expiration": "7200"
+        }}
+    })
+}
+
+/// The leaf certificate the webhook presents, from a real handshake trusting only the test CA.
+async fn served_certificate(config: Arc<rustls::ClientConfig>, port: u16) -> Result<Vec<u8>, String> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("127.0.0.1").expect("IP server name");
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let certs = tls.get_ref().1.peer_certificates().ok_or("no peer certificate")?;
+    Ok(certs[0].to_vec())
+}
+
+fn pem_der(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .expect("certificate PEM")
+        .to_vec()
+}
+
+/// Writes a pair the way kubelet updates a Secret volume: into a fresh directory, then an atomic rename.
+fn install_cert(pki: &TestPki, cert_dir: &Path) -> Vec<u8> {
+    let cert = pki.server_cert(&[]);
+    for (file, content) in [("tls.crt", &cert.cert_pem), ("tls.key", &cert.key_pem)] {
+        let tmp = cert_dir.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, content).expect("write cert");
+        std::fs::rename(&tmp, cert_dir.join(file)).expect("rename cert");
+    }
+    pem_der(&cert.cert_pem)
+}
+
+fn gets_of(requests: &[RecordedRequest], path: &str) -> Vec<(String, u16)> {
+    requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == path)
+        .map(|r| (r.path.clone(), r.status))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_end_to_end() {
+    let pki = TestPki::new();
+    let kube = FakeKube::start_with(&pki, KubeVersion { major: 1, minor: 33 }).await;
+    kube.upsert(service_account("workload", "client-1"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = kube.write_kubeconfig(dir.path());
+    let cert_dir = dir.path().join("certs");
+    std::fs::create_dir(&cert_dir).expect("cert dir");
+    let clients = clients(&pki);
+
+    // No certificate yet: alive, not ready.
+    let webhook = Webhook::start(&kubeconfig, &cert_dir, &[]);
+    let health = wait_for("/healthz answers", &webhook, async || {
+        get(&clients.plain, webhook.health_port, "/healthz").await
+    })
+    .await;
+    assert_eq!(health, (200, "ok".to_string()));
+    assert_eq!(
+        get(&clients.plain, webhook.health_port, "/readyz").await,
+        Some((503, "certs are not ready yet".to_string()))
+    );
+
+    // The certificate appears (as when the Secret is populated) and is picked up without a restart.
+    let first = install_cert(&pki, &cert_dir);
+    wait_for("/readyz is ok", &webhook, async || {
+        get(&clients.plain, webhook.health_port, "/readyz")
+            .await
+            .filter(|r| r.0 == 200)
+    })
+    .await;
+    assert_eq!(served_certificate(pki.client_config(), webhook.port).await, Ok(first));
+
+    // TLS 1.3 is the default minimum: a TLS 1.2-only client is refused.
+    let tls12_only =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .expect("TLS 1.2")
+            .with_root_certificates(pki.root_store())
+            .with_no_client_auth();
+    assert!(served_certificate(Arc::new(tls12_only), webhook.port).await.is_err());
+
+    // ServiceAccount from the watch cache.
+    let response = admit(&clients, &webhook, &review("uid-1", pod("app", "workload", json!({})))).await;
+    assert_eq!(response, mutated_response("uid-1", "client-1", 7200));
+
+    // A denial from the pod's annotations.
+    let response = admit(
+        &clients,
+        &webhook,
+        &review(
+            "uid-2",
+            pod(
+                "app",
+                "workload",
+                json!({"azure.workload.identity/service-account-token-expiration": "100"}),
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(
+        response,
+        denied_response(
+            "uid-2",
+            "token expiration 100 not valid. Expected value to be between 3600 and 86400 (pod annotation azure.workload.identity/service-account-token-expiration)"
+        )
+    );
+
+    // Native sidecar (the fake reports 1.33): the proxy goes first into initContainers.
+    let response = admit(
+        &clients,
+        &webhook,
+        &review(
+            "uid-3",
+            pod(
+                "app",
+                "workload",
+                json!({"azure.workload.identity/inject-proxy-sidecar": "true"}),
+            ),
+        ),
+    )
+    .await;
+    let ops = response["response"]["patch"].as_array().expect("patch ops").clone();
+    let paths: Vec<&str> = ops.iter().map(|op| op["path"].as_str().unwrap_or_default()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "/spec/containers/0/env",
+            "/spec/containers/0/volumeMounts",
+            "/spec/initContainers",
+            "/spec/volumes"
+        ]
+    );
+    let init: Vec<(&str, Option<&str>)> = ops[2]["value"]
+        .as_array()
+        .expect("init containers")
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap_or_default(), c["restartPolicy"].as_str()))
+        .collect();
+    assert_eq!(init, vec![("azwi-proxy", Some("Always")), ("azwi-proxy-init", None)]);
+    assert_eq!(
+        ops[2]["value"][0]["image"],
+        json!("mcr.microsoft.com/oss/azure/workload-identity/proxy:v1.5.1")
+    );
+
+    // A ServiceAccount the watch has not delivered yet: read live.
+    kube.insert_get_only(service_account("late", "client-late"));
+    kube.clear_requests();
+    let response = admit(&clients, &webhook, &review("uid-4", pod("app", "late", json!({})))).await;
+    assert_eq!(response, mutated_response("uid-4", "client-late", 7200));
+    let path = "/api/v1/namespaces/default/serviceaccounts/late";
+    assert_eq!(gets_of(&kube.requests(), path), vec![(path.to_string(), 200)]);
+
+    // A ServiceAccount that does not exist: one live read (404), then a denial.
+    kube.clear_requests();
+    let response = admit(&clients, &webhook, &review("uid-5", pod("app", "", json!({})))).await;
+    assert_eq!(
+        response,
+        denied_response(
+            "uid-5",
+            "serviceaccounts \"default\" not found in namespace \"default\"; create the ServiceAccount before the pod or set spec.serviceAccountName"
+        )
+    );
+    let path = "/api/v1/namespaces/default/serviceaccounts/default";
+    assert_eq!(gets_of(&kube.requests(), path), vec![(path.to_string(), 404)]);
+
+    // An annotation change reaches the cache through the watch.
+    kube.upsert(service_account("workload", "client-2"));
+    wait_for("the watch delivers the new client id", &webhook, async || {
+        let response = admit(&clients, &webhook, &review("uid-6", pod("app", "workload", json!({})))).await;
+        (response == mutated_response("uid-6", "client-2", 7200)).then_some(())
+    })
+    .await;
+
+    // Certificate rotation: the next handshakes present the new certificate, same process.
+    let second = install_cert(&pki, &cert_dir);
+    let config = pki.client_config();
+    wait_for("the new certificate is served", &webhook, async || {
+        (served_certificate(config.clone(), webhook.port).await.ok()? == second).then_some(())
+    })
+    .await;
+    let response = admit(&clients, &webhook, &review("uid-7", pod("app", "workload", json!({})))).await;
+    assert_eq!(response, mutated_response("uid-7", "client-2", 7200));
+
+    // Metrics: upstream's histogram per namespace and the outcome counter.
+    let (status, text) = get(&clients.plain, webhook.metrics_port, "/metrics")
+        .await
+        .expect("metrics");
+    assert_eq!(status, 200);
+    let admissions_before_metrics = text
+        .lines()
+        .find(|l| l.starts_with("azwi_mutation_request_count{namespace=\"default\"}"))
+        .map(str::to_string);
+    let mutated_line = text
+        .lines()
+        .find(|l| l.starts_with("wisp_webhook_admissions_total{outcome=\"mutated\"}"))
+        .map(str::to_string);
+    let counts: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("wisp_webhook_admissions_total{outcome=\"denied\"}")
+                || l.starts_with("wisp_webhook_admissions_total{outcome=\"error\"}")
+                || l.starts_with("wisp_webhook_admissions_total{outcome=\"unchanged\"}")
+        })
+        .collect();
+    let mut counts = counts;
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        vec![
+            "wisp_webhook_admissions_total{outcome=\"denied\"} 2",
+            "wisp_webhook_admissions_total{outcome=\"error\"} 0",
+            "wisp_webhook_admissions_total{outcome=\"unchanged\"} 0",
+        ]
+    );
+    // The watch wait above retried an unknown number of times; everything else is exact.
+    let mutated: u64 = mutated_line
+        .and_then(|l| l.rsplit(' ').next().and_then(|n| n.parse().ok()))
+        .expect("mutated counter");
+    assert!(mutated >= 5, "{text}");
+    assert_eq!(
+        admissions_before_metrics,
+        Some(format!(
+            "azwi_mutation_request_count{{namespace=\"default\"}} {}",
+            mutated + 2
+        ))
+    );
+    assert!(text.contains("# TYPE azwi_mutation_request histogram\n"), "{text}");
+
+    // SIGTERM: a clean exit.
+    let status = webhook.terminate().await;
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_the_service_account_cache_syncs() {
+    let pki = TestPki::new();
+    let kube = FakeKube::start_with(&pki, KubeVersion { major: 1, minor: 29 }).await;
+    kube.upsert(service_account("workload", "client-1"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A token the API server refuses: every list, watch and GET is 401, so the cache never syncs.
+    let kubeconfig = kube.write_kubeconfig(dir.path());
+    let text = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+    std::fs::write(&kubeconfig, text.replace(kube.token(), "wrong-token")).expect("kubeconfig");
+    let cert_dir = dir.path().join("certs");
+    std::fs::create_dir(&cert_dir).expect("cert dir");
+    install_cert(&pki, &cert_dir);
+    let clients = clients(&pki);
+
+    let webhook = Webhook::start(&kubeconfig, &cert_dir, &["--native-sidecar=false"]);
+    let health = wait_for("/healthz answers", &webhook, async || {
+        get(&clients.plain, webhook.health_port, "/healthz").await
+    })
+    .await;
+    assert_eq!(health, (200, "ok".to_string()));
+    // The watch has been refused at least once (with backoff it keeps trying): still not ready.
+    kube.wait_until("the webhook tried to list serviceaccounts", PATIENCE, |k| {
+        k.requests()
+            .iter()
+            .any(|r| r.path == "/api/v1/serviceaccounts" && r.status == 401)
+    })
+    .await;
+    assert_eq!(
+        get(&clients.plain, webhook.health_port, "/readyz").await,
+        Some((503, "serviceaccount cache has not synced yet".to_string()))
+    );
+
+    // The live read fails too: the pod is refused with the reason, never admitted unmutated.
+    let response = admit(&clients, &webhook, &review("uid-1", pod("app", "workload", json!({})))).await;
+    assert_eq!(
+        response,
+        denied_response(
+            "uid-1",
+            "cannot read serviceaccount default/workload from the Kubernetes API: HTTP 401 Unauthorized: Unauthorized; the webhook needs get, list and watch on serviceaccounts"
+        )
+    );
+
+    let status = webhook.terminate().await;
+    assert!(status.success(), "exit status {status}");
+}

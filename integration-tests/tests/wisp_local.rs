@@ -1,0 +1,98 @@
+//! `wisp-local`, the README's first command, run as a user runs it: its output and exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use pretty_assertions::assert_eq;
+
+/// Builds the webhook and agent binaries once per test process (a no-op when up to date) and returns the
+/// directory holding them, next to this test's executable.
+fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable lives in target/<profile>/deps")
+            .to_path_buf();
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", "wisp-webhook", "-p", "wisp-agent"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cannot run cargo build");
+        assert!(status.success(), "cargo build -p wisp-webhook -p wisp-agent failed");
+        profile_dir
+    })
+}
+
+fn wisp_local(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wisp-local"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("cannot run wisp-local")
+}
+
+#[test]
+fn runs_the_documented_scenario_end_to_end() {
+    let dir = bin_dir().display().to_string();
+    let output = wisp_local(&["--bin-dir", &dir]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "exit {:?}; output:\n{stdout}", output.status);
+
+    let steps: Vec<&str> = stdout.lines().filter(|l| l.starts_with("==> ")).collect();
+    assert_eq!(
+        steps,
+        vec![
+            "==> Starting the fake Kubernetes API, Microsoft Entra (with IMDS) and Key Vault",
+            "==> Seeding the vault and the cluster",
+            "==> Starting wisp-webhook",
+            "==> Starting wisp-agent",
+            "==> Admitting pod busybox-secrets-store-inline-wi through the webhook (as kube-apiserver)",
+            "==> Workload identity: mounting azure-kvname-wi for busybox-secrets-store-inline-wi (as kubelet)",
+            "==> User-assigned managed identity: mounting azure-kvname-user-msi for \
+             busybox-secrets-store-inline-user-msi",
+            "==> Service Connector style (add-on identity): mounting sc-azure-kvname for sc-demo-keyvault-csi",
+            "==> Unmounting the volumes (NodeUnpublishVolume, as kubelet when the pods are deleted)",
+            "==> Stopping wisp-agent and wisp-webhook",
+            "==> Done: every step succeeded",
+        ]
+    );
+    for injected in [
+        "      AZURE_CLIENT_ID=a1b2c3d4-0000-4000-8000-000000000001\n",
+        "      AZURE_TENANT_ID=72f988bf-0000-4000-8000-00000000aaaa\n",
+        "      AZURE_FEDERATED_TOKEN_FILE=/var/run/secrets/azure/tokens/azure-identity-token\n",
+        "      azure-identity-token: projected serviceAccountToken (audience api://AzureADTokenExchange, \
+         expirationSeconds 3600, path azure-identity-token)\n",
+    ] {
+        assert!(stdout.contains(injected), "missing {injected:?} in:\n{stdout}");
+    }
+    let volume = "    $ ls /mnt/secrets-store/\n    ExampleSecret\n    cert1\n    key1\n    secret1\n    \
+                  $ cat /mnt/secrets-store/ExampleSecret\n    MyAKSExampleSecret\n    \
+                  $ head -1 /mnt/secrets-store/key1\n    -----BEGIN PUBLIC KEY-----\n    \
+                  $ head -1 /mnt/secrets-store/cert1\n    -----BEGIN CERTIFICATE-----\n";
+    assert_eq!(stdout.matches(volume).count(), 3, "{stdout}");
+    let identities: Vec<&str> = stdout.lines().filter(|l| l.starts_with("    identity: ")).collect();
+    assert_eq!(
+        identities,
+        vec![
+            "    identity: the pod's service account token, exchanged at Entra for a Key Vault token",
+            "    identity: a managed identity token from IMDS",
+            "    identity: a managed identity token from IMDS",
+        ]
+    );
+    assert!(stdout.contains("    3 volumes unmounted and removed\n"), "{stdout}");
+}
+
+#[test]
+fn a_missing_binary_fails_with_its_path_and_a_non_zero_exit() {
+    let output = wisp_local(&["--bin-dir", "/nonexistent-wisp-bin"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "FAILED: /nonexistent-wisp-bin/wisp-webhook does not exist (from --bin-dir)\n"
+    );
+}

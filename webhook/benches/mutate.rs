@@ -1,0 +1,86 @@
+//! The pure mutation on a typical Deployment pod (2 containers, 1 init container, a few env vars and mounts),
+//! with and without the proxy sidecar, and a reinvocation (already mutated, empty patch).
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::{Value, json};
+use wisp_webhook::mutate::{MutationConfig, ServiceAccountInfo, mutate};
+
+fn config() -> MutationConfig {
+    MutationConfig {
+        tenant_id: "00000000-0000-0000-0000-000000000000".to_string(),
+        authority_host: "https://login.microsoftonline.com/".to_string(),
+        audience: "api://AzureADTokenExchange".to_string(),
+        proxy_image: "mcr.microsoft.com/oss/azure/workload-identity/proxy:v1.5.1".to_string(),
+        proxy_init_image: "mcr.microsoft.com/oss/azure/workload-identity/proxy-init:v1.5.1".to_string(),
+        native_sidecar: true,
+        proxy_log_level: "info".to_string(),
+    }
+}
+
+fn pod(annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "api-7d9f8c6b5d-",
+            "namespace": "prod",
+            "labels": {"app": "api", "azure.workload.identity/use": "true", "pod-template-hash": "7d9f8c6b5d"},
+            "annotations": annotations,
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-7d9f8c6b5d", "uid": "6f1c", "controller": true}]
+        },
+        "spec": {
+            "serviceAccountName": "api",
+            "initContainers": [{"name": "migrate", "image": "api:1.2.3", "args": ["migrate"], "resources": {}}],
+            "containers": [
+                {
+                    "name": "api", "image": "api:1.2.3",
+                    "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                    "env": [{"name": "LOG_LEVEL", "value": "info"}, {"name": "PORT", "value": "8080"}],
+                    "volumeMounts": [{"name": "config", "mountPath": "/etc/api"}],
+                    "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}
+                },
+                {"name": "metrics", "image": "exporter:0.9", "resources": {}}
+            ],
+            "volumes": [{"name": "config", "configMap": {"name": "api"}}],
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 30,
+            "dnsPolicy": "ClusterFirst"
+        }
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let config = config();
+    let sa = ServiceAccountInfo {
+        client_id: Some("11111111-1111-1111-1111-111111111111".to_string()),
+        tenant_id: None,
+        token_expiration: Some("3600".to_string()),
+    };
+    let plain = pod(json!({}));
+    let proxy = pod(json!({"azure.workload.identity/inject-proxy-sidecar": "true"}));
+    let mut mutated = plain.clone();
+    json_patch::patch(&mut mutated, &mutate(&plain, &sa, &config).expect("mutates")).expect("applies");
+
+    c.bench_function("mutate/typical pod", |b| {
+        b.iter(|| mutate(black_box(&plain), &sa, &config))
+    });
+    c.bench_function("mutate/with proxy sidecar", |b| {
+        b.iter(|| mutate(black_box(&proxy), &sa, &config))
+    });
+    c.bench_function("mutate/reinvocation", |b| {
+        b.iter(|| mutate(black_box(&mutated), &sa, &config))
+    });
+    let body = serde_json::to_vec(&plain).expect("json");
+    c.bench_function("mutate/parse + mutate + encode patch", |b| {
+        b.iter(|| {
+            let pod: Value = serde_json::from_slice(black_box(&body)).expect("json");
+            let patch = mutate(&pod, &sa, &config).expect("mutates");
+            serde_json::to_vec(&patch).expect("encodes")
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,286 @@
+//! HTTP handlers: the admission endpoint, health, readiness and metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use kube::core::GroupVersionKind;
+use kube::core::admission::Operation;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::metrics::{Metrics, Outcome};
+use crate::mutate::{self, MutationConfig};
+use crate::sa_cache::ServiceAccountLookup;
+use crate::tls::CertResolver;
+
+pub const MUTATE_PATH: &str = "/mutate-v1-pod";
+
+/// Pods can be large (up to the API server's 3 MiB request limit); leave room for the review around it.
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+pub struct AppState {
+    pub mutation: MutationConfig,
+    pub service_accounts: ServiceAccountLookup,
+    pub metrics: Metrics,
+}
+
+/// The admission endpoint.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(MUTATE_PATH, post(mutate_pod))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// What readiness depends on.
+#[derive(Clone)]
+pub struct Readiness {
+    pub certs: Arc<CertResolver>,
+    pub service_accounts: ServiceAccountLookup,
+}
+
+/// `/healthz` (the process serves) and `/readyz` (a certificate is loaded and the ServiceAccount cache synced).
+pub fn health_router(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(readiness)
+}
+
+async fn readyz(State(readiness): State<Readiness>) -> Response {
+    if !readiness.certs.is_loaded() {
+        (StatusCode::SERVICE_UNAVAILABLE, "certs are not ready yet").into_response()
+    } else if !readiness.service_accounts.index().is_synced() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "serviceaccount cache has not synced yet",
+        )
+            .into_response()
+    } else {
+        "ok".into_response()
+    }
+}
+
+/// `/metrics` in the Prometheus text format.
+pub fn metrics_router(registry: Arc<Registry>) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(registry)
+}
+
+async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
+    match crate::metrics::encode(&registry) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics").into_response(),
+    }
+}
+
+async fn mutate_pod(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let (api_version, request) = match parse_review(&body) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            state.metrics.count(Outcome::Error);
+            tracing::warn!(error = %message, "malformed admission request");
+            return (StatusCode::BAD_REQUEST, message).into_response();
+        }
+    };
+    let namespace = request
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| request.object["metadata"]["namespace"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let (response, outcome) = review(&state, &request, &namespace).await;
+    state
+        .metrics
+        .observe_mutation(&namespace, started.elapsed().as_secs_f64());
+    state.metrics.count(outcome);
+    let body = ReviewOut {
+        api_version: &api_version,
+        kind: "AdmissionReview",
+        response,
+    };
+    match serde_json::to_vec(&body) {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the AdmissionReview: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// The request half of an AdmissionReview, with the pod kept as raw JSON: typed structs would drop the fields they
+/// do not know (upstream #1312). Fields wisp does not read (userInfo, oldObject, options) are not stored.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<RequestIn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn {
+    uid: String,
+    kind: GroupVersionKind,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Operation,
+    #[serde(default)]
+    object: Value,
+}
+
+fn parse_review(body: &[u8]) -> Result<(String, RequestIn), String> {
+    let review: ReviewIn =
+        serde_json::from_slice(body).map_err(|e| format!("request body is not an AdmissionReview: {e}"))?;
+    if review.kind != "AdmissionReview"
+        || !matches!(
+            review.api_version.as_str(),
+            "admission.k8s.io/v1" | "admission.k8s.io/v1beta1"
+        )
+    {
+        return Err(format!(
+            "request body is not an AdmissionReview: expected kind AdmissionReview and apiVersion admission.k8s.io/v1 or admission.k8s.io/v1beta1, got kind {:?} apiVersion {:?}",
+            review.kind, review.api_version
+        ));
+    }
+    let request = review
+        .request
+        .ok_or_else(|| "request body is not an AdmissionReview: field request is missing".to_string())?;
+    Ok((review.api_version, request))
+}
+
+/// The response half of an AdmissionReview, written here rather than with kube-core's `AdmissionResponse`: that
+/// type encodes the patch as a JSON array of numbers (kube-rs #1781), 3-4 times the size of the base64 that
+/// kube-apiserver's own `[]byte` encoding uses, and that size dominated the cost of a response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'a str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    status: StatusOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    /// Base64 of the JSON Patch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+}
+
+/// As controller-runtime answers: `code` 200 when allowed, the denial's code and message otherwise.
+#[derive(Debug, Serialize)]
+struct StatusOut {
+    code: u16,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    message: String,
+}
+
+fn allow(request: &RequestIn, patch: Option<String>) -> ResponseOut<'_> {
+    ResponseOut {
+        uid: &request.uid,
+        allowed: true,
+        status: StatusOut {
+            code: 200,
+            message: String::new(),
+        },
+        patch_type: patch.as_ref().map(|_| "JSONPatch"),
+        patch,
+    }
+}
+
+fn deny(request: &RequestIn, code: u16, message: String) -> ResponseOut<'_> {
+    ResponseOut {
+        uid: &request.uid,
+        allowed: false,
+        status: StatusOut { code, message },
+        patch_type: None,
+        patch: None,
+    }
+}
+
+async fn review<'a>(state: &AppState, request: &'a RequestIn, namespace: &str) -> (ResponseOut<'a>, Outcome) {
+    let pod = &request.object;
+    if request.kind.kind != "Pod" || !pod.is_object() {
+        let message = format!(
+            "this webhook admits Pods; request.kind is {:?} and request.object is {}",
+            request.kind.kind,
+            if pod.is_object() { "an object" } else { "missing" }
+        );
+        return (deny(request, 400, message), Outcome::Error);
+    }
+    // The MutatingWebhookConfiguration selects CREATE of labelled pods; checked again so that a broader
+    // configuration neither mutates other pods nor patches a running pod's immutable spec.
+    if request.operation != Operation::Create || !mutate::is_opted_in(pod) {
+        return (allow(request, None), Outcome::Unchanged);
+    }
+    let pod_name = mutate::pod_display_name(pod);
+    let sa_name = mutate::service_account_name(pod);
+    let sa = match state.service_accounts.get(namespace, sa_name).await {
+        Ok(Some(sa)) => sa,
+        Ok(None) => {
+            let message = format!(
+                "serviceaccounts \"{sa_name}\" not found in namespace \"{namespace}\"; create the ServiceAccount before the pod or set spec.serviceAccountName"
+            );
+            tracing::info!(pod = %pod_name, namespace, denial = %message, "pod denied");
+            return (deny(request, 400, message), Outcome::Denied);
+        }
+        Err(e) => {
+            tracing::error!(pod = %pod_name, namespace, error = %e, "serviceaccount lookup failed");
+            return (deny(request, 400, e.to_string()), Outcome::Error);
+        }
+    };
+    match mutate::mutate(pod, &sa, &state.mutation) {
+        Ok(patch) if patch.0.is_empty() => {
+            tracing::debug!(pod = %pod_name, namespace, "pod already mutated");
+            (allow(request, None), Outcome::Unchanged)
+        }
+        Ok(patch) => {
+            let ops = patch.0.len();
+            match serde_json::to_vec(&patch) {
+                Ok(json) => {
+                    tracing::debug!(pod = %pod_name, namespace, ops, "pod mutated");
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(json);
+                    (allow(request, Some(encoded)), Outcome::Mutated)
+                }
+                Err(e) => (
+                    deny(request, 500, format!("cannot encode the patch: {e}")),
+                    Outcome::Error,
+                ),
+            }
+        }
+        Err(denial) => {
+            tracing::info!(pod = %pod_name, namespace, denial = %denial, "pod denied");
+            let outcome = if denial.code() >= 500 {
+                Outcome::Error
+            } else {
+                Outcome::Denied
+            };
+            (deny(request, denial.code(), denial.to_string()), outcome)
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! The pod mutation as a pure function: the pod as the API server sent it (raw JSON), the ServiceAccount's
+//! annotations and the webhook's configuration in; a JSON Patch of `add` operations, or a denial, out.
+//!
+//! The pod is never deserialized into typed structs: a field this code does not model (a newer Kubernetes'
+//! `restartPolicy` on an init container, upstream issue #1312) can then neither be dropped nor rewritten. Typed
+//! k8s-openapi values are only used to build the objects that are added.
+
+use std::collections::BTreeMap;
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation};
+use k8s_openapi::api::core::v1::{
+    CSIVolumeSource, Capabilities, Container, ContainerPort, EnvVar, ExecAction, Lifecycle, LifecycleHandler,
+    ProjectedVolumeSource, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use wisp_shared::contract::secrets_store::{CTX_SECRET_PROVIDER_CLASS, DRIVER_NAME};
+use wisp_shared::contract::workload_identity as wi;
+
+/// Default proxy images: the upstream release whose token layout wisp serves.
+pub const DEFAULT_PROXY_IMAGE: &str = "mcr.microsoft.com/oss/azure/workload-identity/proxy:v1.5.1";
+pub const DEFAULT_PROXY_INIT_IMAGE: &str = "mcr.microsoft.com/oss/azure/workload-identity/proxy-init:v1.5.1";
+
+/// What the mutation needs from the webhook's configuration; fixed for the life of the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MutationConfig {
+    /// `AZURE_TENANT_ID` of the webhook, used when the ServiceAccount has no tenant-id annotation.
+    pub tenant_id: String,
+    /// `AZURE_AUTHORITY_HOST` injected into containers, from the cloud environment.
+    pub authority_host: String,
+    /// Audience of the projected service account token.
+    pub audience: String,
+    pub proxy_image: String,
+    pub proxy_init_image: String,
+    /// Put the proxy sidecar into `initContainers` with `restartPolicy: Always` (API server 1.32 or newer).
+    pub native_sidecar: bool,
+    /// `--log-level` passed to the proxy sidecar.
+    pub proxy_log_level: String,
+}
+
+/// The ServiceAccount annotations the mutation reads; the cache keeps only these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceAccountInfo {
+    pub client_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub token_expiration: Option<String>,
+}
+
+impl ServiceAccountInfo {
+    pub fn from_annotations<'a>(annotations: impl IntoIterator<Item = (&'a String, &'a String)>) -> Self {
+        let mut info = Self::default();
+        for (key, value) in annotations {
+            match key.as_str() {
+                wi::CLIENT_ID_ANNOTATION => info.client_id = Some(value.clone()),
+                wi::TENANT_ID_ANNOTATION => info.tenant_id = Some(value.clone()),
+                wi::TOKEN_EXPIRATION_ANNOTATION => info.token_expiration = Some(value.clone()),
+                _ => {}
+            }
+        }
+        info
+    }
+}
+
+/// Where an annotation was read from, for denial messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Pod,
+    ServiceAccount,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Origin::Pod => "pod",
+            Origin::ServiceAccount => "ServiceAccount",
+        })
+    }
+}
+
+/// Why a pod is refused. The texts keep upstream's wording (which users search for) and add the field and fix.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Denial {
+    #[error(
+        "{origin} annotation {ann}: parsing {value:?}: invalid syntax; set a whole number of seconds between {min} and {max}",
+        ann = wi::TOKEN_EXPIRATION_ANNOTATION,
+        min = wi::MIN_TOKEN_EXPIRATION_SECONDS,
+        max = wi::MAX_TOKEN_EXPIRATION_SECONDS
+    )]
+    TokenExpirationSyntax { origin: Origin, value: String },
+    #[error(
+        "token expiration {value} not valid. Expected value to be between {min} and {max} ({origin} annotation {ann})",
+        ann = wi::TOKEN_EXPIRATION_ANNOTATION,
+        min = wi::MIN_TOKEN_EXPIRATION_SECONDS,
+        max = wi::MAX_TOKEN_EXPIRATION_SECONDS
+    )]
+    TokenExpirationRange { origin: Origin, value: i64 },
+    #[error(
+        "hostNetwork is set to true, cannot inject proxy sidecar; remove the pod annotation {ann} or spec.hostNetwork",
+        ann = wi::INJECT_PROXY_SIDECAR_ANNOTATION
+    )]
+    ProxyWithHostNetwork,
+    #[error(
+        "failed to parse proxy sidecar port: pod annotation {ann}: parsing {value:?}: invalid port; set an integer between 1 and 65535",
+        ann = wi::PROXY_SIDECAR_PORT_ANNOTATION
+    )]
+    ProxyPort { value: String },
+    #[error(
+        "pod annotation {ann} is empty; set it to the name of a SecretProviderClass in the pod's namespace",
+        ann = wi::SECRET_PROVIDER_CLASS_ANNOTATION
+    )]
+    EmptySecretProviderClass,
+    #[error(
+        "pod annotation {ann}: {value:?} is not an absolute path; set a path starting with /",
+        ann = wi::SECRETS_MOUNT_PATH_ANNOTATION
+    )]
+    SecretsMountPath { value: String },
+    #[error("pod field {field} is not {expected}; the object is not a valid Pod")]
+    MalformedPod { field: String, expected: &'static str },
+    #[error("cannot encode the injected {what} as JSON: {reason}")]
+    Encode { what: &'static str, reason: String },
+}
+
+impl Denial {
+    /// The HTTP-style code reported in the AdmissionResponse status: the request's fault, except encoding.
+    pub fn code(&self) -> u16 {
+        match self {
+            Denial::Encode { .. } => 500,
+            _ => 400,
+        }
+    }
+}
+
+/// The name used for a pod in logs: its name, or its generateName marked as a prefix.
+pub fn pod_display_name(pod: &Value) -> String {
+    let meta = &pod["metadata"];
+    match meta["name"].as_str() {
+        Some(name) if !name.is_empty() => name.to_string(),
+        _ => format!("{} (prefix)", meta["generateName"].as_str().unwrap_or_default()),
+    }
+}
+
+/// `spec.serviceAccountName`, or `default` when unset or empty (the deprecated `spec.serviceAccount` is not read,
+/// as upstream).
+pub fn service_account_name(pod: &Value) -> &str {
+    match pod["spec"]["serviceAccountName"].as_str() {
+        Some(name) if !name.is_empty() => name,
+        _ => "default",
+    }
+}
+
+/// True when the pod carries `azure.workload.identity/use: "true"` (exactly, as the webhook's objectSelector).
+pub fn is_opted_in(pod: &Value) -> bool {
+    pod["metadata"]["labels"][wi::USE_LABEL].as_str() == Some("true")
+}
+
+/// Computes the patch that injects workload identity into `pod`. An empty patch means the pod already has
+/// everything (a reinvocation) or is not opted in.
+pub fn mutate(pod: &Value, sa: &ServiceAccountInfo, config: &MutationConfig) -> Result<Patch, Denial> {
+    if !is_opted_in(pod) {
+        return Ok(Patch(Vec::new()));
+    }
+    let annotations = pod["metadata"]["annotations"].as_object();
+    let annotation = |key: &str| annotations.and_then(|a| a.get(key)).and_then(Value::as_str);
+    let spec = match &pod["spec"] {
+        Value::Object(spec) => spec,
+        _ => return Err(malformed("spec", "an object")),
+    };
+
+    let proxy_port = match annotation(wi::INJECT_PROXY_SIDECAR_ANNOTATION) {
+        Some(v) if v.trim().eq_ignore_ascii_case("true") => {
+            if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
+                return Err(Denial::ProxyWithHostNetwork);
+            }
+            Some(proxy_port(annotation(wi::PROXY_SIDECAR_PORT_ANNOTATION))?)
+        }
+        _ => None,
+    };
+    let expiration = token_expiration(annotation(wi::TOKEN_EXPIRATION_ANNOTATION), sa)?;
+    let secrets = match annotation(wi::SECRET_PROVIDER_CLASS_ANNOTATION) {
+        None => None,
+        Some(class) if class.trim().is_empty() => return Err(Denial::EmptySecretProviderClass),
+        Some(class) => {
+            let path = match annotation(wi::SECRETS_MOUNT_PATH_ANNOTATION) {
+                None => wi::DEFAULT_SECRETS_MOUNT_PATH,
+                Some(p) if p.starts_with('/') => p,
+                Some(p) => return Err(Denial::SecretsMountPath { value: p.to_string() }),
+            };
+            Some((class.trim(), path))
+        }
+    };
+    // Lists here hold a handful of entries: linear scans beat hashing them.
+    let skip: Vec<&str> = annotation(wi::SKIP_CONTAINERS_ANNOTATION)
+        .map(|v| v.split(';').map(str::trim).collect())
+        .unwrap_or_default();
+
+    let tenant_id = sa.tenant_id.as_deref().unwrap_or(&config.tenant_id);
+    let env = [
+        (wi::ENV_CLIENT_ID, sa.client_id.as_deref().unwrap_or_default()),
+        (wi::ENV_TENANT_ID, tenant_id),
+        (wi::ENV_FEDERATED_TOKEN_FILE, wi::TOKEN_FILE_PATH),
+        (wi::ENV_AUTHORITY_HOST, config.authority_host.as_str()),
+    ]
+    .into_iter()
+    .filter(|(_, value)| !value.is_empty())
+    .map(|(name, value)| {
+        let var = EnvVar {
+            name: name.to_string(),
+            value: Some(value.to_string()),
+            ..Default::default()
+        };
+        Ok((name, to_json("env var", &var)?))
+    })
+    .collect::<Result<Vec<_>, Denial>>()?;
+    let mut mounts = vec![to_json(
+        "volume mount",
+        &VolumeMount {
+            name: wi::TOKEN_VOLUME_NAME.to_string(),
+            mount_path: wi::TOKEN_MOUNT_PATH.to_string(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    )?];
+    if let Some((_, path)) = secrets {
+        mounts.push(to_json(
+            "volume mount",
+            &VolumeMount {
+                name: wi::SECRETS_STORE_VOLUME_NAME.to_string(),
+                mount_path: path.to_string(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        )?);
+    }
+    let injection = Injection { env, mounts, skip };
+
+    let mut ops = Vec::new();
+    let init_containers = container_list(spec, "initContainers")?;
+    let containers = container_list(spec, "containers")?;
+    injection.patch_containers("initContainers", init_containers, &mut ops)?;
+    injection.patch_containers("containers", containers, &mut ops)?;
+
+    if let Some(port) = proxy_port {
+        let mut appended_init = Vec::new();
+        if !has_named(init_containers, wi::PROXY_INIT_CONTAINER_NAME) {
+            let mut init = to_json("proxy init container", &proxy_init_container(config, port))?;
+            injection.inject_into(&mut init)?;
+            appended_init.push(init);
+        }
+        let target_list = if config.native_sidecar {
+            init_containers
+        } else {
+            containers
+        };
+        let sidecar = if has_named(target_list, wi::PROXY_SIDECAR_CONTAINER_NAME) {
+            None
+        } else {
+            let mut sidecar = to_json("proxy sidecar container", &proxy_sidecar_container(config, port))?;
+            injection.inject_into(&mut sidecar)?;
+            Some(sidecar)
+        };
+        if config.native_sidecar {
+            // Order as upstream: the sidecar first, the user's init containers, then azwi-proxy-init.
+            match init_containers {
+                None => {
+                    let list: Vec<Value> = sidecar.into_iter().chain(appended_init).collect();
+                    if !list.is_empty() {
+                        ops.push(add(&["spec", "initContainers"], Value::Array(list)));
+                    }
+                }
+                Some(_) => {
+                    for c in appended_init {
+                        ops.push(add(&["spec", "initContainers", "-"], c));
+                    }
+                    if let Some(s) = sidecar {
+                        ops.push(add(&["spec", "initContainers", "0"], s));
+                    }
+                }
+            }
+        } else {
+            append_all(&mut ops, "initContainers", init_containers.is_some(), appended_init);
+            if let Some(s) = sidecar {
+                match containers {
+                    None => ops.push(add(&["spec", "containers"], Value::Array(vec![s]))),
+                    Some(_) => ops.push(add(&["spec", "containers", "0"], s)),
+                }
+            }
+        }
+    }
+
+    let volumes = match spec.get("volumes") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(v)) => Some(v.as_slice()),
+        Some(_) => return Err(malformed("spec.volumes", "an array")),
+    };
+    let mut new_volumes = Vec::new();
+    if !has_token_volume(volumes) {
+        new_volumes.push(to_json("token volume", &token_volume(config, expiration))?);
+    }
+    if let Some((class, _)) = secrets
+        && !has_named(volumes, wi::SECRETS_STORE_VOLUME_NAME)
+    {
+        new_volumes.push(to_json("secrets-store volume", &secrets_store_volume(class))?);
+    }
+    append_all(&mut ops, "volumes", volumes.is_some(), new_volumes);
+
+    Ok(Patch(ops))
+}
+
+/// The env vars and mounts to give every container not named in skip-containers.
+struct Injection<'a> {
+    /// Name and the built entry, built once per pod.
+    env: Vec<(&'a str, Value)>,
+    mounts: Vec<Value>,
+    skip: Vec<&'a str>,
+}
+
+impl Injection<'_> {
+    /// The env entries and mounts `container` lacks, by name.
+    /// `at` names the container in an error message; only called on error.
+    fn missing(&self, container: &Value, at: impl Fn() -> String) -> Result<(Vec<Value>, Vec<Value>), Denial> {
+        let name = container["name"].as_str().unwrap_or_default();
+        if self.skip.contains(&name) {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let env_names = names(&container["env"], || format!("{}.env", at()))?;
+        let env = self
+            .env
+            .iter()
+            .filter(|(n, _)| !env_names.contains(n))
+            .map(|(_, v)| v.clone())
+            .collect();
+        let mount_names = names(&container["volumeMounts"], || format!("{}.volumeMounts", at()))?;
+        let mounts = self
+            .mounts
+            .iter()
+            .filter(|m| !m["name"].as_str().is_some_and(|n| mount_names.contains(&n)))
+            .cloned()
+            .collect();
+        Ok((env, mounts))
+    }
+
+    /// Adds what an existing container lacks through patch operations at its index.
+    fn patch_containers(
+        &self,
+        list: &str,
+        containers: Option<&[Value]>,
+        ops: &mut Vec<PatchOperation>,
+    ) -> Result<(), Denial> {
+        for (i, container) in containers.unwrap_or_default().iter().enumerate() {
+            let index = i.to_string();
+            let (env, mounts) = self.missing(container, || format!("spec.{list}[{i}]"))?;
+            for (field, values) in [("env", env), ("volumeMounts", mounts)] {
+                if values.is_empty() {
+                    continue;
+                }
+                match &container[field] {
+                    Value::Array(_) => {
+                        for v in values {
+                            ops.push(add(&["spec", list, &index, field, "-"], v));
+                        }
+                    }
+                    _ => ops.push(add(&["spec", list, &index, field], Value::Array(values))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds what a container being injected lacks, in place.
+    fn inject_into(&self, container: &mut Value) -> Result<(), Denial> {
+        let (env, mounts) = self.missing(container, || "injected container".to_string())?;
+        for (field, values) in [("env", env), ("volumeMounts", mounts)] {
+            if values.is_empty() {
+                continue;
+            }
+            if let Value::Object(fields) = container {
+                match fields.entry(field).or_insert_with(|| Value::Array(Vec::new())) {
+                    Value::Array(list) => list.extend(values),
+                    other => *other = Value::Array(values),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn malformed(field: &str, expected: &'static str) -> Denial {
+    Denial::MalformedPod {
+        field: field.to_string(),
+        expected,
+    }
+}
+
+fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<Value, Denial> {
+    serde_json::to_value(value).map_err(|e| Denial::Encode {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+fn add(path: &[&str], value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(path.iter().copied()),
+        value,
+    })
+}
+
+/// Appends `values` to `spec.<field>`, creating the list when the pod has none.
+fn append_all(ops: &mut Vec<PatchOperation>, field: &str, exists: bool, values: Vec<Value>) {
+    if values.is_empty() {
+        return;
+    }
+    if exists {
+        for v in values {
+            ops.push(add(&["spec", field, "-"], v));
+        }
+    } else {
+        ops.push(add(&["spec", field], Value::Array(values)));
+    }
+}
+
+fn container_list<'a>(spec: &'a Map<String, Value>, field: &str) -> Result<Option<&'a [Value]>, Denial> {
+    match spec.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(list)) => {
+            if list.iter().all(Value::is_object) {
+                Ok(Some(list.as_slice()))
+            } else {
+                Err(malformed(&format!("spec.{field}"), "an array of objects"))
+            }
+        }
+        Some(_) => Err(malformed(&format!("spec.{field}"), "an array")),
+    }
+}
+
+/// The `name`s in a list of named objects (env, volumeMounts); absent or null is empty.
+fn names(list: &Value, field: impl FnOnce() -> String) -> Result<Vec<&str>, Denial> {
+    match list {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) => Ok(items.iter().filter_map(|i| i["name"].as_str()).collect()),
+        _ => Err(malformed(&field(), "an array")),
+    }
+}
+
+fn has_named(list: Option<&[Value]>, name: &str) -> bool {
+    list.unwrap_or_default()
+        .iter()
+        .any(|v| v["name"].as_str() == Some(name))
+}
+
+/// The token volume counts as present when a projected service account token source already writes the token
+/// file (upstream v1.5.1's rule), or a volume already has its name (adding a second would make the pod invalid).
+fn has_token_volume(volumes: Option<&[Value]>) -> bool {
+    volumes.unwrap_or_default().iter().any(|v| {
+        v["name"].as_str() == Some(wi::TOKEN_VOLUME_NAME)
+            || v["projected"]["sources"].as_array().is_some_and(|s| {
+                s.iter()
+                    .any(|s| s["serviceAccountToken"]["path"].as_str() == Some(wi::TOKEN_PATH))
+            })
+    })
+}
+
+fn proxy_port(value: Option<&str>) -> Result<u16, Denial> {
+    match value {
+        None => Ok(wi::DEFAULT_PROXY_SIDECAR_PORT),
+        Some(v) => match v.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(port),
+            _ => Err(Denial::ProxyPort { value: v.to_string() }),
+        },
+    }
+}
+
+fn token_expiration(pod_value: Option<&str>, sa: &ServiceAccountInfo) -> Result<i64, Denial> {
+    let (origin, raw) = match (pod_value, sa.token_expiration.as_deref()) {
+        (Some(v), _) if !v.is_empty() => (Origin::Pod, v),
+        (_, Some(v)) if !v.is_empty() => (Origin::ServiceAccount, v),
+        _ => return Ok(wi::DEFAULT_TOKEN_EXPIRATION_SECONDS),
+    };
+    let value = raw.parse::<i64>().map_err(|_| Denial::TokenExpirationSyntax {
+        origin,
+        value: raw.to_string(),
+    })?;
+    if (wi::MIN_TOKEN_EXPIRATION_SECONDS..=wi::MAX_TOKEN_EXPIRATION_SECONDS).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Denial::TokenExpirationRange { origin, value })
+    }
+}
+
+fn token_volume(config: &MutationConfig, expiration: i64) -> Volume {
+    Volume {
+        name: wi::TOKEN_VOLUME_NAME.to_string(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    path: wi::TOKEN_PATH.to_string(),
+                    expiration_seconds: Some(expiration),
+                    audience: Some(config.audience.clone()),
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn secrets_store_volume(class: &str) -> Volume {
+    Volume {
+        name: wi::SECRETS_STORE_VOLUME_NAME.to_string(),
+        csi: Some(CSIVolumeSource {
+            driver: DRIVER_NAME.to_string(),
+            read_only: Some(true),
+            volume_attributes: Some(BTreeMap::from([(
+                CTX_SECRET_PROVIDER_CLASS.to_string(),
+                class.to_string(),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn proxy_init_container(config: &MutationConfig, port: u16) -> Container {
+    Container {
+        name: wi::PROXY_INIT_CONTAINER_NAME.to_string(),
+        image: Some(config.proxy_init_image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        security_context: Some(SecurityContext {
+            capabilities: Some(Capabilities {
+                add: Some(vec!["NET_ADMIN".to_string()]),
+                drop: Some(vec!["ALL".to_string()]),
+            }),
+            privileged: Some(true),
+            run_as_non_root: Some(false),
+            run_as_user: Some(0),
+            ..Default::default()
+        }),
+        env: Some(vec![EnvVar {
+            name: "PROXY_PORT".to_string(),
+            value: Some(port.to_string()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+fn proxy_sidecar_container(config: &MutationConfig, port: u16) -> Container {
+    let port_arg = format!("--proxy-port={port}");
+    let level_arg = format!("--log-level={}", config.proxy_log_level);
+    Container {
+        name: wi::PROXY_SIDECAR_CONTAINER_NAME.to_string(),
+        image: Some(config.proxy_image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        args: Some(vec![port_arg.clone(), level_arg.clone()]),
+        ports: Some(vec![ContainerPort {
+            container_port: i32::from(port),
+            ..Default::default()
+        }]),
+        lifecycle: Some(Lifecycle {
+            post_start: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec!["/proxy".to_string(), port_arg, "--probe".to_string(), level_arg]),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                add: None,
+                drop: Some(vec!["ALL".to_string()]),
+            }),
+            privileged: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            ..Default::default()
+        }),
+        restart_policy: config.native_sidecar.then(|| "Always".to_string()),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+#[path = "mutate_tests.rs"]
+mod tests;
