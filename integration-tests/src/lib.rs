@@ -5,5 +5,7 @@ pub mod fake_entra;
 pub mod fake_keyvault;
 pub mod fake_kube;
 pub mod issuer;
+pub mod kubelet;
+pub mod local_cloud;
 pub mod pki;
 pub mod process;

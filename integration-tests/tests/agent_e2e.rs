@@ -16,19 +16,19 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use base64::Engine;
-use integration_tests::fake_entra::{FakeEntra, FederatedCredential, ServerTls};
+use integration_tests::fake_entra::{FakeEntra, FederatedCredential};
 use integration_tests::fake_keyvault::{CertificateSpec, EcCurve, FakeKeyVault, KeyVaultConfig, ObjectKind};
 use integration_tests::fake_kube::FakeKube;
 use integration_tests::issuer::TestIssuer;
+use integration_tests::kubelet::csi::node_client::NodeClient;
+use integration_tests::kubelet::csi::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
+use integration_tests::kubelet::{self, AgentLaunch, PodRef};
+use integration_tests::local_cloud::{ClientFiles, CloudNames, LocalCloud};
 use integration_tests::pki::TestPki;
-use integration_tests::process::{
-    CloudEndpoints, Program, RunningProgram, free_port, tmpfs_mounts_available, write_cloud_env_file,
-};
+use integration_tests::process::{RunningProgram, free_port, tmpfs_mounts_available};
 use pretty_assertions::assert_eq;
 use serde_json::json;
 use tonic::transport::Channel;
-use wisp_agent::proto::node_client::NodeClient;
-use wisp_agent::proto::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest, VolumeCapability, volume_capability};
 
 /// Guards against a hang only; no test asserts on timing.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -76,21 +76,30 @@ struct Env {
 
 impl Env {
     async fn new() -> Self {
-        let pki = TestPki::new();
         let dir = tempfile::tempdir().expect("tempdir");
-        let wildcard = format!("*.{DNS_SUFFIX}");
-        let tls = ServerTls::from(pki.server_cert(&[LOGIN_HOST, &wildcard]));
-        let entra = FakeEntra::start(LOGIN_HOST, &tls).await.expect("fake Entra");
-        // One version per page, so that every version list is paged through `nextLink`.
-        let kv_config = KeyVaultConfig {
-            page_size: 1,
-            ..KeyVaultConfig::new(DNS_SUFFIX, RESOURCE, &entra.authority_host())
+        let names = CloudNames {
+            login_host: LOGIN_HOST,
+            vault_dns_suffix: DNS_SUFFIX,
+            vault_resource: RESOURCE,
+            oidc_issuer: "https://oidc.wisp.test/cluster1",
         };
-        let kv = FakeKeyVault::start(kv_config, &tls, entra.jwks())
+        // One version per page, so that every version list is paged through `nextLink`.
+        let cloud = LocalCloud::start(&names, |config| KeyVaultConfig { page_size: 1, ..config })
             .await
-            .expect("fake Key Vault");
-        let kube = FakeKube::start(&pki).await;
-        let issuer = TestIssuer::new("https://oidc.wisp.test/cluster1").expect("issuer");
+            .expect("the fakes");
+        let ClientFiles {
+            ca_file,
+            kubeconfig,
+            cloud_env,
+        } = cloud.write_client_files(dir.path());
+        let LocalCloud {
+            pki,
+            kube,
+            entra,
+            vault: kv,
+            issuer,
+            ..
+        } = cloud;
         entra.add_tenant(TENANT);
         entra.add_resource(RESOURCE);
         entra.trust_issuer(issuer.issuer(), issuer.jwks());
@@ -104,16 +113,6 @@ impl Env {
         kv.grant(CLIENT_A, VAULT).expect("grant");
         kv.grant(CLIENT_SP, VAULT).expect("grant");
 
-        let cloud_env = write_cloud_env_file(
-            dir.path(),
-            &CloudEndpoints {
-                active_directory_endpoint: entra.authority_host(),
-                key_vault_dns_suffix: format!("{DNS_SUFFIX}:{}", kv.addr().port()),
-                key_vault_resource: RESOURCE.to_string(),
-            },
-        );
-        let ca_file = pki.write_ca_cert(dir.path());
-        let kubeconfig = kube.write_kubeconfig(dir.path());
         Self {
             _pki: pki,
             kube,
@@ -129,15 +128,7 @@ impl Env {
 
     /// A SecretProviderClass in `namespace` reading `objects` (YAML strings) from the vault with `clientID`.
     fn add_spc(&self, namespace: &str, name: &str, extra: &[(&str, &str)], objects: &[&str]) {
-        let mut array = String::from("array:\n");
-        for object in objects {
-            array.push_str("  - |\n");
-            for line in object.lines() {
-                array.push_str("    ");
-                array.push_str(line);
-                array.push('\n');
-            }
-        }
+        let array = kubelet::objects_parameter(objects);
         let mut parameters = serde_json::Map::new();
         parameters.insert("keyvaultName".into(), json!(VAULT));
         parameters.insert("tenantID".into(), json!(TENANT));
@@ -179,25 +170,21 @@ impl Agent {
         let tmpfs = tmpfs_mounts_available();
         let socket = env.dir.path().join("csi/csi.sock");
         let (metrics_port, health_port) = (free_port(), free_port());
-        let program = Program::from_path("wisp-agent", agent_binary())
-            .args([
-                format!("--endpoint=unix://{}", socket.display()),
-                "--nodeid=node-1".to_string(),
-                format!("--mount-mode={}", if tmpfs { "tmpfs" } else { "directory" }),
-                format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-                format!("--health-addr=127.0.0.1:{health_port}"),
-                "--log-level=wisp_agent=debug,info".to_string(),
-            ])
-            .args(extra_args)
-            .env("KUBECONFIG", &env.kubeconfig)
-            .trust_ca_file(&env.ca_file)
-            .resolve_to_loopback(&[LOGIN_HOST.to_string(), env.kv.vault_host(VAULT)])
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("http_proxy")
-            .env_remove("RUST_LOG")
-            .spawn();
+        let program = AgentLaunch {
+            binary: agent_binary(),
+            socket: &socket,
+            node_id: "node-1",
+            tmpfs,
+            kubeconfig: &env.kubeconfig,
+            ca_file: &env.ca_file,
+            loopback_names: vec![LOGIN_HOST.to_string(), env.kv.vault_host(VAULT)],
+            log_level: "wisp_agent=debug,info",
+            metrics_port,
+            health_port,
+        }
+        .program()
+        .args(extra_args)
+        .spawn();
         Self {
             program,
             socket,
@@ -212,46 +199,20 @@ impl Agent {
     }
 
     async fn client(&mut self) -> NodeClient<Channel> {
-        let started = std::time::Instant::now();
-        while !self.socket.exists() {
-            if let Some(status) = self.program.try_wait() {
-                panic!("wisp-agent exited with {status}:\n{}", self.log());
-            }
-            assert!(
-                started.elapsed() < PATIENCE,
-                "the agent socket never appeared:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match kubelet::connect(&mut self.program, &self.socket, PATIENCE).await {
+            Ok(client) => client,
+            Err(e) => panic!("{e}:\n{}", self.log()),
         }
-        let path = self.socket.clone();
-        let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
-            .expect("endpoint")
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await
-            .expect("connect to the agent socket");
-        NodeClient::new(channel)
     }
 
     /// `path` as the agent sees it (inside its mount namespace).
     fn view(&self, path: &Path) -> PathBuf {
-        let relative = path.strip_prefix("/").expect("absolute path");
-        PathBuf::from(format!("/proc/{}/root", self.program.pid())).join(relative)
+        kubelet::in_namespace_of(self.program.pid(), path)
     }
 
     /// Whether `path` is a mount point in the agent's namespace.
     fn is_mounted(&self, path: &Path) -> bool {
-        let table = std::fs::read_to_string(format!("/proc/{}/mountinfo", self.program.pid())).expect("mountinfo");
-        table
-            .lines()
-            .any(|l| l.split(' ').nth(4) == Some(path.to_str().expect("utf-8 path")))
+        kubelet::is_mount_point(self.program.pid(), path)
     }
 }
 
@@ -268,38 +229,19 @@ const POD_A: Pod<'static> = Pod {
 };
 
 fn publish_request(env: &Env, pod: &Pod<'_>, spc: &str, target: &Path) -> NodePublishVolumeRequest {
-    NodePublishVolumeRequest {
-        volume_id: format!("csi-{}", pod.name),
-        target_path: target.display().to_string(),
-        volume_capability: Some(VolumeCapability {
-            access_type: Some(volume_capability::AccessType::Mount(
-                volume_capability::MountVolume::default(),
-            )),
-            access_mode: Some(volume_capability::AccessMode {
-                mode: volume_capability::access_mode::Mode::SingleNodeReaderOnly as i32,
-            }),
-        }),
-        readonly: true,
-        volume_context: HashMap::from([
-            ("secretProviderClass".to_string(), spc.to_string()),
-            ("csi.storage.k8s.io/pod.name".to_string(), pod.name.to_string()),
-            (
-                "csi.storage.k8s.io/pod.namespace".to_string(),
-                pod.namespace.to_string(),
-            ),
-            ("csi.storage.k8s.io/pod.uid".to_string(), format!("uid-{}", pod.name)),
-            (
-                "csi.storage.k8s.io/serviceAccount.name".to_string(),
-                pod.service_account.to_string(),
-            ),
-            ("csi.storage.k8s.io/ephemeral".to_string(), "true".to_string()),
-            (
-                "csi.storage.k8s.io/serviceAccount.tokens".to_string(),
-                env.tokens_json(pod.namespace, pod.service_account, pod.name),
-            ),
-        ]),
-        ..Default::default()
-    }
+    let uid = format!("uid-{}", pod.name);
+    let pod_ref = PodRef {
+        namespace: pod.namespace,
+        name: pod.name,
+        uid: &uid,
+        service_account: pod.service_account,
+    };
+    let context = kubelet::volume_context(
+        [("secretProviderClass".to_string(), spc.to_string())],
+        &pod_ref,
+        env.tokens_json(pod.namespace, pod.service_account, pod.name),
+    );
+    kubelet::publish_request(&format!("csi-{}", pod.name), target, context)
 }
 
 /// A kubelet-style target path under the test's directory (not created: kubelet ≥ 1.20 leaves that to the

@@ -1,7 +1,7 @@
 //! The local stack and the documented scenario, step by step. Every step prints one progress line; the first
 //! failing step ends the run with its reason and the tail of the log of the program involved.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,24 +9,18 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use integration_tests::fake_entra::{FakeEntra, FederatedCredential, ServerTls};
-use integration_tests::fake_keyvault::{CertificateSpec, FakeKeyVault, KeyVaultConfig};
-use integration_tests::fake_kube::FakeKube;
-use integration_tests::issuer::TestIssuer;
+use integration_tests::fake_entra::FederatedCredential;
+use integration_tests::fake_keyvault::CertificateSpec;
+use integration_tests::kubelet::{self, AgentLaunch, PodRef, csi};
+use integration_tests::local_cloud::{ClientFiles, CloudNames, LocalCloud};
 use integration_tests::pki::TestPki;
 use integration_tests::process::{
-    self, CloudEndpoints, Program, RunningProgram, free_port, mount_namespaces_available, tmpfs_mounts_available,
-    write_cloud_env_file,
+    self, Program, RunningProgram, free_port, mount_namespaces_available, tmpfs_mounts_available,
 };
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use wisp_shared::contract::secrets_store as ss;
 use wisp_shared::contract::workload_identity as wi;
-
-mod csi {
-    #![allow(clippy::all, clippy::pedantic)]
-    tonic::include_proto!("csi.v1");
-}
 
 use csi::node_client::NodeClient;
 
@@ -45,6 +39,12 @@ const LOGIN_HOST: &str = "login.wisp.test";
 const VAULT_DNS_SUFFIX: &str = "vault.wisp.test";
 const VAULT_RESOURCE: &str = "https://vault.wisp.test";
 const OIDC_ISSUER: &str = "https://oidc.wisp.test/local-cluster";
+const CLOUD_NAMES: CloudNames<'static> = CloudNames {
+    login_host: LOGIN_HOST,
+    vault_dns_suffix: VAULT_DNS_SUFFIX,
+    vault_resource: VAULT_RESOURCE,
+    oidc_issuer: OIDC_ISSUER,
+};
 const NAMESPACE: &str = "default";
 const SERVICE_ACCOUNT: &str = "workload-identity-sa";
 const EXAMPLE_SECRET_VALUE: &str = "MyAKSExampleSecret";
@@ -103,13 +103,7 @@ fn with_log<T>(result: Result<T>, program: &RunningProgram) -> Result<T> {
     result.map_err(|e| anyhow!("{e:#}\n{}", tail(program)))
 }
 
-struct Fakes {
-    pki: TestPki,
-    kube: FakeKube,
-    entra: FakeEntra,
-    vault: FakeKeyVault,
-    issuer: TestIssuer,
-}
+type Fakes = LocalCloud;
 
 /// What the scenario leaves running.
 struct Stack {
@@ -165,17 +159,12 @@ pub async fn run(options: Options, interrupt: Arc<Notify>) -> Result<()> {
     // was started.
     let bring_up = async {
         step("Starting the fake Kubernetes API, Microsoft Entra (with IMDS) and Key Vault");
-        let fakes = start_fakes().await?;
-        let ca_file = fakes.pki.write_ca_cert(dir);
-        let kubeconfig = fakes.kube.write_kubeconfig(dir);
-        let cloud_env = write_cloud_env_file(
-            dir,
-            &CloudEndpoints {
-                active_directory_endpoint: fakes.entra.authority_host(),
-                key_vault_dns_suffix: format!("{VAULT_DNS_SUFFIX}:{}", fakes.vault.addr().port()),
-                key_vault_resource: VAULT_RESOURCE.to_string(),
-            },
-        );
+        let fakes = LocalCloud::start(&CLOUD_NAMES, |config| config).await?;
+        let ClientFiles {
+            ca_file,
+            kubeconfig,
+            cloud_env,
+        } = fakes.write_client_files(dir);
         detail(&format!(
             "kubernetes {}\nentra      {}\nimds       {}\nkey vault  {}",
             fakes.kube.url(),
@@ -313,10 +302,7 @@ pub async fn run(options: Options, interrupt: Arc<Notify>) -> Result<()> {
     step("Unmounting the volumes (NodeUnpublishVolume, as kubelet when the pods are deleted)");
     for (volume_id, target) in &volumes {
         let unpublished = node
-            .node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
-                volume_id: volume_id.clone(),
-                target_path: target.display().to_string(),
-            })
+            .node_unpublish_volume(kubelet::unpublish_request(volume_id, target))
             .await
             .map_err(|status| anyhow!("NodeUnpublishVolume failed: {}: {}", status.code(), status.message()));
         with_log(unpublished, &agent)?;
@@ -345,31 +331,6 @@ pub async fn run(options: Options, interrupt: Arc<Notify>) -> Result<()> {
     );
     step("Done: every step succeeded");
     Ok(())
-}
-
-async fn start_fakes() -> Result<Fakes> {
-    let pki = TestPki::new();
-    let wildcard = format!("*.{VAULT_DNS_SUFFIX}");
-    let tls = ServerTls::from(pki.server_cert(&[LOGIN_HOST, &wildcard]));
-    let entra = FakeEntra::start(LOGIN_HOST, &tls)
-        .await
-        .context("starting fake Entra")?;
-    let vault = FakeKeyVault::start(
-        KeyVaultConfig::new(VAULT_DNS_SUFFIX, VAULT_RESOURCE, &entra.authority_host()),
-        &tls,
-        entra.jwks(),
-    )
-    .await
-    .context("starting fake Key Vault")?;
-    let kube = FakeKube::start(&pki).await;
-    let issuer = TestIssuer::new(OIDC_ISSUER).context("creating the service account token issuer")?;
-    Ok(Fakes {
-        pki,
-        kube,
-        entra,
-        vault,
-        issuer,
-    })
 }
 
 /// Objects as the Azure documentation writes them for this scenario; the parameters `cloudName` and
@@ -416,7 +377,7 @@ fn seed(fakes: &Fakes, cloud_env: &Path) -> Result<()> {
         ("cloudName", "AzureStackCloud".to_string()),
         ("cloudEnvFileName", cloud_env.display().to_string()),
     ];
-    let objects = objects_yaml(&[
+    let objects = kubelet::objects_parameter(&[
         "objectName: ExampleSecret\nobjectType: secret\nobjectVersion: \"\"",
         "objectName: secret1\nobjectType: secret\nobjectVersion: \"\"",
         "objectName: key1\nobjectType: key\nobjectVersion: \"\"",
@@ -463,20 +424,6 @@ fn seed(fakes: &Fakes, cloud_env: &Path) -> Result<()> {
         }));
     }
     Ok(())
-}
-
-/// The `objects` parameter: a YAML document with an `array:` of YAML strings.
-fn objects_yaml(objects: &[&str]) -> String {
-    let mut yaml = String::from("array:\n");
-    for object in objects {
-        yaml.push_str("  - |\n");
-        for line in object.lines() {
-            yaml.push_str("    ");
-            yaml.push_str(line);
-            yaml.push('\n');
-        }
-    }
-    yaml
 }
 
 fn inline_volume(class: &str) -> Value {
@@ -599,58 +546,27 @@ fn start_agent(
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent).context("creating the plugin directory")?;
     }
-    Ok(Program::from_path("wisp-agent", binary)
-        .args([
-            format!("--endpoint=unix://{}", socket.display()),
-            "--nodeid=wisp-local-node".to_string(),
-            format!("--mount-mode={}", if tmpfs { "tmpfs" } else { "directory" }),
-            format!("--metrics-addr=127.0.0.1:{}", free_port()),
-            format!("--health-addr=127.0.0.1:{}", free_port()),
-            format!("--imds-endpoint={}", fakes.entra.imds_proxy_url()),
-            "--log-level=info".to_string(),
-        ])
-        .env("KUBECONFIG", kubeconfig)
-        .trust_ca_file(ca_file)
-        .resolve_to_loopback(&[LOGIN_HOST.to_string(), fakes.vault.vault_host(VAULT)])
-        .env_remove("RUST_LOG")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("https_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .own_process_group()
-        .spawn())
+    Ok(AgentLaunch {
+        binary,
+        socket,
+        node_id: "wisp-local-node",
+        tmpfs,
+        kubeconfig,
+        ca_file,
+        loopback_names: vec![LOGIN_HOST.to_string(), fakes.vault.vault_host(VAULT)],
+        log_level: "info",
+        metrics_port: free_port(),
+        health_port: free_port(),
+    }
+    .program()
+    .arg(format!("--imds-endpoint={}", fakes.entra.imds_proxy_url()))
+    .own_process_group()
+    .spawn())
 }
 
 async fn connect(agent: &mut RunningProgram, socket: &Path) -> Result<NodeClient<tonic::transport::Channel>> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !socket.exists() {
-        if let Some(status) = agent.try_wait() {
-            bail!("wisp-agent exited ({status}) before serving CSI; {}", tail(agent));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "wisp-agent's socket {} did not appear within {PATIENCE:?}; {}",
-                socket.display(),
-                tail(agent)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let path = socket.to_path_buf();
-    // The URI is required by tonic but unused: the connector below always dials the unix socket.
-    let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
-        .context("CSI endpoint")?
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .with_context(|| format!("connecting to {}", socket.display()))?;
-    Ok(NodeClient::new(channel))
+    let connected = kubelet::connect(agent, socket, PATIENCE).await;
+    with_log(connected.map_err(anyhow::Error::from), agent)
 }
 
 /// Sends the pod to the webhook as kube-apiserver would and returns the pod with the patch applied.
@@ -754,20 +670,9 @@ enum TokenSource {
     Imds,
 }
 
-/// `path` as the agent sees it: it may run in its own mount namespace, whose tmpfs mounts only show through its
-/// root.
+/// `path` as the agent sees it (it may run in its own mount namespace).
 fn in_agent_namespace(agent: &RunningProgram, path: &Path) -> PathBuf {
-    let relative = path.strip_prefix("/").unwrap_or(path);
-    PathBuf::from(format!("/proc/{}/root", agent.pid())).join(relative)
-}
-
-/// Whether `path` is a mount point in the agent's mount namespace.
-fn is_mount_point(agent: &RunningProgram, path: &Path) -> bool {
-    let table = std::fs::read_to_string(format!("/proc/{}/mountinfo", agent.pid())).unwrap_or_default();
-    let wanted = path.display().to_string();
-    table
-        .lines()
-        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+    kubelet::in_namespace_of(agent.pid(), path)
 }
 
 /// Plays kubelet for the pod's CSI volume: mints the token kubelet requests for the CSIDriver's audience, calls
@@ -794,40 +699,26 @@ async fn play_kubelet(
         .issuer
         .csi_tokens_json(NAMESPACE, service_account, name, uid, Duration::from_secs(3600))
         .context("minting the pod's service account token")?;
-    let mut context: HashMap<String, String> = HashMap::new();
-    if let Some(attributes) = volume["csi"]["volumeAttributes"].as_object() {
-        for (key, value) in attributes {
-            context.insert(key.clone(), value.as_str().unwrap_or_default().to_string());
-        }
-    }
-    context.insert(ss::CTX_POD_NAME.into(), name.into());
-    context.insert(ss::CTX_POD_NAMESPACE.into(), NAMESPACE.into());
-    context.insert(ss::CTX_POD_UID.into(), uid.into());
-    context.insert(ss::CTX_SERVICE_ACCOUNT_NAME.into(), service_account.into());
-    context.insert(ss::CTX_EPHEMERAL.into(), "true".into());
-    context.insert(ss::CTX_SERVICE_ACCOUNT_TOKENS.into(), tokens);
-    let target = dir.join(format!("pods/{uid}/volumes/kubernetes.io~csi/{volume_name}/mount"));
-    let volume_id = format!("csi-{uid}-{volume_name}");
-    let request = csi::NodePublishVolumeRequest {
-        volume_id: volume_id.clone(),
-        target_path: target.display().to_string(),
-        volume_capability: Some(csi::VolumeCapability {
-            access_type: Some(csi::volume_capability::AccessType::Mount(
-                csi::volume_capability::MountVolume::default(),
-            )),
-            access_mode: Some(csi::volume_capability::AccessMode {
-                mode: csi::volume_capability::access_mode::Mode::SingleNodeReaderOnly as i32,
-            }),
-        }),
-        readonly: true,
-        volume_context: context,
-        ..Default::default()
+    let attributes = volume["csi"]["volumeAttributes"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| (key.clone(), value.as_str().unwrap_or_default().to_string()));
+    let pod_ref = PodRef {
+        namespace: NAMESPACE,
+        name,
+        uid,
+        service_account,
     };
+    let context = kubelet::volume_context(attributes, &pod_ref, tokens);
+    let target = kubelet::target_path(dir, uid, volume_name);
+    let volume_id = format!("csi-{uid}-{volume_name}");
+    let request = kubelet::publish_request(&volume_id, &target, context);
     node.node_publish_volume(request)
         .await
         .map_err(|status| anyhow!("NodePublishVolume failed: {}: {}", status.code(), status.message()))?;
 
-    let mounted = is_mount_point(agent, &target);
+    let mounted = kubelet::is_mount_point(agent.pid(), &target);
     ensure!(
         mounted == tmpfs,
         "{} is {}a mount point, but the agent runs in {} mode",

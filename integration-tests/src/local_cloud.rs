@@ -1,0 +1,103 @@
+//! The fakes started together as one local "cloud": a test PKI, the fake Kubernetes API, Entra (with IMDS) and
+//! Key Vault serving HTTPS certificates of that PKI, and a service account token issuer; plus the files a program
+//! needs to reach them (CA bundle, kubeconfig, cloud environment file).
+
+use std::path::{Path, PathBuf};
+
+use crate::fake_entra::{EntraError, FakeEntra, ServerTls};
+use crate::fake_keyvault::{FakeKeyVault, KeyVaultConfig, KeyVaultError};
+use crate::fake_kube::FakeKube;
+use crate::issuer::{IssuerError, TestIssuer};
+use crate::pki::TestPki;
+use crate::process::{CloudEndpoints, write_cloud_env_file};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalCloudError {
+    #[error("starting fake Entra: {0}")]
+    Entra(#[from] EntraError),
+    #[error("starting fake Key Vault: {0}")]
+    KeyVault(#[from] KeyVaultError),
+    #[error("creating the service account token issuer: {0}")]
+    Issuer(#[from] IssuerError),
+}
+
+/// The names the fakes answer to.
+#[derive(Debug, Clone, Copy)]
+pub struct CloudNames<'a> {
+    /// Entra's authority host, e.g. `login.wisp.test`.
+    pub login_host: &'a str,
+    /// Vaults are `{name}.{vault_dns_suffix}`, e.g. `vault.wisp.test`.
+    pub vault_dns_suffix: &'a str,
+    /// Key Vault's token audience, e.g. `https://vault.wisp.test`.
+    pub vault_resource: &'a str,
+    /// The cluster's service account issuer URL.
+    pub oidc_issuer: &'a str,
+}
+
+/// Files that point a program at a [`LocalCloud`].
+#[derive(Debug, Clone)]
+pub struct ClientFiles {
+    /// The test CA (PEM), for `SSL_CERT_FILE`.
+    pub ca_file: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// A custom cloud's environment file naming the fakes' endpoints, ports included.
+    pub cloud_env: PathBuf,
+}
+
+/// The running fakes. Dropping it stops them.
+pub struct LocalCloud {
+    pub pki: TestPki,
+    pub kube: FakeKube,
+    pub entra: FakeEntra,
+    pub vault: FakeKeyVault,
+    pub issuer: TestIssuer,
+    vault_dns_suffix: String,
+    vault_resource: String,
+}
+
+impl LocalCloud {
+    /// Starts every fake on loopback. `configure` may adjust the Key Vault configuration (e.g. its page size).
+    pub async fn start(
+        names: &CloudNames<'_>,
+        configure: impl FnOnce(KeyVaultConfig) -> KeyVaultConfig,
+    ) -> Result<Self, LocalCloudError> {
+        let pki = TestPki::new();
+        let wildcard = format!("*.{}", names.vault_dns_suffix);
+        let tls = ServerTls::from(pki.server_cert(&[names.login_host, &wildcard]));
+        let entra = FakeEntra::start(names.login_host, &tls).await?;
+        let config = configure(KeyVaultConfig::new(
+            names.vault_dns_suffix,
+            names.vault_resource,
+            &entra.authority_host(),
+        ));
+        let vault = FakeKeyVault::start(config, &tls, entra.jwks()).await?;
+        let kube = FakeKube::start(&pki).await;
+        let issuer = TestIssuer::new(names.oidc_issuer)?;
+        Ok(Self {
+            pki,
+            kube,
+            entra,
+            vault,
+            issuer,
+            vault_dns_suffix: names.vault_dns_suffix.to_string(),
+            vault_resource: names.vault_resource.to_string(),
+        })
+    }
+
+    /// Writes the CA bundle, a kubeconfig and the cloud environment file into `dir`.
+    pub fn write_client_files(&self, dir: &Path) -> ClientFiles {
+        let cloud_env = write_cloud_env_file(
+            dir,
+            &CloudEndpoints {
+                active_directory_endpoint: self.entra.authority_host(),
+                key_vault_dns_suffix: format!("{}:{}", self.vault_dns_suffix, self.vault.addr().port()),
+                key_vault_resource: self.vault_resource.clone(),
+            },
+        );
+        ClientFiles {
+            ca_file: self.pki.write_ca_cert(dir),
+            kubeconfig: self.kube.write_kubeconfig(dir),
+            cloud_env,
+        }
+    }
+}
