@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use wisp_shared::cloud::CloudEnvironment;
+use wisp_shared::contract::deploy;
 use wisp_shared::contract::workload_identity as wi;
 
+use crate::cert_rotation::RotationConfig;
 use crate::mutate::{DEFAULT_PROXY_IMAGE, DEFAULT_PROXY_INIT_IMAGE, MutationConfig};
 use crate::tls::TlsVersion;
 
@@ -38,12 +40,37 @@ pub struct Cli {
     /// Audience of the projected service account token (empty means the default).
     #[arg(long, default_value = wi::DEFAULT_AUDIENCE)]
     pub audience: String,
-    /// Directory holding tls.crt and tls.key; polled for changes.
+    /// Directory holding tls.crt and tls.key; polled for changes. Not used with --cert-rotation.
     #[arg(long, default_value = "/certs")]
     pub webhook_cert_dir: PathBuf,
     /// How often the certificate directory is checked for a new pair.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub cert_reload_interval: Duration,
+    /// Manage the serving certificate (as upstream's cert-controller): keep a CA and a serving certificate in the
+    /// Secret --cert-secret-name, rotate them before expiry, serve them, and write the CA into the caBundle of
+    /// the MutatingWebhookConfiguration --webhook-config-name. false serves tls.crt/tls.key from
+    /// --webhook-cert-dir.
+    #[arg(long, num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub cert_rotation: bool,
+    /// Secret holding the managed CA and serving certificate (ca.crt, ca.key, tls.crt, tls.key).
+    #[arg(long, default_value = deploy::WEBHOOK_CERT_SECRET_NAME)]
+    pub cert_secret_name: String,
+    /// Namespace of that Secret and of the webhook's Service; required with --cert-rotation.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub cert_secret_namespace: Option<String>,
+    /// MutatingWebhookConfiguration whose webhooks get the managed CA as clientConfig.caBundle.
+    #[arg(long, default_value = deploy::MUTATING_WEBHOOK_CONFIGURATION_NAME)]
+    pub webhook_config_name: String,
+    /// Service in front of the webhook: the serving certificate names <service>.<namespace>.svc and
+    /// <service>.<namespace>.svc.<cluster domain>.
+    #[arg(long, default_value = deploy::WEBHOOK_SERVICE_NAME)]
+    pub webhook_service_name: String,
+    /// Cluster DNS domain, for the serving certificate's long name.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// How often, with --cert-rotation, the Secret and the MutatingWebhookConfiguration are checked.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub cert_check_interval: Duration,
     /// Minimum TLS version.
     #[arg(long, value_enum, default_value = "1.3")]
     pub tls_min_version: TlsVersion,
@@ -102,6 +129,12 @@ pub enum ConfigError {
     MetricsBackend(String),
     #[error("{flag}: {value:?} is not an address; use HOST:PORT or :PORT")]
     Address { flag: &'static str, value: String },
+    #[error(
+        "--cert-rotation needs the namespace of the certificate Secret: set POD_NAMESPACE (the chart sets it from the pod's namespace) or --cert-secret-namespace"
+    )]
+    MissingCertNamespace,
+    #[error("{flag} must not be empty with --cert-rotation")]
+    EmptyName { flag: &'static str },
 }
 
 /// Everything the server needs, validated.
@@ -112,6 +145,8 @@ pub struct Config {
     pub native_sidecar: NativeSidecar,
     pub cert_dir: PathBuf,
     pub cert_reload_interval: Duration,
+    /// `Some` with `--cert-rotation`: the certificate comes from the managed Secret, not from `cert_dir`.
+    pub cert_rotation: Option<RotationConfig>,
     pub tls_min_version: TlsVersion,
     pub webhook_addr: SocketAddr,
     pub health_addr: SocketAddr,
@@ -122,6 +157,11 @@ pub struct Config {
 
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
+        let cert_rotation = if cli.cert_rotation {
+            Some(rotation_config(&cli)?)
+        } else {
+            None
+        };
         let tenant_id = cli
             .tenant_id
             .map(|t| t.trim().to_string())
@@ -159,6 +199,7 @@ impl Config {
             native_sidecar: cli.native_sidecar,
             cert_dir: cli.webhook_cert_dir,
             cert_reload_interval: cli.cert_reload_interval,
+            cert_rotation,
             tls_min_version: cli.tls_min_version,
             webhook_addr: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, cli.port)),
             health_addr: parse_addr("--health-addr", &cli.health_addr)?,
@@ -167,6 +208,35 @@ impl Config {
             shutdown_timeout: cli.shutdown_timeout,
         })
     }
+}
+
+fn rotation_config(cli: &Cli) -> Result<RotationConfig, ConfigError> {
+    let namespace = cli
+        .cert_secret_namespace
+        .as_deref()
+        .map(str::trim)
+        .filter(|ns| !ns.is_empty())
+        .ok_or(ConfigError::MissingCertNamespace)?;
+    let non_empty = |flag: &'static str, value: &str| {
+        let value = value.trim();
+        if value.is_empty() {
+            Err(ConfigError::EmptyName { flag })
+        } else {
+            Ok(value.to_string())
+        }
+    };
+    let service = non_empty("--webhook-service-name", &cli.webhook_service_name)?;
+    Ok(RotationConfig {
+        secret_name: non_empty("--cert-secret-name", &cli.cert_secret_name)?,
+        secret_namespace: namespace.to_string(),
+        webhook_config_name: non_empty("--webhook-config-name", &cli.webhook_config_name)?,
+        bundle: RotationConfig::bundle_spec(RotationConfig::service_dns_names(
+            &service,
+            namespace,
+            &cli.cluster_domain,
+        )),
+        check_interval: cli.cert_check_interval,
+    })
 }
 
 /// The proxy understands upstream's levels only; anything else (an env-filter directive) falls back to info.
@@ -230,7 +300,78 @@ mod tests {
         assert_eq!(config.metrics_addr, "[::]:8095".parse().unwrap());
         assert_eq!(config.tls_min_version, TlsVersion::Tls13);
         assert_eq!(config.cert_dir, PathBuf::from("/certs"));
+        assert_eq!(config.cert_rotation, None);
         assert_eq!(config.native_sidecar, NativeSidecar::Auto);
+    }
+
+    const BASE: [&str; 4] = ["--tenant-id", "t", "--azure-environment", "AzurePublicCloud"];
+
+    #[rstest]
+    #[case(&["--cert-rotation"], true)]
+    #[case(&["--cert-rotation=true"], true)]
+    #[case(&["--cert-rotation", "true"], true)]
+    #[case(&["--cert-rotation=false"], false)]
+    #[case(&[], false)]
+    fn cert_rotation_flag(#[case] flag: &[&str], #[case] enabled: bool) {
+        let mut args = BASE.to_vec();
+        args.extend_from_slice(&["--cert-secret-namespace", "wisp-system"]);
+        args.extend_from_slice(flag);
+        assert_eq!(Config::from_cli(cli(&args)).unwrap().cert_rotation.is_some(), enabled);
+    }
+
+    #[test]
+    fn cert_rotation_defaults_match_the_chart() {
+        let mut args = BASE.to_vec();
+        args.extend_from_slice(&["--cert-rotation=true", "--cert-secret-namespace", "wisp-system"]);
+        let rotation = Config::from_cli(cli(&args)).unwrap().cert_rotation.unwrap();
+        assert_eq!(
+            rotation,
+            RotationConfig {
+                secret_name: "wisp-webhook-server-cert".to_string(),
+                secret_namespace: "wisp-system".to_string(),
+                webhook_config_name: "wisp-webhook".to_string(),
+                bundle: RotationConfig::bundle_spec(vec![
+                    "wisp-webhook.wisp-system.svc".to_string(),
+                    "wisp-webhook.wisp-system.svc.cluster.local".to_string(),
+                ]),
+                check_interval: Duration::from_secs(60),
+            }
+        );
+    }
+
+    #[test]
+    fn cert_rotation_flags_override_defaults() {
+        let mut args = BASE.to_vec();
+        args.extend_from_slice(&[
+            "--cert-rotation",
+            "--cert-secret-namespace",
+            "ns",
+            "--cert-secret-name",
+            "s",
+            "--webhook-config-name",
+            "m",
+            "--webhook-service-name",
+            "svc",
+            "--cluster-domain",
+            "example.org",
+            "--cert-check-interval",
+            "250ms",
+        ]);
+        let rotation = Config::from_cli(cli(&args)).unwrap().cert_rotation.unwrap();
+        assert_eq!(rotation.secret_name, "s");
+        assert_eq!(rotation.secret_namespace, "ns");
+        assert_eq!(rotation.webhook_config_name, "m");
+        assert_eq!(rotation.bundle.dns_names, vec!["svc.ns.svc", "svc.ns.svc.example.org"]);
+        assert_eq!(rotation.check_interval, Duration::from_millis(250));
+    }
+
+    #[rstest]
+    #[case(&["--cert-rotation", "--cert-secret-namespace", " "], "--cert-rotation needs the namespace of the certificate Secret: set POD_NAMESPACE (the chart sets it from the pod's namespace) or --cert-secret-namespace")]
+    #[case(&["--cert-rotation", "--cert-secret-namespace", "ns", "--cert-secret-name", ""], "--cert-secret-name must not be empty with --cert-rotation")]
+    fn cert_rotation_configuration_errors(#[case] flags: &[&str], #[case] message: &str) {
+        let mut args = BASE.to_vec();
+        args.extend_from_slice(flags);
+        assert_eq!(Config::from_cli(cli(&args)).unwrap_err().to_string(), message);
     }
 
     #[rstest]

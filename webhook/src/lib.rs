@@ -1,10 +1,11 @@
 //! wisp's admission webhook: injects Microsoft Entra Workload ID (the upstream azure-workload-identity webhook's
 //! v1.5.1 token layout) into pods, and optionally the Secrets Store CSI volume.
 //!
-//! [`mutate`] is the pure core; [`sa_cache`], [`tls`] and [`metrics`] are its inputs and outputs; [`api`] the HTTP
+//! [`mutate`] is the pure core; [`sa_cache`], [`tls`] (with [`cert_rotation`]) and [`metrics`] are its inputs and outputs; [`api`] the HTTP
 //! handlers; [`server`] the runtime wiring that `main` calls with the [`cli::Config`].
 
 pub mod api;
+pub mod cert_rotation;
 pub mod cli;
 pub mod metrics;
 pub mod mutate;

@@ -9,6 +9,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use prometheus_client::registry::Registry;
 
 use crate::api::{self, AppState, Readiness};
+use crate::cert_rotation::CertRotator;
 use crate::cli::{Config, NativeSidecar};
 use crate::metrics::Metrics;
 use crate::sa_cache::{KubeServiceAccountSource, ServiceAccountIndex, ServiceAccountLookup, run_watcher};
@@ -73,17 +74,31 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let index = Arc::new(ServiceAccountIndex::new());
     let service_accounts =
         ServiceAccountLookup::new(index.clone(), Arc::new(KubeServiceAccountSource::new(client.clone())));
-    let watcher = tokio::spawn(run_watcher(client, index));
+    let watcher = tokio::spawn(run_watcher(client.clone(), index));
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
 
+    // Either source feeds the same resolver; /readyz waits until it holds a certificate.
     let certs = Arc::new(CertResolver::default());
-    let reloader = CertReloader::new(&config.cert_dir, certs.clone());
-    if let Err(e) = reloader.reload() {
-        tracing::warn!(error = %e, "no serving certificate yet; handshakes fail until one is loaded");
-    }
-    let reload_task = tokio::spawn(reloader.run(config.cert_reload_interval));
+    let cert_task = match &config.cert_rotation {
+        Some(rotation) => {
+            tracing::info!(
+                secret = %format!("{}/{}", rotation.secret_namespace, rotation.secret_name),
+                mutating_webhook_configuration = %rotation.webhook_config_name,
+                dns_names = ?rotation.bundle.dns_names,
+                "managing the serving certificate (--cert-rotation)"
+            );
+            tokio::spawn(CertRotator::new(client, rotation.clone(), certs.clone()).run())
+        }
+        None => {
+            let reloader = CertReloader::new(&config.cert_dir, certs.clone());
+            if let Err(e) = reloader.reload() {
+                tracing::warn!(error = %e, "no serving certificate yet; handshakes fail until one is loaded");
+            }
+            tokio::spawn(reloader.run(config.cert_reload_interval))
+        }
+    };
     let tls = RustlsConfig::from_config(server_config(certs.clone(), config.tls_min_version)?);
 
     let listen = |flag: &'static str, addr: SocketAddr| {
@@ -177,7 +192,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     watcher.abort();
-    reload_task.abort();
+    cert_task.abort();
     tracing::info!("shut down");
     result
 }
