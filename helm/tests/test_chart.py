@@ -385,7 +385,6 @@ def expected_webhook_container(**overrides):
         "image": f"wisp-webhook:{APP_VERSION}",
         "imagePullPolicy": "IfNotPresent",
         "args": [
-            "--webhook-cert-dir=/certs",
             "--tls-min-version=1.3",
             "--port=9443",
             "--health-addr=:9440",
@@ -416,7 +415,6 @@ def expected_webhook_container(**overrides):
         },
         "resources": {"requests": {"cpu": "100m", "memory": "20Mi"}, "limits": {"memory": "128Mi"}},
         "securityContext": WEBHOOK_SECURITY_CONTEXT,
-        "volumeMounts": [{"name": "cert", "mountPath": "/certs", "readOnly": True}],
     }
     container.update(overrides)
     return container
@@ -440,8 +438,8 @@ def test_webhook_deployment_default(chart):
                     "runAsGroup": 65532,
                     "seccompProfile": {"type": "RuntimeDefault"},
                 },
+                # With cert rotation the certificate comes from the Secret through the API: no volume.
                 "containers": [expected_webhook_container()],
-                "volumes": [{"name": "cert", "secret": {"secretName": "wisp-webhook-server-cert", "defaultMode": 420}}],
                 "nodeSelector": {"kubernetes.io/os": "linux"},
                 "affinity": {
                     "podAntiAffinity": {
@@ -485,6 +483,7 @@ def test_webhook_deployment_custom(chart):
                 "--audience=api://custom",
                 "--extra=1",
             ],
+            volumeMounts=[{"name": "cert", "mountPath": "/certs", "readOnly": True}],
             env=[
                 {"name": "AZURE_TENANT_ID", "value": TENANT},
                 {"name": "AZURE_ENVIRONMENT", "value": "AzureUSGovernmentCloud"},
@@ -586,18 +585,15 @@ def test_ca_bundle_is_not_rendered_when_the_webhook_manages_certificates(chart):
 
 def test_webhook_rbac_with_cert_rotation(chart):
     objects = by_kind_name(render(chart, DEFAULT_VALUES))
+    # Exactly what webhook/src/cert_rotation.rs calls: GET and a JSON PATCH of its own MutatingWebhookConfiguration;
+    # GET, POST (create) and PUT (update) of its Secret.
     assert objects[("ClusterRole", "wisp-webhook")]["rules"] == [
         {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "list", "watch"]},
         {
             "apiGroups": ["admissionregistration.k8s.io"],
             "resources": ["mutatingwebhookconfigurations"],
-            "verbs": ["get", "list", "watch"],
-        },
-        {
-            "apiGroups": ["admissionregistration.k8s.io"],
-            "resources": ["mutatingwebhookconfigurations"],
             "resourceNames": ["wisp-webhook"],
-            "verbs": ["patch", "update"],
+            "verbs": ["get", "patch"],
         },
     ]
     assert objects[("Role", "wisp-webhook")]["rules"] == [
@@ -606,7 +602,7 @@ def test_webhook_rbac_with_cert_rotation(chart):
             "apiGroups": [""],
             "resources": ["secrets"],
             "resourceNames": ["wisp-webhook-server-cert"],
-            "verbs": ["get", "list", "watch", "patch", "update"],
+            "verbs": ["get", "update"],
         },
     ]
     subjects = [{"kind": "ServiceAccount", "name": "wisp-webhook", "namespace": NAMESPACE}]
