@@ -4,7 +4,8 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/csi.proto");
     println!("cargo:rerun-if-changed=proto/pluginregistration.proto");
-    let fds = protox::compile(["csi.proto", "pluginregistration.proto"], ["proto"])?;
+    println!("cargo:rerun-if-changed=proto/provider.proto");
+    let fds = protox::compile(["csi.proto", "pluginregistration.proto", "provider.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

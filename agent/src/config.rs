@@ -79,12 +79,33 @@ pub struct Cli {
     /// How many Key Vault requests one mount may have in flight.
     #[arg(long, env = "WISP_MAX_PARALLEL_FETCHES", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_parallel_fetches: u16,
+
+    /// Also serve the Secrets Store CSI driver's provider protocol here, for an existing upstream driver install:
+    /// `unix:///var/run/secrets-store-csi-providers/azure.sock`, where the driver looks for the `azure` provider.
+    /// Off when unset.
+    #[arg(long, env = "WISP_PROVIDER_ENDPOINT")]
+    pub provider_endpoint: Option<String>,
 }
 
 impl Cli {
     /// The unix socket path of `--endpoint`.
     pub fn socket_path(&self) -> Result<PathBuf, String> {
         parse_endpoint(&self.endpoint)
+    }
+
+    /// The unix socket path of `--provider-endpoint`, if set.
+    pub fn provider_socket_path(&self) -> Result<Option<PathBuf>, String> {
+        self.provider_endpoint
+            .as_deref()
+            .map(|endpoint| {
+                parse_endpoint(endpoint).map_err(|_| {
+                    format!(
+                        "--provider-endpoint {endpoint:?} is not supported: use a unix socket, e.g. \
+                         unix:///var/run/secrets-store-csi-providers/azure.sock"
+                    )
+                })
+            })
+            .transpose()
     }
 }
 
@@ -186,6 +207,26 @@ mod tests {
         assert_eq!(
             parse_endpoint("unix://").unwrap_err(),
             "--endpoint \"unix://\" has no socket path; use unix:///csi/csi.sock"
+        );
+    }
+
+    #[test]
+    fn provider_endpoint_is_off_by_default_and_a_unix_socket() {
+        assert_eq!(parse(&[]).unwrap().provider_socket_path(), Ok(None));
+        let cli = parse(&[
+            "--provider-endpoint",
+            "unix:///var/run/secrets-store-csi-providers/azure.sock",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.provider_socket_path(),
+            Ok(Some(PathBuf::from("/var/run/secrets-store-csi-providers/azure.sock")))
+        );
+        let cli = parse(&["--provider-endpoint=tcp://127.0.0.1:1"]).unwrap();
+        assert_eq!(
+            cli.provider_socket_path().unwrap_err(),
+            "--provider-endpoint \"tcp://127.0.0.1:1\" is not supported: use a unix socket, e.g. \
+             unix:///var/run/secrets-store-csi-providers/azure.sock"
         );
     }
 

@@ -19,6 +19,7 @@ pub mod node;
 pub mod params;
 pub mod pod_status;
 pub mod provider;
+pub mod provider_service;
 pub mod registration;
 pub mod render;
 pub mod secret_sync;
@@ -30,6 +31,12 @@ pub mod writer;
 pub mod proto {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("csi.v1");
+}
+
+/// The Secrets Store CSI driver's provider protocol (package `v1alpha1`), generated from `proto/provider.proto`.
+pub mod provider_proto {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("v1alpha1");
 }
 
 #[cfg(test)]

@@ -62,6 +62,28 @@ pub fn find_binary(name: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// A workspace binary built by `cargo build -p <package> --bin <bin>` for the running test's profile (debug or
+/// release) and returned by path: `cargo test -p integration-tests` alone builds no binary of another package.
+/// Cargo skips the build when the binary is up to date. Panics if the build fails.
+pub fn cargo_build_binary(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("cannot find the running executable: {e}"));
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} does not live in target/<profile>/deps", exe.display()))
+        .to_path_buf();
+    let mut build = Command::new(env!("CARGO"));
+    build.args(["build", "-p", package, "--bin", bin]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo build for {bin}: {e}"));
+    assert!(status.success(), "cargo build -p {package} --bin {bin} failed");
+    profile_dir.join(bin)
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago, for programs that take a port flag rather than a
 /// listening socket.
 pub fn free_port() -> u16 {

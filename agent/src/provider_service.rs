@@ -1,0 +1,732 @@
+//! The Secrets Store CSI driver's provider protocol (`v1alpha1.CSIDriverProvider`, [`crate::provider_proto`])
+//! served from the in-process provider, so that an existing upstream driver install can use wisp in place of
+//! provider-azure: with `--provider-endpoint unix:///var/run/secrets-store-csi-providers/azure.sock` the driver
+//! finds wisp where it looks for the `azure` provider.
+//!
+//! `Mount` answers as provider-azure does: the request's JSON strings are parsed (errors name the field),
+//! every object is fetched and rendered by [`Provider::mount_content`], and the response carries one `File` and
+//! one `ObjectVersion` per rendered file. Nothing is written to `target_path`: the driver writes the returned
+//! files itself. A failure is a gRPC `Unknown` status "failed to mount objects, error: …" (provider-azure never
+//! sets `MountResponse.error`). `grpc.health.v1.Health/Check` answers `SERVING` for any service name, as
+//! provider-azure's does (`Watch` is not served).
+//!
+//! [`MountData`] is how both paths assemble the provider's input from what kubelet sent, so the driver's merge
+//! rules (volume attributes over parameters, service-account tokens from the CSI secrets first) live in one place.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+use tokio::time::Instant;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Code, Request, Response, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use wisp_shared::contract::provider_azure::DEFAULT_FILE_MODE;
+use wisp_shared::contract::secrets_store::{
+    CTX_POD_NAME, CTX_POD_NAMESPACE, CTX_SERVICE_ACCOUNT_NAME, CTX_SERVICE_ACCOUNT_TOKENS,
+};
+
+use crate::metrics::Metrics;
+use crate::params::{self, ObjectSpec};
+use crate::provider::{MountContent, MountInput, Provider};
+use crate::provider_proto::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
+use crate::provider_proto::{File, MountRequest, MountResponse, ObjectVersion, VersionRequest, VersionResponse};
+use crate::server::{self, RunError};
+
+/// The protocol version, answered in `VersionResponse.version` as provider-azure does.
+pub const PROTOCOL_VERSION: &str = "v1alpha1";
+/// `VersionResponse.runtime_name`.
+pub const RUNTIME_NAME: &str = "wisp-agent";
+/// Where the upstream driver looks for the Azure provider (its `--provider-volume` and provider-azure's socket).
+pub const DEFAULT_PROVIDER_SOCKET: &str = "/var/run/secrets-store-csi-providers/azure.sock";
+
+const MOUNT_METHOD: &str = "/v1alpha1.CSIDriverProvider/Mount";
+const VERSION_METHOD: &str = "/v1alpha1.CSIDriverProvider/Version";
+/// The deadline of a call that carries no `grpc-timeout` (the driver passes kubelet's, 2 minutes).
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
+/// Time kept back from the caller's deadline for answering.
+const DEADLINE_RESERVE: Duration = Duration::from_secs(1);
+
+/// The provider's input for one mount, owned: the SecretProviderClass parameters with every volume attribute
+/// over them and the service-account tokens (from the CSI secrets when kubelet ≥ 1.35 puts them there, else the
+/// volume attributes); the `nodePublishSecretRef` data without the tokens.
+///
+/// NodePublishVolume builds it with [`MountData::merge`]; the provider protocol's Mount, whose attributes the
+/// driver has already merged the same way, with [`MountData::from_attributes`].
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct MountData {
+    pub parameters: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for MountData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys only: parameters carry service-account tokens, secrets carry client secrets.
+        f.debug_struct("MountData")
+            .field("parameters", &self.parameters.keys().collect::<Vec<_>>())
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl MountData {
+    /// As the driver does: `parameters`, then every volume attribute over them, then the tokens from `secrets`
+    /// if present and not empty (else those of the volume attributes stay).
+    pub fn merge<'a>(
+        parameters: &BTreeMap<String, String>,
+        volume_context: impl IntoIterator<Item = (&'a String, &'a String)>,
+        secrets: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Self {
+        let mut parameters = parameters.clone();
+        parameters.extend(volume_context.into_iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut secrets: BTreeMap<String, String> = secrets.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        if let Some(tokens) = secrets.remove(CTX_SERVICE_ACCOUNT_TOKENS).filter(|t| !t.is_empty()) {
+            parameters.insert(CTX_SERVICE_ACCOUNT_TOKENS.to_string(), tokens);
+        }
+        Self { parameters, secrets }
+    }
+
+    /// The provider protocol's attributes (already merged by the driver) and secrets.
+    pub fn from_attributes(attributes: BTreeMap<String, String>, secrets: &BTreeMap<String, String>) -> Self {
+        Self::merge(&attributes, std::iter::empty(), secrets)
+    }
+
+    /// The pod's namespace as kubelet sent it (empty if it did not).
+    pub fn pod_namespace(&self) -> &str {
+        self.parameters.get(CTX_POD_NAMESPACE).map(String::as_str).unwrap_or("")
+    }
+
+    pub fn input(&self) -> MountInput<'_> {
+        MountInput {
+            parameters: &self.parameters,
+            secrets: &self.secrets,
+            pod_namespace: self.pod_namespace(),
+            service_account_name: self.parameters.get(CTX_SERVICE_ACCOUNT_NAME).map(String::as_str),
+        }
+    }
+}
+
+/// A `MountRequest` that cannot be read. The first part is provider-azure's text; the JSON problem is described
+/// by position and kind only, never by content (attributes carry tokens, secrets carry client secrets).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("failed to unmarshal {field}, error: {problem}; MountRequest.{field} must be a JSON object of strings")]
+    Json { field: &'static str, problem: String },
+    #[error(
+        "failed to unmarshal file permission, error: {0}; MountRequest.permission must be a decimal file mode from \
+         0 to 511, e.g. \"420\" (0644)"
+    )]
+    Permission(String),
+    #[error("pod name is not provided; the driver sends {CTX_POD_NAME} when the CSIDriver sets podInfoOnMount: true")]
+    PodNameMissing,
+    #[error(
+        "pod namespace is not provided; the driver sends {CTX_POD_NAMESPACE} when the CSIDriver sets podInfoOnMount: \
+         true"
+    )]
+    PodNamespaceMissing,
+}
+
+fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let kind = match e.classify() {
+        Category::Eof => "unexpected end of JSON input",
+        Category::Syntax => "invalid JSON",
+        Category::Data => "a value of the wrong JSON type",
+        Category::Io => "unreadable JSON",
+    };
+    match e.column() {
+        0 => kind.to_string(),
+        column => format!("{kind} at line {} column {column}", e.line()),
+    }
+}
+
+/// A JSON object of strings; `null` (what the driver sends without a `nodePublishSecretRef`) is empty, as Go's
+/// `json.Unmarshal` into a map makes it. `empty_is_null` also reads an unset field as `null`.
+fn parse_string_map(
+    field: &'static str,
+    text: &str,
+    empty_is_null: bool,
+) -> Result<BTreeMap<String, String>, RequestError> {
+    let text = if empty_is_null && text.trim().is_empty() {
+        "null"
+    } else {
+        text
+    };
+    serde_json::from_str::<Option<BTreeMap<String, String>>>(text)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| RequestError::Json {
+            field,
+            problem: json_problem(&e),
+        })
+}
+
+/// `permission`: the JSON of Go's `os.FileMode`, a decimal number (`"420"` is 0644).
+fn parse_permission(text: &str) -> Result<u32, RequestError> {
+    let mode: u64 = serde_json::from_str(text)
+        .map_err(|_| RequestError::Permission(format!("{text:?} is not a non-negative decimal number")))?;
+    u32::try_from(mode)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| RequestError::Permission(format!("{mode} is more than 511 (0777)")))
+}
+
+/// A request's fields, parsed.
+#[derive(Debug)]
+pub struct ParsedMount {
+    pub data: MountData,
+    pub pod_name: String,
+    /// The mode of files whose object sets no `filePermission`.
+    pub default_mode: u32,
+}
+
+/// Reads a `MountRequest` in provider-azure's order: attributes, secrets, permission, pod name, pod namespace.
+pub fn parse_mount_request(req: &MountRequest) -> Result<ParsedMount, RequestError> {
+    let attributes = parse_string_map("attributes", &req.attributes, false)?;
+    let secrets = parse_string_map("secrets", &req.secrets, true)?;
+    let default_mode = parse_permission(&req.permission)?;
+    let pod_name = attributes.get(CTX_POD_NAME).cloned().unwrap_or_default();
+    if pod_name.is_empty() {
+        return Err(RequestError::PodNameMissing);
+    }
+    let data = MountData::from_attributes(attributes, &secrets);
+    if data.pod_namespace().is_empty() {
+        return Err(RequestError::PodNamespaceMissing);
+    }
+    Ok(ParsedMount {
+        data,
+        pod_name,
+        default_mode,
+    })
+}
+
+/// The object a rendered file came from: its path is the alias, `alias/N` (version history), either with `.crt`
+/// / `.key` for split certificate files.
+fn spec_of<'a>(specs: &'a [ObjectSpec], path: &str) -> Option<&'a ObjectSpec> {
+    let candidates = [
+        path,
+        path.strip_suffix(".crt").unwrap_or(path),
+        path.strip_suffix(".key").unwrap_or(path),
+    ];
+    let matches = |spec: &ObjectSpec, candidate: &str| {
+        candidate == spec.alias
+            || (spec.version_history > 1
+                && candidate
+                    .strip_prefix(spec.alias.as_str())
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())))
+    };
+    specs
+        .iter()
+        .find(|s| s.alias == path)
+        .or_else(|| specs.iter().find(|s| candidates.iter().any(|c| matches(s, c))))
+}
+
+/// `content` as the response: `default_mode` for the files of objects without `filePermission` (the provider
+/// renders those with 0644, the driver's value), one `ObjectVersion` per file.
+pub fn mount_response(content: MountContent, specs: &[ObjectSpec], default_mode: u32) -> MountResponse {
+    let files = content
+        .files
+        .into_iter()
+        .map(|file| {
+            let explicit = spec_of(specs, &file.path).and_then(|s| s.file_permission);
+            let mode = if default_mode == DEFAULT_FILE_MODE {
+                file.mode
+            } else {
+                explicit.unwrap_or(default_mode)
+            };
+            File {
+                path: file.path.clone(),
+                // At most 0o777, which fits.
+                mode: i32::try_from(mode).unwrap_or(0),
+                contents: file.contents.to_vec(),
+            }
+        })
+        .collect();
+    MountResponse {
+        object_version: content
+            .objects
+            .into_iter()
+            .map(|o| ObjectVersion {
+                id: o.id,
+                version: o.version,
+            })
+            .collect(),
+        error: None,
+        files,
+    }
+}
+
+/// The `grpc-timeout` header (e.g. `119999m`) as a duration.
+pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let unit_at = value.len().checked_sub(1)?;
+    let amount: u64 = value[..unit_at].parse().ok()?;
+    let per_unit = match &value[unit_at..] {
+        "H" => Duration::from_secs(3600),
+        "M" => Duration::from_secs(60),
+        "S" => Duration::from_secs(1),
+        "m" => Duration::from_millis(1),
+        "u" => Duration::from_micros(1),
+        "n" => Duration::from_nanos(1),
+        _ => return None,
+    };
+    Some(per_unit.saturating_mul(u32::try_from(amount).unwrap_or(u32::MAX)))
+}
+
+/// The `v1alpha1.CSIDriverProvider` service.
+#[derive(Debug, Clone)]
+pub struct ProviderService {
+    provider: Arc<Provider>,
+    metrics: Arc<Metrics>,
+}
+
+impl ProviderService {
+    pub fn new(provider: Arc<Provider>, metrics: Arc<Metrics>) -> Self {
+        Self { provider, metrics }
+    }
+
+    /// One Mount; `timeout` is the caller's deadline, if it sent one.
+    pub async fn mount(&self, req: MountRequest, timeout: Option<Duration>) -> Result<MountResponse, Status> {
+        let deadline = Instant::now() + timeout.unwrap_or(DEFAULT_DEADLINE).saturating_sub(DEADLINE_RESERVE);
+        let fail =
+            |e: &dyn std::fmt::Display| Status::new(Code::Unknown, format!("failed to mount objects, error: {e}"));
+        // As provider-azure: a field that cannot be unmarshalled is reported as such, everything after that as a
+        // failed mount.
+        let parsed = parse_mount_request(&req).map_err(|e| match e {
+            RequestError::Json { .. } | RequestError::Permission(_) => Status::new(Code::Unknown, e.to_string()),
+            RequestError::PodNameMissing | RequestError::PodNamespaceMissing => fail(&e),
+        })?;
+        let pod = format!("{}/{}", parsed.data.pod_namespace(), parsed.pod_name);
+        tracing::info!(%pod, target = %req.target_path, "provider Mount");
+        tracing::debug!(request = ?parsed.data, "provider Mount request");
+        // Parsed again inside the provider; here only to know which objects set their own filePermission.
+        let specs = params::parse_mount_params(&parsed.data.parameters)
+            .map(|p| p.objects)
+            .unwrap_or_default();
+        let content = self
+            .provider
+            .mount_content(parsed.data.input(), deadline)
+            .await
+            .map_err(|e| {
+                tracing::warn!(%pod, error = %e, "provider Mount failed");
+                fail(&e)
+            })?;
+        tracing::info!(%pod, files = content.files.len(), "provider Mount done");
+        Ok(mount_response(content, &specs, parsed.default_mode))
+    }
+
+    fn observe<T>(&self, method: &str, started: std::time::Instant, result: &Result<T, Status>) {
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.metrics.grpc_request(method, code, started.elapsed().as_secs_f64());
+    }
+}
+
+#[tonic::async_trait]
+impl CsiDriverProvider for ProviderService {
+    async fn version(&self, _request: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = Ok(VersionResponse {
+            version: PROTOCOL_VERSION.to_string(),
+            runtime_name: RUNTIME_NAME.to_string(),
+            runtime_version: env!("CARGO_PKG_VERSION").to_string(),
+        });
+        self.observe(VERSION_METHOD, started, &result);
+        result.map(Response::new)
+    }
+
+    async fn mount(&self, request: Request<MountRequest>) -> Result<Response<MountResponse>, Status> {
+        let started = std::time::Instant::now();
+        let timeout = grpc_timeout(request.metadata());
+        let result = ProviderService::mount(self, request.into_inner(), timeout).await;
+        self.observe(MOUNT_METHOD, started, &result);
+        result.map(Response::new)
+    }
+}
+
+/// `grpc.health.v1.Health`: `Check` is `SERVING` for any service while the server runs, as provider-azure's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AlwaysServing;
+
+#[tonic::async_trait]
+impl Health for AlwaysServing {
+    async fn check(&self, _request: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
+        Ok(Response::new(HealthCheckResponse {
+            status: ServingStatus::Serving as i32,
+        }))
+    }
+
+    type WatchStream = futures::stream::Empty<Result<HealthCheckResponse, Status>>;
+
+    async fn watch(&self, _request: Request<HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("Watch is not implemented"))
+    }
+}
+
+/// Serves the provider protocol and health on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: UnixListener,
+    service: ProviderService,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    tonic::transport::Server::builder()
+        .add_service(CsiDriverProviderServer::new(service))
+        .add_service(HealthServer::new(AlwaysServing))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| RunError::Grpc(e.to_string()))
+}
+
+/// Binds `path` (a stale socket is replaced; owner-only, as provider-azure's under umask 0077) and serves there
+/// in the background until SIGTERM/SIGINT, then removes the socket.
+pub fn spawn(path: &Path, service: ProviderService) -> Result<(), RunError> {
+    let listener = server::bind_socket(path)?;
+    tracing::info!(socket = %path.display(), "provider endpoint listening (v1alpha1.CSIDriverProvider)");
+    let path = path.to_path_buf();
+    tokio::spawn(async move {
+        if let Err(e) = serve(listener, service, wisp_shared::runtime::shutdown_signal()).await {
+            tracing::error!(socket = %path.display(), error = %e, "provider endpoint failed");
+        }
+        let _ = std::fs::remove_file(&path);
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{ObjectEncoding, ObjectFormat, ObjectType};
+    use crate::provider::ObjectVersion as Version;
+    use crate::render::RenderedFile;
+    use pretty_assertions::assert_eq;
+
+    fn request(attributes: &str, secrets: &str, permission: &str) -> MountRequest {
+        MountRequest {
+            attributes: attributes.into(),
+            secrets: secrets.into(),
+            target_path: "/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/v/mount".into(),
+            permission: permission.into(),
+            current_object_version: vec![],
+        }
+    }
+
+    const POD: &str =
+        r#"{"csi.storage.k8s.io/pod.name":"p","csi.storage.k8s.io/pod.namespace":"ns","keyvaultName":"kv1"}"#;
+
+    #[test]
+    fn request_errors_name_the_field_and_never_echo_content() {
+        let cases = [
+            (
+                request("{not json", "null", "420"),
+                "failed to unmarshal attributes, error: invalid JSON at line 1 column 2; MountRequest.attributes must \
+                 be a JSON object of strings",
+            ),
+            (
+                request("", "null", "420"),
+                "failed to unmarshal attributes, error: unexpected end of JSON input; MountRequest.attributes must \
+                 be a JSON object of strings",
+            ),
+            (
+                request(r#""a-token-value""#, "null", "420"),
+                "failed to unmarshal attributes, error: a value of the wrong JSON type at line 1 column 15; \
+                 MountRequest.attributes must be a JSON object of strings",
+            ),
+            (
+                request(POD, r#"{"clientsecret": 12345}"#, "420"),
+                "failed to unmarshal secrets, error: a value of the wrong JSON type at line 1 column 22; \
+                 MountRequest.secrets must be a JSON object of strings",
+            ),
+            (
+                request(POD, r#""the-client-secret""#, "420"),
+                "failed to unmarshal secrets, error: a value of the wrong JSON type at line 1 column 19; \
+                 MountRequest.secrets must be a JSON object of strings",
+            ),
+            (
+                request(POD, "null", "\"0644\""),
+                "failed to unmarshal file permission, error: \"\\\"0644\\\"\" is not a non-negative decimal number; \
+                 MountRequest.permission must be a decimal file mode from 0 to 511, e.g. \"420\" (0644)",
+            ),
+            (
+                request(POD, "null", ""),
+                "failed to unmarshal file permission, error: \"\" is not a non-negative decimal number; \
+                 MountRequest.permission must be a decimal file mode from 0 to 511, e.g. \"420\" (0644)",
+            ),
+            (
+                request(POD, "null", "2048"),
+                "failed to unmarshal file permission, error: 2048 is more than 511 (0777); MountRequest.permission \
+                 must be a decimal file mode from 0 to 511, e.g. \"420\" (0644)",
+            ),
+            (
+                request(r#"{"csi.storage.k8s.io/pod.namespace":"ns"}"#, "null", "420"),
+                "pod name is not provided; the driver sends csi.storage.k8s.io/pod.name when the CSIDriver sets \
+                 podInfoOnMount: true",
+            ),
+            (
+                request(r#"{"csi.storage.k8s.io/pod.name":"p"}"#, "null", "420"),
+                "pod namespace is not provided; the driver sends csi.storage.k8s.io/pod.namespace when the CSIDriver \
+                 sets podInfoOnMount: true",
+            ),
+        ];
+        for (req, expected) in cases {
+            let message = parse_mount_request(&req).unwrap_err().to_string();
+            assert_eq!(message, expected);
+            assert!(!message.contains("token-value") && !message.contains("the-client-secret"));
+        }
+    }
+
+    #[test]
+    fn request_fields_are_read_as_the_driver_sends_them() {
+        let tokens = r#"{"api://AzureADTokenExchange":{"token":"jwt","expirationTimestamp":"2026-01-01T00:00:00Z"}}"#;
+        let attributes = serde_json::json!({
+            "csi.storage.k8s.io/pod.name": "p",
+            "csi.storage.k8s.io/pod.namespace": "ns",
+            "csi.storage.k8s.io/serviceAccount.name": "sa",
+            "csi.storage.k8s.io/serviceAccount.tokens": tokens,
+            "keyvaultName": "kv",
+        })
+        .to_string();
+        let parsed = parse_mount_request(&request(&attributes, "null", "420")).unwrap();
+        assert_eq!(parsed.pod_name, "p");
+        assert_eq!(parsed.default_mode, 0o644);
+        assert!(parsed.data.secrets.is_empty());
+        let input = parsed.data.input();
+        assert_eq!(input.pod_namespace, "ns");
+        assert_eq!(input.service_account_name, Some("sa"));
+        assert_eq!(input.parameters.get("keyvaultName").map(String::as_str), Some("kv"));
+        assert_eq!(
+            input.parameters.get(CTX_SERVICE_ACCOUNT_TOKENS).map(String::as_str),
+            Some(tokens)
+        );
+
+        // Secrets: an unset field is none; tokens there (kubelet >= 1.35) are not service-principal credentials.
+        let secrets = format!(r#"{{"clientid":"c","clientsecret":"s","{CTX_SERVICE_ACCOUNT_TOKENS}":{tokens:?}}}"#);
+        let parsed = parse_mount_request(&request(&attributes, &secrets, "384")).unwrap();
+        assert_eq!(parsed.default_mode, 0o600);
+        assert_eq!(
+            parsed.data.secrets,
+            BTreeMap::from([("clientid".into(), "c".into()), ("clientsecret".into(), "s".into())])
+        );
+        assert!(
+            parse_mount_request(&request(&attributes, "", "420"))
+                .unwrap()
+                .data
+                .secrets
+                .is_empty()
+        );
+        let redacted = format!("{:?}", parsed.data);
+        assert!(!redacted.contains("jwt") && !redacted.contains("\"s\""), "{redacted}");
+    }
+
+    #[test]
+    fn merge_follows_the_driver() {
+        let owned = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let parameters = owned(&[("keyvaultName", "kv"), ("clientID", "from-spc")]);
+        let context = owned(&[("clientID", "from-pod"), (CTX_SERVICE_ACCOUNT_TOKENS, "ctx-tokens")]);
+        // Tokens in the CSI secrets win over the volume attributes; an empty entry there does not.
+        let data = MountData::merge(
+            &parameters,
+            &context,
+            &owned(&[(CTX_SERVICE_ACCOUNT_TOKENS, "secret-tokens")]),
+        );
+        assert_eq!(
+            data,
+            MountData {
+                parameters: owned(&[
+                    ("clientID", "from-pod"),
+                    (CTX_SERVICE_ACCOUNT_TOKENS, "secret-tokens"),
+                    ("keyvaultName", "kv"),
+                ]),
+                secrets: BTreeMap::new(),
+            }
+        );
+        let data = MountData::merge(
+            &parameters,
+            &context,
+            &owned(&[(CTX_SERVICE_ACCOUNT_TOKENS, ""), ("a", "b")]),
+        );
+        assert_eq!(data.parameters[CTX_SERVICE_ACCOUNT_TOKENS], "ctx-tokens");
+        assert_eq!(data.secrets, owned(&[("a", "b")]));
+    }
+
+    fn spec(alias: &str, history: u32, permission: Option<u32>) -> ObjectSpec {
+        ObjectSpec {
+            index: 0,
+            name: alias.trim_end_matches(".pem").into(),
+            alias: alias.into(),
+            object_type: ObjectType::Secret,
+            version: None,
+            version_history: history,
+            format: ObjectFormat::Pem,
+            encoding: ObjectEncoding::Utf8,
+            file_permission: permission,
+        }
+    }
+
+    fn rendered(path: &str, mode: u32) -> RenderedFile {
+        RenderedFile {
+            path: path.into(),
+            contents: zeroize::Zeroizing::new(path.as_bytes().to_vec()),
+            mode,
+        }
+    }
+
+    #[test]
+    fn response_has_one_file_and_one_version_per_rendered_file_with_the_requests_default_mode() {
+        let specs = [
+            spec("a", 0, None),
+            spec("tls/web.pem", 0, Some(0o640)),
+            spec("hist", 3, None),
+        ];
+        let content = || MountContent {
+            files: vec![
+                rendered("a", 0o644),
+                rendered("tls/web.pem.crt", 0o640),
+                rendered("tls/web.pem.key", 0o640),
+                rendered("tls/web.pem", 0o640),
+                rendered("hist/0", 0o644),
+                rendered("hist/1", 0o644),
+            ],
+            objects: [
+                "secret/a",
+                "secret/web",
+                "secret/web",
+                "secret/web",
+                "secret/hist/0",
+                "secret/hist/1",
+            ]
+            .iter()
+            .map(|id| Version {
+                id: id.to_string(),
+                version: format!("v-{id}"),
+            })
+            .collect(),
+        };
+        let response = mount_response(content(), &specs, 0o600);
+        let files: Vec<(&str, i32, &[u8])> = response
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.mode, f.contents.as_slice()))
+            .collect();
+        assert_eq!(
+            files,
+            vec![
+                ("a", 0o600, b"a".as_slice()),
+                ("tls/web.pem.crt", 0o640, b"tls/web.pem.crt".as_slice()),
+                ("tls/web.pem.key", 0o640, b"tls/web.pem.key".as_slice()),
+                ("tls/web.pem", 0o640, b"tls/web.pem".as_slice()),
+                ("hist/0", 0o600, b"hist/0".as_slice()),
+                ("hist/1", 0o600, b"hist/1".as_slice()),
+            ]
+        );
+        assert_eq!(response.object_version.len(), 6);
+        assert_eq!(
+            response.object_version[4],
+            ObjectVersion {
+                id: "secret/hist/0".into(),
+                version: "v-secret/hist/0".into()
+            }
+        );
+        assert_eq!(response.error, None);
+        // The driver's 420 keeps the provider's modes.
+        let modes: Vec<i32> = mount_response(content(), &specs, 0o644)
+            .files
+            .iter()
+            .map(|f| f.mode)
+            .collect();
+        assert_eq!(modes, vec![0o644, 0o640, 0o640, 0o640, 0o644, 0o644]);
+    }
+
+    #[test]
+    fn grpc_timeouts() {
+        let mut md = tonic::metadata::MetadataMap::new();
+        assert_eq!(grpc_timeout(&md), None);
+        for (value, expected) in [
+            ("119999m", Some(Duration::from_millis(119_999))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("5S", Some(Duration::from_secs(5))),
+            ("7u", Some(Duration::from_micros(7))),
+            ("9n", Some(Duration::from_nanos(9))),
+            ("x", None),
+            ("10", None),
+        ] {
+            md.insert("grpc-timeout", value.parse().unwrap());
+            assert_eq!(grpc_timeout(&md), expected, "{value}");
+        }
+    }
+
+    #[tokio::test]
+    async fn version_and_health() {
+        let service = ProviderService::new(Arc::new(test_provider()), Arc::new(Metrics::new()));
+        let version = CsiDriverProvider::version(
+            &service,
+            Request::new(VersionRequest {
+                version: "v1alpha1".into(),
+            }),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+        assert_eq!(
+            (
+                version.version.as_str(),
+                version.runtime_name.as_str(),
+                version.runtime_version.as_str()
+            ),
+            ("v1alpha1", "wisp-agent", env!("CARGO_PKG_VERSION"))
+        );
+        for name in ["", "v1alpha1.CSIDriverProvider", "anything"] {
+            let health = AlwaysServing
+                .check(Request::new(HealthCheckRequest { service: name.into() }))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(health.status, ServingStatus::Serving as i32);
+        }
+    }
+
+    #[tokio::test]
+    async fn provider_failures_are_unknown_with_provider_azures_prefix() {
+        let service = ProviderService::new(Arc::new(test_provider()), Arc::new(Metrics::new()));
+        let status = service.mount(request(POD, "null", "420"), None).await.unwrap_err();
+        assert_eq!(
+            (status.code(), status.message()),
+            (
+                Code::Unknown,
+                "failed to mount objects, error: tenantId is not provided; set parameters.tenantID to the Microsoft \
+                 Entra tenant ID of the Key Vault"
+            )
+        );
+        let status = service.mount(request("[]", "null", "420"), None).await.unwrap_err();
+        assert_eq!(
+            (status.code(), status.message()),
+            (
+                Code::Unknown,
+                "failed to unmarshal attributes, error: a value of the wrong JSON type; MountRequest.attributes must \
+                 be a JSON object of strings"
+            )
+        );
+    }
+
+    fn test_provider() -> Provider {
+        crate::test_support::install_crypto();
+        crate::provider::build(
+            crate::provider::ProviderConfig {
+                default_cloud: "AzurePublicCloud".into(),
+                render: crate::render::RenderOptions::default(),
+                max_parallel: 1,
+                rotation_round: Duration::from_secs(120),
+            },
+            reqwest::Client::new(),
+            "http://127.0.0.1:9",
+            crate::http::RetryPolicy::none(),
+            Arc::new(Metrics::new()),
+        )
+    }
+}
