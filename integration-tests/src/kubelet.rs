@@ -96,6 +96,16 @@ pub async fn connect(
     socket: &Path,
     patience: Duration,
 ) -> Result<NodeClient<Channel>, KubeletError> {
+    unix_channel(agent, socket, patience).await.map(NodeClient::new)
+}
+
+/// Waits (up to `patience`) for a unix socket of the agent (CSI, provider protocol), then opens a gRPC channel
+/// to it.
+pub async fn unix_channel(
+    agent: &mut RunningProgram,
+    socket: &Path,
+    patience: Duration,
+) -> Result<Channel, KubeletError> {
     let deadline = tokio::time::Instant::now() + patience;
     while !socket.exists() {
         if let Some(status) = agent.try_wait() {
@@ -128,7 +138,7 @@ pub async fn connect(
             socket: socket.to_path_buf(),
             source,
         })?;
-    Ok(NodeClient::new(channel))
+    Ok(channel)
 }
 
 /// The pod an inline volume belongs to, as kubelet describes it in the volume_context.
