@@ -42,8 +42,6 @@ use crate::server::{self, RunError};
 pub const PROTOCOL_VERSION: &str = "v1alpha1";
 /// `VersionResponse.runtime_name`.
 pub const RUNTIME_NAME: &str = "wisp-agent";
-/// Where the upstream driver looks for the Azure provider (its `--provider-volume` and provider-azure's socket).
-pub const DEFAULT_PROVIDER_SOCKET: &str = "/var/run/secrets-store-csi-providers/azure.sock";
 
 const MOUNT_METHOD: &str = "/v1alpha1.CSIDriverProvider/Mount";
 const VERSION_METHOD: &str = "/v1alpha1.CSIDriverProvider/Version";
@@ -227,20 +225,22 @@ fn spec_of<'a>(specs: &'a [ObjectSpec], path: &str) -> Option<&'a ObjectSpec> {
 }
 
 /// `content` as the response: `default_mode` for the files of objects without `filePermission` (the provider
-/// renders those with 0644, the driver's value), one `ObjectVersion` per file.
+/// renders those with 0644, the driver's value; `specs` are only needed when `default_mode` differs), one
+/// `ObjectVersion` per file.
 pub fn mount_response(content: MountContent, specs: &[ObjectSpec], default_mode: u32) -> MountResponse {
     let files = content
         .files
         .into_iter()
         .map(|file| {
-            let explicit = spec_of(specs, &file.path).and_then(|s| s.file_permission);
             let mode = if default_mode == DEFAULT_FILE_MODE {
                 file.mode
             } else {
-                explicit.unwrap_or(default_mode)
+                spec_of(specs, &file.path)
+                    .and_then(|s| s.file_permission)
+                    .unwrap_or(default_mode)
             };
             File {
-                path: file.path.clone(),
+                path: file.path,
                 // At most 0o777, which fits.
                 mode: i32::try_from(mode).unwrap_or(0),
                 contents: file.contents.to_vec(),
@@ -304,10 +304,15 @@ impl ProviderService {
         let pod = format!("{}/{}", parsed.data.pod_namespace(), parsed.pod_name);
         tracing::info!(%pod, target = %req.target_path, "provider Mount");
         tracing::debug!(request = ?parsed.data, "provider Mount request");
-        // Parsed again inside the provider; here only to know which objects set their own filePermission.
-        let specs = params::parse_mount_params(&parsed.data.parameters)
-            .map(|p| p.objects)
-            .unwrap_or_default();
+        // Only for a permission other than the driver's 420 (0644, the provider's default): which objects set their
+        // own filePermission. The provider parses the parameters again (and reports their errors).
+        let specs = if parsed.default_mode == DEFAULT_FILE_MODE {
+            Vec::new()
+        } else {
+            params::parse_mount_params(&parsed.data.parameters)
+                .map(|p| p.objects)
+                .unwrap_or_default()
+        };
         let content = self
             .provider
             .mount_content(parsed.data.input(), deadline)
