@@ -77,14 +77,14 @@ pub enum RotationError {
     ReadSecret {
         namespace: String,
         name: String,
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("cannot {verb} Secret {namespace}/{name}: {source}")]
     WriteSecret {
         verb: &'static str,
         namespace: String,
         name: String,
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error(
         "Secret {namespace}/{name} changed under every one of {attempts} writes in a row; retrying at the next check"
@@ -106,7 +106,7 @@ pub enum RotationError {
     WebhookConfig {
         verb: &'static str,
         name: String,
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -277,7 +277,7 @@ impl CertRotator {
                 .map_err(|source| RotationError::ReadSecret {
                     namespace: namespace.clone(),
                     name: name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             let plan = plan_secret(stored.as_ref(), name, namespace, &self.config.bundle, SystemTime::now())?;
             let (verb, written) = match &plan.write {
@@ -326,7 +326,7 @@ impl CertRotator {
                         verb,
                         namespace: namespace.clone(),
                         name: name.clone(),
-                        source,
+                        source: Box::new(source),
                     });
                 }
             }
@@ -368,7 +368,7 @@ impl CertRotator {
             .map_err(|source| RotationError::WebhookConfig {
                 verb: "read",
                 name: name.clone(),
-                source,
+                source: Box::new(source),
             })?
             .ok_or_else(|| RotationError::WebhookConfigMissing(name.clone()))?;
         let Some(patch) = ca_bundle_patch(&config, ca_pem) else {
@@ -380,7 +380,7 @@ impl CertRotator {
             .map_err(|source| RotationError::WebhookConfig {
                 verb: "patch",
                 name: name.clone(),
-                source,
+                source: Box::new(source),
             })?;
         tracing::info!(
             mutating_webhook_configuration = %name,
@@ -425,6 +425,8 @@ impl CertRotator {
 mod tests {
     use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, WebhookClientConfig};
     use pretty_assertions::assert_eq;
+    use rustls_pki_types::pem::PemObject;
+    use serde_json::Value;
     use wisp_certs::bundle::CA_KEY_KEY;
 
     use super::*;
@@ -538,6 +540,133 @@ mod tests {
         assert_ne!(data[TLS_CERT_KEY].0, expiring.serving.cert_pem.as_bytes());
         let info = wisp_certs::inspect(&plan.bundle.serving.cert_pem).unwrap();
         assert!(!info.needs_rotation(now, spec().lookahead));
+    }
+
+    /// A scripted API server for one Secret and one MutatingWebhookConfiguration, in which another replica
+    /// creates the Secret just before this one does: the first create answers 409 AlreadyExists and the winner's
+    /// Secret is what every later GET returns.
+    struct RacingApi {
+        winner: Value,
+        secret_created: Mutex<bool>,
+        config: Mutex<Value>,
+        log: Mutex<Vec<(String, String, u16)>>,
+    }
+
+    impl RacingApi {
+        fn answer(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+            const SECRET: &str = "/api/v1/namespaces/wisp-system/secrets/wisp-webhook-server-cert";
+            const SECRETS: &str = "/api/v1/namespaces/wisp-system/secrets";
+            const CONFIG: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/wisp-webhook";
+            let status = |code: u16, reason: &str| json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": reason});
+            let mut created = self.secret_created.lock().unwrap();
+            let (code, body) = match (method, path) {
+                ("GET", SECRET) if *created => (200, self.winner.clone()),
+                ("GET", SECRET) => (404, status(404, "NotFound")),
+                ("POST", SECRETS) => {
+                    *created = true;
+                    (409, status(409, "AlreadyExists"))
+                }
+                ("GET", CONFIG) => (200, self.config.lock().unwrap().clone()),
+                ("PATCH", CONFIG) => {
+                    let patch: json_patch::Patch = serde_json::from_slice(body).unwrap();
+                    let mut config = self.config.lock().unwrap();
+                    json_patch::patch(&mut config, &patch).unwrap();
+                    (200, config.clone())
+                }
+                _ => (405, status(405, "MethodNotAllowed")),
+            };
+            self.log
+                .lock()
+                .unwrap()
+                .push((method.to_string(), path.to_string(), code));
+            (code, body)
+        }
+    }
+
+    fn client(api: Arc<RacingApi>) -> kube::Client {
+        use http_body_util::BodyExt;
+        let service = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
+            let api = api.clone();
+            async move {
+                let method = request.method().to_string();
+                let path = request.uri().path().to_string();
+                let body = request
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?
+                    .to_bytes();
+                let (code, json) = api.answer(&method, &path, &body);
+                let response = axum::http::Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(serde_json::to_vec(&json).unwrap()))
+                    .unwrap();
+                Ok::<_, std::io::Error>(response)
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn losing_the_create_race_serves_the_winners_certificate() {
+        wisp_shared::runtime::install_crypto_provider();
+        let winner = CertBundle::generate(&spec(), SystemTime::now()).unwrap();
+        let mut winner_secret = stored(winner.to_secret_data(), "5");
+        winner_secret.metadata.labels = None;
+        let api = Arc::new(RacingApi {
+            winner: serde_json::to_value(&winner_secret).unwrap(),
+            secret_created: Mutex::new(false),
+            config: Mutex::new(serde_json::to_value(webhook_config(&[None])).unwrap()),
+            log: Mutex::new(Vec::new()),
+        });
+        let resolver = Arc::new(CertResolver::default());
+        let config = RotationConfig {
+            secret_name: NAME.into(),
+            secret_namespace: NS.into(),
+            webhook_config_name: "wisp-webhook".into(),
+            bundle: spec(),
+            check_interval: Duration::from_secs(60),
+        };
+        let rotator = CertRotator::new(client(api.clone()), config, resolver.clone());
+        let report = rotator.sync().await.unwrap();
+        assert_eq!(
+            report,
+            SyncReport {
+                outcome: Outcome::Unchanged,
+                wrote_secret: false,
+                lost_race: true,
+                served_new_cert: true,
+                patched_ca_bundle: true,
+            }
+        );
+        let served: Vec<Vec<u8>> = resolver.current_chain().unwrap().iter().map(|c| c.to_vec()).collect();
+        let winner_der = rustls_pki_types::CertificateDer::from_pem_slice(winner.serving.cert_pem.as_bytes()).unwrap();
+        assert_eq!(served, vec![winner_der.to_vec()]);
+        let config = api.config.lock().unwrap().clone();
+        let ca_b64 = serde_json::to_value(ByteString(winner.ca.cert_pem().as_bytes().to_vec())).unwrap();
+        assert_eq!(config["webhooks"][0]["clientConfig"]["caBundle"], ca_b64);
+        let secrets = "/api/v1/namespaces/wisp-system/secrets";
+        let secret = "/api/v1/namespaces/wisp-system/secrets/wisp-webhook-server-cert";
+        let config_path = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/wisp-webhook";
+        let entry = |m: &str, p: &str, c: u16| (m.to_string(), p.to_string(), c);
+        assert_eq!(
+            *api.log.lock().unwrap(),
+            vec![
+                entry("GET", secret, 404),
+                entry("POST", secrets, 409),
+                entry("GET", secret, 200),
+                entry("GET", config_path, 200),
+                entry("PATCH", config_path, 200),
+            ]
+        );
+
+        // The next check changes nothing and serves the same certificate.
+        let again = rotator.sync().await.unwrap();
+        assert_eq!(
+            (again.served_new_cert, again.patched_ca_bundle, again.lost_race),
+            (false, false, false)
+        );
     }
 
     fn webhook_config(bundles: &[Option<&[u8]>]) -> MutatingWebhookConfiguration {
