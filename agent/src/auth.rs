@@ -354,6 +354,11 @@ impl Authenticator {
         }
     }
 
+    /// What a token for `identity` in `cloud` is bound to: reads made with that token are shared only under it.
+    pub fn identity_key(&self, identity: &Identity, cloud: &CloudEnvironment) -> IdentityKey {
+        IdentityKey::new(identity, cloud, &self.imds_endpoint)
+    }
+
     /// A bearer token for Key Vault in `cloud` as `identity`.
     pub async fn key_vault_token(
         &self,
@@ -361,7 +366,7 @@ impl Authenticator {
         cloud: &CloudEnvironment,
         deadline: Instant,
     ) -> Result<SecretString, AuthError> {
-        let key = IdentityKey::new(identity, cloud, &self.imds_endpoint);
+        let key = self.identity_key(identity, cloud);
         self.cache
             .get_or_fetch(key, || self.fetch(identity, cloud, deadline))
             .await

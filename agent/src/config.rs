@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 use wisp_shared::contract::secrets_store::DRIVER_NAME;
@@ -76,6 +77,22 @@ pub struct Cli {
     )]
     pub imds_endpoint: String,
 
+    /// Refresh mounted volumes when kubelet republishes them (CSIDriver `requiresRepublish: true`) and the poll
+    /// interval has passed since the last successful refresh. Upstream's default is false.
+    #[arg(long, env = "WISP_ENABLE_SECRET_ROTATION", default_value = "true", action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub enable_secret_rotation: bool,
+
+    /// Least time between two refreshes of one volume, as Go writes durations (`30s`, `2m`, `1h30m`).
+    #[arg(long, env = "WISP_ROTATION_POLL_INTERVAL", default_value = "2m", value_parser = parse_go_duration)]
+    pub rotation_poll_interval: Duration,
+
+    /// Directory of the agent's record of the volumes it mounted (no secrets in it), so that a restarted agent
+    /// keeps rotating and unpublishing them. On a node: a hostPath that lives as long as the mounts, e.g. under
+    /// `/run`. Empty: no record (a restarted agent then learns the volumes again from kubelet's republish calls).
+    #[arg(long, env = "WISP_STATE_DIR", default_value = "/run/wisp-agent")]
+    pub state_dir: PathBuf,
+
     /// How many Key Vault requests one mount may have in flight.
     #[arg(long, env = "WISP_MAX_PARALLEL_FETCHES", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_parallel_fetches: u16,
@@ -140,6 +157,46 @@ pub fn parse_go_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// Go's `time.ParseDuration`: a sequence of decimal numbers, each with an optional fraction and a unit (`ns`,
+/// `us`, `µs`, `ms`, `s`, `m`, `h`), e.g. `2m`, `1h30m`, `1.5h`. Negative durations are refused.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("{text:?} is not a duration; write it as Go does, e.g. 30s, 2m or 1h30m");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        let (number, tail) = rest.split_at(number_len);
+        if number.is_empty() || number == "." {
+            return Err(invalid());
+        }
+        let value: f64 = number.parse().map_err(|_| invalid())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let seconds_per_unit = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(invalid()),
+        };
+        total += value * seconds_per_unit;
+        rest = tail;
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| invalid())
+}
+
 /// `:8095` (Go's "all interfaces" form) or `host:port`.
 pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
     let full = if s.starts_with(':') {
@@ -154,6 +211,42 @@ pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_read_as_go_writes_them() {
+        let cases = [
+            ("0", Duration::ZERO),
+            ("30s", Duration::from_secs(30)),
+            ("2m", Duration::from_secs(120)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("500ms", Duration::from_millis(500)),
+            ("+10s", Duration::from_secs(10)),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_go_duration(text), Ok(expected), "{text}");
+        }
+        for bad in ["", "2", "-1m", "1d", "m", "1..5s", "2 m"] {
+            assert_eq!(
+                parse_go_duration(bad),
+                Err(format!(
+                    "{bad:?} is not a duration; write it as Go does, e.g. 30s, 2m or 1h30m"
+                )),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn rotation_flags_take_upstreams_forms() {
+        let cli = parse(&[]).unwrap();
+        assert!(cli.enable_secret_rotation);
+        assert_eq!(cli.rotation_poll_interval, Duration::from_secs(120));
+        let cli = parse(&["--enable-secret-rotation=false", "--rotation-poll-interval=30s"]).unwrap();
+        assert!(!cli.enable_secret_rotation);
+        assert_eq!(cli.rotation_poll_interval, Duration::from_secs(30));
+        assert!(parse(&["--rotation-poll-interval", "soon"]).is_err());
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         let mut all = vec!["wisp-agent", "--nodeid", "node-1"];

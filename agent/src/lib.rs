@@ -9,6 +9,7 @@
 //! from the flags in [`config`].
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod keyvault;
@@ -22,9 +23,11 @@ pub mod provider;
 pub mod provider_service;
 pub mod registration;
 pub mod render;
+pub mod round_cache;
 pub mod secret_sync;
 pub mod server;
 pub mod spc;
+pub mod state;
 pub mod writer;
 
 /// The CSI v1 messages and services (package `csi.v1`), generated from `proto/csi.proto`.

@@ -5,22 +5,25 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status};
 use wisp_shared::contract::secrets_store::{
-    CTX_POD_NAME, CTX_POD_NAMESPACE, CTX_POD_UID, CTX_SECRET_PROVIDER_CLASS, CTX_SERVICE_ACCOUNT_NAME,
-    CTX_SERVICE_ACCOUNT_TOKENS, PROVIDER_AZURE,
+    CTX_POD_NAME, CTX_POD_NAMESPACE, CTX_POD_UID, CTX_SECRET_PROVIDER_CLASS, CTX_SERVICE_ACCOUNT_TOKENS, PROVIDER_AZURE,
 };
 
+use crate::cluster::SharedClusterSink;
 use crate::metrics::Metrics;
 use crate::mount::Mounter;
 use crate::proto::identity_server::Identity;
 use crate::proto::node_server::Node;
 use crate::proto::*;
-use crate::provider::{MountInput, ObjectVersion, Provider};
-use crate::spc::SharedSpcStore;
+use crate::provider::{Freshness, MountContent, Provider};
+use crate::provider_service::{MountData, grpc_timeout};
+use crate::spc::{SecretProviderClass, SharedSpcStore};
+pub use crate::state::MountedVolume;
+use crate::state::StateFile;
 use crate::writer;
 
 /// kubelet's deadline for CSI calls, used when a request carries no `grpc-timeout`.
@@ -28,23 +31,22 @@ const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 /// Time kept back from the deadline for writing the files and answering.
 const DEADLINE_RESERVE: Duration = Duration::from_secs(2);
 
-/// A volume this agent published.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountedVolume {
-    pub volume_id: String,
-    pub target_path: PathBuf,
-    pub pod_namespace: String,
-    pub pod_name: String,
-    pub pod_uid: String,
-    pub secret_provider_class: String,
-    pub objects: Vec<ObjectVersion>,
-}
-
 #[derive(Debug, Clone)]
 pub struct DriverInfo {
     pub name: String,
     pub version: String,
     pub node_id: String,
+}
+
+/// What the driver does besides mounting, all optional.
+#[derive(Default)]
+pub struct DriverOptions {
+    /// `--rotation-poll-interval` when `--enable-secret-rotation` is on.
+    pub rotation: Option<Duration>,
+    /// The record of mounted volumes that survives a restart.
+    pub state: Option<StateFile>,
+    /// Pod status and secret sync.
+    pub cluster: Option<SharedClusterSink>,
 }
 
 /// Shared state of both services.
@@ -54,8 +56,19 @@ pub struct Driver {
     provider: Arc<Provider>,
     mounter: Mounter,
     metrics: Arc<Metrics>,
+    rotation: Option<Duration>,
+    state: Option<StateFile>,
+    cluster: Option<SharedClusterSink>,
     volumes: Mutex<HashMap<PathBuf, MountedVolume>>,
+    /// Serializes writes of the state file, so that the last write holds the newest record.
+    state_writes: Mutex<()>,
     target_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A publish request resolved against its SecretProviderClass: everything the provider needs.
+struct Resolved {
+    spc: SecretProviderClass,
+    data: MountData,
 }
 
 impl std::fmt::Debug for Driver {
@@ -134,20 +147,20 @@ fn is_object_name(name: &str) -> bool {
         })
 }
 
-/// `grpc-timeout` (e.g. `119999m`) as a duration.
-fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+/// When the files at `target` last changed: the `..data` link is replaced on every swap (the upstream driver
+/// reads the target's mtime instead). For a volume the agent has no record of, e.g. after its state was lost.
+fn content_mtime(target: &Path) -> Option<SystemTime> {
+    std::fs::symlink_metadata(target.join("..data"))
+        .or_else(|_| std::fs::symlink_metadata(target))
+        .and_then(|meta| meta.modified())
+        .ok()
+}
+
+/// Best-effort removal of a first mount that failed; the error that matters is the one that stopped it.
+fn cleanup(mounter: Mounter, target: &Path, created_dir: bool) {
+    if let Err(e) = mounter.teardown(target, created_dir) {
+        tracing::error!(target = %target.display(), error = %e, "cleanup after a failed mount failed");
+    }
 }
 
 impl Driver {
@@ -157,6 +170,7 @@ impl Driver {
         provider: Arc<Provider>,
         mounter: Mounter,
         metrics: Arc<Metrics>,
+        options: DriverOptions,
     ) -> Self {
         Self {
             info,
@@ -164,8 +178,71 @@ impl Driver {
             provider,
             mounter,
             metrics,
+            rotation: options.rotation,
+            state: options.state,
+            cluster: options.cluster,
             volumes: Mutex::new(HashMap::new()),
+            state_writes: Mutex::new(()),
             target_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes over the volumes of the state file that are still published (a restarted agent), and rewrites
+    /// the record without the others. Returns how many were recovered.
+    pub fn recover(&self) -> Result<usize, crate::state::StateError> {
+        let Some(state) = &self.state else {
+            return Ok(0);
+        };
+        let recorded = state.load()?;
+        let mut volumes = self.volumes.lock().unwrap_or_else(|p| p.into_inner());
+        for volume in recorded {
+            match self.mounter.is_published(&volume.target_path) {
+                Ok(true) => {
+                    volumes.insert(volume.target_path.clone(), volume);
+                }
+                Ok(false) => {
+                    tracing::info!(target = %volume.target_path.display(), "recorded volume is no longer mounted; forgotten")
+                }
+                Err(e) => {
+                    tracing::warn!(target = %volume.target_path.display(), error = %e, "recorded volume cannot be checked; forgotten")
+                }
+            }
+        }
+        let count = volumes.len();
+        drop(volumes);
+        self.save_state();
+        Ok(count)
+    }
+
+    fn save_state(&self) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        let _writing = self.state_writes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut snapshot = self.volumes();
+        snapshot.sort_by(|a, b| a.target_path.cmp(&b.target_path));
+        if let Err(e) = state.save(&snapshot) {
+            tracing::error!(error = %e, "the volume record was not updated; a restarted agent may not know every volume");
+        }
+    }
+
+    fn remember(&self, volume: MountedVolume) {
+        self.volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(volume.target_path.clone(), volume);
+        self.save_state();
+    }
+
+    fn forget(&self, target: &Path) {
+        let removed = self
+            .volumes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(target)
+            .is_some();
+        if removed {
+            self.save_state();
         }
     }
 
@@ -219,15 +296,11 @@ impl Driver {
         }
         let context = &req.volume_context;
         let target = PathBuf::from(&req.target_path);
-        let spc_name = ctx(context, CTX_SECRET_PROVIDER_CLASS);
-        let pod_name = ctx(context, CTX_POD_NAME);
-        let pod_namespace = ctx(context, CTX_POD_NAMESPACE);
-        let pod_uid = ctx(context, CTX_POD_UID);
         tracing::info!(
             volume_id = %req.volume_id,
             target = %req.target_path,
-            pod = %format!("{pod_namespace}/{pod_name}"),
-            secret_provider_class = spc_name,
+            pod = %format!("{}/{}", ctx(context, CTX_POD_NAMESPACE), ctx(context, CTX_POD_NAME)),
+            secret_provider_class = ctx(context, CTX_SECRET_PROVIDER_CLASS),
             "NodePublishVolume"
         );
         tracing::debug!(volume_context = ?loggable(context), secrets = ?req.secrets.keys().collect::<Vec<_>>(), "NodePublishVolume request");
@@ -235,23 +308,86 @@ impl Driver {
         let lock = self.target_lock(&target);
         let _guard = lock.lock().await;
 
-        // A republish of a mounted volume (kubelet retries, requiresRepublish) changes nothing; rotation is a
-        // separate concern.
         let known = self
             .volumes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&target);
-        let published = known
+            .get(&target)
+            .cloned();
+        let published = known.is_some()
             || self
                 .mounter
                 .is_published(&target)
                 .map_err(|e| PublishFailure::internal("FailedToEnsureMountPoint", e.to_string()))?;
         if published {
-            tracing::info!(target = %req.target_path, "target path is already mounted; nothing to do");
+            // A republish (kubelet retries, requiresRepublish): without rotation it changes nothing.
+            let Some(interval) = self.rotation else {
+                tracing::info!(target = %req.target_path, "target path is already mounted; nothing to do");
+                return Ok(());
+            };
+            let refreshed_at = known
+                .as_ref()
+                .map(|v| v.refreshed_at)
+                .or_else(|| content_mtime(&target))
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            if SystemTime::now() < refreshed_at + interval {
+                tracing::debug!(target = %req.target_path, "refreshed less than --rotation-poll-interval ago; skipped");
+                return Ok(());
+            }
+            self.refresh(&req, &target, known.as_ref(), deadline).await;
             return Ok(());
         }
 
+        let resolved = self.resolve(&req).await?;
+        let content = self.fetch(&req, &resolved, deadline, Freshness::Fresh).await?;
+        let objects = content.objects;
+        let mounter = self.mounter;
+        let write_target = target.clone();
+        let files = content.files;
+        let prepared = tokio::task::spawn_blocking(move || {
+            let prepared = mounter
+                .prepare(&write_target)
+                .map_err(|e| PublishFailure::internal("FailedToMount", e.to_string()))?;
+            if let Err(e) = writer::write_atomically(&write_target, &files) {
+                // A first mount that fails leaves nothing behind, so kubelet's retry starts from scratch.
+                cleanup(mounter, &write_target, prepared.created_dir);
+                return Err(PublishFailure::internal(
+                    "FileWriteError",
+                    format!(
+                        "failed to write the files of the volume at {}: {e}",
+                        write_target.display()
+                    ),
+                ));
+            }
+            Ok(prepared)
+        })
+        .await
+        .map_err(|e| PublishFailure::internal("FileWriteError", format!("the write task failed: {e}")))??;
+
+        let volume = self.mounted_volume(&req, &target, objects);
+        if let Some(cluster) = &self.cluster
+            && let Err(e) = cluster.record_pod_status(&volume).await
+        {
+            let cleanup_target = target.clone();
+            let _ = tokio::task::spawn_blocking(move || cleanup(mounter, &cleanup_target, prepared.created_dir)).await;
+            return Err(PublishFailure::unknown("ProviderError", e.to_string()));
+        }
+        self.remember(volume.clone());
+        self.sync_secrets_later(volume, resolved.spc);
+        tracing::info!(
+            pod = %format!("{}/{}", ctx(context, CTX_POD_NAMESPACE), ctx(context, CTX_POD_NAME)),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "volume published"
+        );
+        Ok(())
+    }
+
+    /// The SecretProviderClass of a request and the provider's inputs, with upstream's checks and texts.
+    async fn resolve(&self, req: &NodePublishVolumeRequest) -> Result<Resolved, PublishFailure> {
+        let context = &req.volume_context;
+        let spc_name = ctx(context, CTX_SECRET_PROVIDER_CLASS);
+        let pod_name = ctx(context, CTX_POD_NAME);
+        let pod_namespace = ctx(context, CTX_POD_NAMESPACE);
         if spc_name.is_empty() {
             return Err(PublishFailure::unknown(
                 "SecretProviderClassNotFound",
@@ -320,85 +456,122 @@ impl Driver {
             ));
         }
 
-        let mut parameters = spc.parameters.clone();
-        for (k, v) in context {
-            parameters.insert(k.clone(), v.clone());
-        }
-        let tokens = req
-            .secrets
-            .get(CTX_SERVICE_ACCOUNT_TOKENS)
-            .or_else(|| context.get(CTX_SERVICE_ACCOUNT_TOKENS))
-            .filter(|t| !t.is_empty())
-            .cloned();
-        if let Some(tokens) = tokens {
-            parameters.insert(CTX_SERVICE_ACCOUNT_TOKENS.to_string(), tokens);
-        }
+        let data = MountData::merge(&spc.parameters, context, &req.secrets);
         if !req.readonly {
             return Err(PublishFailure::invalid("Readonly is not true in request"));
         }
-        let secrets: BTreeMap<String, String> = req
-            .secrets
-            .iter()
-            .filter(|(k, _)| k.as_str() != CTX_SERVICE_ACCOUNT_TOKENS)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let input = MountInput {
-            parameters: &parameters,
-            secrets: &secrets,
-            pod_namespace,
-            service_account_name: context.get(CTX_SERVICE_ACCOUNT_NAME).map(String::as_str),
-        };
-        let content = self.provider.mount_content(input, deadline).await.map_err(|e| {
-            PublishFailure::unknown(
-                "ProviderError",
-                format!(
-                    "failed to mount secrets store objects for pod {pod_namespace}/{pod_name}, err: \
-                     SecretProviderClass {pod_namespace}/{spc_name}: {e}"
-                ),
-            )
-        })?;
+        Ok(Resolved { spc, data })
+    }
 
-        let mounter = self.mounter;
-        let write_target = target.clone();
-        let files = content.files;
-        let written = tokio::task::spawn_blocking(move || {
-            let prepared = mounter
-                .prepare(&write_target)
-                .map_err(|e| PublishFailure::internal("FailedToMount", e.to_string()))?;
-            if let Err(e) = writer::write_atomically(&write_target, &files) {
-                // A first mount that fails leaves nothing behind, so kubelet's retry starts from scratch.
-                if let Err(cleanup) = mounter.teardown(&write_target, prepared.created_dir) {
-                    tracing::error!(target = %write_target.display(), error = %cleanup, "cleanup after a failed write failed");
+    /// The provider's files for a resolved request.
+    async fn fetch(
+        &self,
+        req: &NodePublishVolumeRequest,
+        resolved: &Resolved,
+        deadline: Instant,
+        freshness: Freshness,
+    ) -> Result<MountContent, PublishFailure> {
+        let context = &req.volume_context;
+        let pod_namespace = ctx(context, CTX_POD_NAMESPACE);
+        self.provider
+            .content(resolved.data.input(), deadline, freshness)
+            .await
+            .map_err(|e| {
+                PublishFailure::unknown(
+                    "ProviderError",
+                    format!(
+                        "failed to mount secrets store objects for pod {pod_namespace}/{pod_name}, err: \
+                         SecretProviderClass {pod_namespace}/{spc_name}: {e}",
+                        pod_name = ctx(context, CTX_POD_NAME),
+                        spc_name = resolved.spc.name,
+                    ),
+                )
+            })
+    }
+
+    fn mounted_volume(
+        &self,
+        req: &NodePublishVolumeRequest,
+        target: &Path,
+        objects: Vec<crate::provider::ObjectVersion>,
+    ) -> MountedVolume {
+        let context = &req.volume_context;
+        MountedVolume {
+            volume_id: req.volume_id.clone(),
+            target_path: target.to_path_buf(),
+            pod_namespace: ctx(context, CTX_POD_NAMESPACE).to_string(),
+            pod_name: ctx(context, CTX_POD_NAME).to_string(),
+            pod_uid: ctx(context, CTX_POD_UID).to_string(),
+            secret_provider_class: ctx(context, CTX_SECRET_PROVIDER_CLASS).to_string(),
+            objects,
+            refreshed_at: SystemTime::now(),
+        }
+    }
+
+    /// Rotation of a mounted volume: fetch again (sharing this round's reads with other volumes) and swap the
+    /// files in when anything changed. A failure keeps the mounted files as they are and is not returned:
+    /// kubelet would tear the mount down on an error (kubernetes #121271).
+    async fn refresh(
+        &self,
+        req: &NodePublishVolumeRequest,
+        target: &Path,
+        known: Option<&MountedVolume>,
+        deadline: Instant,
+    ) {
+        let started = Instant::now();
+        let result = async {
+            let resolved = self.resolve(req).await?;
+            let content = self.fetch(req, &resolved, deadline, Freshness::SharedRound).await?;
+            let write_target = target.to_path_buf();
+            let files = content.files;
+            let outcome = tokio::task::spawn_blocking(move || writer::write_atomically(&write_target, &files))
+                .await
+                .map_err(|e| PublishFailure::internal("FileWriteError", format!("the write task failed: {e}")))?
+                .map_err(|e| {
+                    PublishFailure::internal(
+                        "FileWriteError",
+                        format!("failed to write the files of the volume at {}: {e}", target.display()),
+                    )
+                })?;
+            Ok::<_, PublishFailure>((resolved.spc, content.objects, outcome.changed()))
+        }
+        .await;
+        let seconds = started.elapsed().as_secs_f64();
+        match result {
+            Ok((spc, objects, changed)) => {
+                self.metrics.rotation_ok(changed, seconds);
+                let volume = self.mounted_volume(req, target, objects);
+                // The pod status lists versions: it changes only when they do (or the agent has no record).
+                let versions_changed = known.is_none_or(|k| k.objects != volume.objects);
+                if let Some(cluster) = &self.cluster
+                    && versions_changed
+                    && let Err(e) = cluster.record_pod_status(&volume).await
+                {
+                    tracing::warn!(target = %target.display(), error = %e, "pod status not updated after a refresh");
                 }
-                return Err(PublishFailure::internal(
-                    "FileWriteError",
-                    format!("failed to write the files of the volume at {}: {e}", write_target.display()),
-                ));
+                self.remember(volume.clone());
+                self.sync_secrets_later(volume, spc);
+                tracing::info!(target = %target.display(), changed, "volume refreshed");
             }
-            Ok(())
-        })
-        .await
-        .map_err(|e| PublishFailure::internal("FileWriteError", format!("the write task failed: {e}")))?;
-        written?;
+            Err(failure) => {
+                self.metrics.rotation_error(failure.error_type, seconds);
+                tracing::warn!(
+                    target = %target.display(),
+                    error = %failure.message,
+                    "refresh failed; the mounted files are kept as they were"
+                );
+            }
+        }
+    }
 
-        self.volumes.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            target.clone(),
-            MountedVolume {
-                volume_id: req.volume_id.clone(),
-                target_path: target,
-                pod_namespace: pod_namespace.to_string(),
-                pod_name: pod_name.to_string(),
-                pod_uid: pod_uid.to_string(),
-                secret_provider_class: spc_name.to_string(),
-                objects: content.objects,
-            },
-        );
-        tracing::info!(
-            pod = %format!("{pod_namespace}/{pod_name}"),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "volume published"
-        );
-        Ok(())
+    /// Secret sync runs beside the publish, as the driver's controller does: it never delays or fails a mount.
+    fn sync_secrets_later(&self, volume: MountedVolume, spc: SecretProviderClass) {
+        if spc.secret_objects.is_none() {
+            return;
+        }
+        if let Some(cluster) = self.cluster.clone() {
+            tokio::spawn(async move { cluster.sync_secrets(&volume, &spc).await });
+        }
     }
 
     /// NodeUnpublishVolume: remove contents, unmount, remove the directory. Idempotent.
@@ -420,7 +593,7 @@ impl Driver {
             .and_then(|r| r.map_err(|e| e.to_string()));
         match result {
             Ok(()) => {
-                self.volumes.lock().unwrap_or_else(|p| p.into_inner()).remove(&target);
+                self.forget(&target);
                 self.target_locks
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -591,6 +764,7 @@ impl Node for NodeService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wisp_shared::contract::secrets_store::CTX_SERVICE_ACCOUNT_NAME;
     use crate::config::MountMode;
     use crate::http::RetryPolicy;
     use crate::provider::ProviderConfig;
@@ -611,6 +785,7 @@ mod tests {
                 default_cloud: "AzurePublicCloud".into(),
                 render: RenderOptions::default(),
                 max_parallel: 4,
+                rotation_round: Duration::from_secs(120),
             },
             crate::http::build_client().unwrap(),
             "http://127.0.0.1:1",
@@ -628,6 +803,7 @@ mod tests {
             Arc::new(provider),
             Mounter::new(MountMode::Directory),
             metrics,
+            DriverOptions::default(),
         ));
         Fixture {
             driver,

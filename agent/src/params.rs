@@ -43,7 +43,7 @@ pub enum IdentityMode {
     ServicePrincipal,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ObjectType {
     Secret,
     Key,

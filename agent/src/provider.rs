@@ -10,10 +10,11 @@ use tokio::time::Instant;
 use wisp_shared::cloud::CloudEnvironment;
 use wisp_shared::contract::secrets_store::CTX_SERVICE_ACCOUNT_TOKENS;
 
-use crate::auth::{self, AuthError, Authenticator, Identity, ServiceAccountRef};
+use crate::auth::{self, AuthError, Authenticator, Identity, IdentityKey, ServiceAccountRef};
 use crate::keyvault::{Fetched, KeyVaultClient, KeyVaultError, VaultAccess, type_label};
 use crate::params::{self, CloudSelection, IdentityMode, MountParams, ObjectSpec, ObjectType, ParamError};
-use crate::render::{self, RenderError, RenderOptions, RenderedFile};
+use crate::render::{self, RenderError, RenderOptions, RenderedFile, VersionInfo};
+use crate::round_cache::RoundCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -55,7 +56,7 @@ pub struct MountInput<'a> {
 }
 
 /// One mounted object version, as the SecretProviderClassPodStatus lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ObjectVersion {
     /// `<type>/<name>` or `<type>/<name>/<index>` for version history.
     pub id: String,
@@ -75,12 +76,35 @@ pub struct ProviderConfig {
     pub default_cloud: String,
     pub render: RenderOptions,
     pub max_parallel: usize,
+    /// The rotation poll interval: refreshes within one such window share their Key Vault reads.
+    pub rotation_round: std::time::Duration,
+}
+
+/// Where a mount's Key Vault reads come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Read everything now (a first mount: a new pod sees what Key Vault holds at this moment).
+    Fresh,
+    /// Reuse what this rotation round already read for the same identity (a refresh).
+    SharedRound,
+}
+
+/// One Key Vault read as seen by the round cache: who read (the token's identity key), from which vault, what.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ReadKey {
+    identity: IdentityKey,
+    vault: String,
+    object_type: ObjectType,
+    name: String,
+    version: Option<String>,
 }
 
 pub struct Provider {
     config: ProviderConfig,
     auth: Authenticator,
     keyvault: KeyVaultClient,
+    objects_read: RoundCache<ReadKey, Fetched>,
+    versions_read: RoundCache<ReadKey, Vec<VersionInfo>>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -102,6 +126,27 @@ fn describe(spec: &ObjectSpec, version: Option<&str>) -> String {
 
 type FetchKey = (ObjectType, String, Option<String>);
 
+/// What every read of one mount shares.
+struct ReadContext<'a> {
+    identity: IdentityKey,
+    vault_url: &'a str,
+    vault: &'a VaultAccess,
+    deadline: Instant,
+    freshness: Freshness,
+}
+
+impl ReadContext<'_> {
+    fn key(&self, object_type: ObjectType, name: &str, version: Option<String>) -> ReadKey {
+        ReadKey {
+            identity: self.identity.clone(),
+            vault: self.vault_url.to_string(),
+            object_type,
+            name: name.to_string(),
+            version,
+        }
+    }
+}
+
 /// One file-producing fetch: which object, which version, which file path.
 struct Job {
     spec: usize,
@@ -113,7 +158,14 @@ struct Job {
 
 impl Provider {
     pub fn new(config: ProviderConfig, auth: Authenticator, keyvault: KeyVaultClient) -> Self {
-        Self { config, auth, keyvault }
+        let round = config.rotation_round;
+        Self {
+            config,
+            auth,
+            keyvault,
+            objects_read: RoundCache::new(round),
+            versions_read: RoundCache::new(round),
+        }
     }
 
     pub fn resolve_cloud(&self, selection: &CloudSelection) -> Result<CloudEnvironment, ProviderError> {
@@ -178,17 +230,25 @@ impl Provider {
         &self,
         index: usize,
         spec: &ObjectSpec,
-        vault: &VaultAccess,
-        deadline: Instant,
+        read: &ReadContext<'_>,
     ) -> Result<(usize, Vec<String>), ProviderError> {
-        let versions = self
-            .keyvault
-            .list_versions(vault, spec.object_type, &spec.name, deadline)
-            .await
-            .map_err(|source| ProviderError::KeyVault {
-                object: describe(spec, None),
-                source,
-            })?;
+        let key = read.key(spec.object_type, &spec.name, None);
+        let list = || async {
+            self.keyvault
+                .list_versions(read.vault, spec.object_type, &spec.name, read.deadline)
+                .await
+        };
+        let versions = match read.freshness {
+            Freshness::SharedRound => self.versions_read.get_or_read(&key, list).await,
+            Freshness::Fresh => list()
+                .await
+                .map(Arc::new)
+                .inspect(|v| self.versions_read.record(&key, v.clone())),
+        }
+        .map_err(|source| ProviderError::KeyVault {
+            object: describe(spec, None),
+            source,
+        })?;
         let ids = render::select_history_versions(&versions, spec.version.as_deref(), spec.version_history).map_err(
             |source| ProviderError::Render {
                 object: describe(spec, None),
@@ -202,22 +262,40 @@ impl Provider {
         &self,
         key: FetchKey,
         spec: &ObjectSpec,
-        vault: &VaultAccess,
-        deadline: Instant,
-    ) -> Result<(FetchKey, Fetched), ProviderError> {
-        let fetched = self
-            .keyvault
-            .get(vault, key.0, &key.1, key.2.as_deref(), deadline)
-            .await
-            .map_err(|source| ProviderError::KeyVault {
-                object: describe(spec, key.2.as_deref()),
-                source,
-            })?;
+        read: &ReadContext<'_>,
+    ) -> Result<(FetchKey, Arc<Fetched>), ProviderError> {
+        let read_key = read.key(key.0, &key.1, key.2.clone());
+        let get = || async {
+            self.keyvault
+                .get(read.vault, key.0, &key.1, key.2.as_deref(), read.deadline)
+                .await
+        };
+        let fetched = match read.freshness {
+            Freshness::SharedRound => self.objects_read.get_or_read(&read_key, get).await,
+            Freshness::Fresh => get()
+                .await
+                .map(Arc::new)
+                .inspect(|f| self.objects_read.record(&read_key, f.clone())),
+        }
+        .map_err(|source| ProviderError::KeyVault {
+            object: describe(spec, key.2.as_deref()),
+            source,
+        })?;
         Ok((key, fetched))
     }
 
-    /// Everything a mount shows, or the first error.
+    /// Everything a first mount shows, read afresh, or the first error.
     pub async fn mount_content(&self, input: MountInput<'_>, deadline: Instant) -> Result<MountContent, ProviderError> {
+        self.content(input, deadline, Freshness::Fresh).await
+    }
+
+    /// Everything a mount shows, with reads from `freshness`, or the first error.
+    pub async fn content(
+        &self,
+        input: MountInput<'_>,
+        deadline: Instant,
+        freshness: Freshness,
+    ) -> Result<MountContent, ProviderError> {
         let params = params::parse_mount_params(input.parameters)?;
         let cloud = self.resolve_cloud(&params.cloud)?;
         let identity = self.identity(&params, &input)?;
@@ -227,6 +305,13 @@ impl Provider {
             object: format!("vault {}", params.keyvault_name),
             source,
         })?;
+        let read = ReadContext {
+            identity: self.auth.identity_key(&identity, &cloud),
+            vault_url: &vault_url,
+            vault: &vault,
+            deadline,
+            freshness,
+        };
         let parallel = self.config.max_parallel.max(1);
 
         // Version lists first (only objects with history), then one fetch per distinct (type, name, version).
@@ -237,7 +322,7 @@ impl Provider {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.version_history > 1)
-            .map(|(i, spec)| self.history(i, spec, &vault, deadline))
+            .map(|(i, spec)| self.history(i, spec, &read))
             .collect();
         let histories: Vec<(usize, Vec<String>)> = futures::stream::iter(list_futures)
             .buffered(parallel)
@@ -276,9 +361,9 @@ impl Provider {
         }
         let fetch_futures: Vec<_> = distinct
             .into_iter()
-            .map(|(key, spec_index)| self.fetch(key, &params.objects[spec_index], &vault, deadline))
+            .map(|(key, spec_index)| self.fetch(key, &params.objects[spec_index], &read))
             .collect();
-        let fetched: Vec<(FetchKey, Fetched)> = futures::stream::iter(fetch_futures)
+        let fetched: Vec<(FetchKey, Arc<Fetched>)> = futures::stream::iter(fetch_futures)
             .buffered(parallel)
             .try_collect()
             .await?;

@@ -12,16 +12,19 @@ use axum::routing::get;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::cluster::{KubeCluster, SharedClusterSink};
 use crate::config::Cli;
 use crate::http::{RetryPolicy, build_client};
 use crate::metrics::Metrics;
 use crate::mount::Mounter;
-use crate::node::{Driver, DriverInfo, IdentityService, NodeService};
+use crate::node::{Driver, DriverInfo, DriverOptions, IdentityService, NodeService};
 use crate::proto::identity_server::IdentityServer;
 use crate::proto::node_server::NodeServer;
-use crate::provider::{self, ProviderConfig};
+use crate::provider::{self, Provider, ProviderConfig};
+use crate::provider_service::{self, ProviderService};
 use crate::render::RenderOptions;
 use crate::spc::{KubeSpcStore, SharedSpcStore};
+use crate::state::StateFile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -40,18 +43,29 @@ pub enum RunError {
 }
 
 /// Builds the driver from flags, with SecretProviderClasses from the Kubernetes API.
-pub async fn driver_from_cli(cli: &Cli, metrics: Arc<Metrics>) -> Result<Arc<Driver>, RunError> {
+pub async fn driver_from_cli(
+    cli: &Cli,
+    metrics: Arc<Metrics>,
+    provider: Arc<Provider>,
+) -> Result<Arc<Driver>, RunError> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| RunError::Kube(e.to_string()))?;
-    let spcs: SharedSpcStore = Arc::new(KubeSpcStore::start(client));
-    driver_with_store(cli, metrics, spcs)
+    let spcs: SharedSpcStore = Arc::new(KubeSpcStore::start(client.clone()));
+    let cluster: SharedClusterSink = Arc::new(KubeCluster::new(client, &cli.nodeid, metrics.clone()));
+    let driver = driver_with(cli, metrics, spcs, provider, Some(cluster))?;
+    match driver.recover() {
+        Ok(0) => {}
+        Ok(count) => tracing::info!(volumes = count, "recovered the volumes of the previous run"),
+        Err(e) => tracing::warn!(error = %e, "volumes of a previous run not recovered"),
+    }
+    Ok(driver)
 }
 
-/// Builds the driver from flags with the given SecretProviderClass store.
-pub fn driver_with_store(cli: &Cli, metrics: Arc<Metrics>, spcs: SharedSpcStore) -> Result<Arc<Driver>, RunError> {
+/// The in-process provider from flags, shared by the CSI node service and the provider protocol endpoint.
+pub fn provider_from_cli(cli: &Cli, metrics: Arc<Metrics>) -> Result<Arc<Provider>, RunError> {
     let http = build_client()?;
-    let provider = provider::build(
+    Ok(Arc::new(provider::build(
         ProviderConfig {
             default_cloud: cli.cloud_name.clone(),
             render: RenderOptions {
@@ -59,12 +73,23 @@ pub fn driver_with_store(cli: &Cli, metrics: Arc<Metrics>, spcs: SharedSpcStore)
                 write_cert_and_key_in_separate_files: cli.write_cert_and_key_in_separate_files,
             },
             max_parallel: usize::from(cli.max_parallel_fetches),
+            rotation_round: cli.rotation_poll_interval,
         },
         http,
         &cli.imds_endpoint,
         RetryPolicy::default(),
-        metrics.clone(),
-    );
+        metrics,
+    )))
+}
+
+/// Builds the driver from flags with the given SecretProviderClass store, provider and cluster sink.
+pub fn driver_with(
+    cli: &Cli,
+    metrics: Arc<Metrics>,
+    spcs: SharedSpcStore,
+    provider: Arc<Provider>,
+    cluster: Option<SharedClusterSink>,
+) -> Result<Arc<Driver>, RunError> {
     Ok(Arc::new(Driver::new(
         DriverInfo {
             name: cli.drivername.clone(),
@@ -72,9 +97,14 @@ pub fn driver_with_store(cli: &Cli, metrics: Arc<Metrics>, spcs: SharedSpcStore)
             node_id: cli.nodeid.clone(),
         },
         spcs,
-        Arc::new(provider),
+        provider,
         Mounter::new(cli.mount_mode),
         metrics,
+        DriverOptions {
+            rotation: cli.enable_secret_rotation.then_some(cli.rotation_poll_interval),
+            state: (!cli.state_dir.as_os_str().is_empty()).then(|| StateFile::in_dir(&cli.state_dir)),
+            cluster,
+        },
     )))
 }
 
@@ -168,7 +198,11 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         serve_http(cli.metrics_addr, metrics_router(metrics.clone())).await?;
         serve_http(cli.health_addr, health_router()).await?;
     }
-    let driver = driver_from_cli(&cli, metrics).await?;
+    let provider = provider_from_cli(&cli, metrics.clone())?;
+    if let Some(path) = cli.provider_socket_path().map_err(RunError::Config)? {
+        provider_service::spawn(&path, ProviderService::new(provider.clone(), metrics.clone()))?;
+    }
+    let driver = driver_from_cli(&cli, metrics, provider).await?;
     let listener = bind_socket(&socket)?;
     tracing::info!(
         socket = %socket.display(),

@@ -1,0 +1,260 @@
+//! What a publish reports back to the cluster: the SecretProviderClassPodStatus of the volume, and the
+//! Kubernetes Secrets of `spec.secretObjects` built from the mounted files. [`ClusterSink`] is the seam: the
+//! node service calls it after every successful publish or refresh; [`KubeCluster`] writes through the
+//! Kubernetes API; unit tests run without one. The object bodies come from the pure modules
+//! [`crate::pod_status`] and [`crate::secret_sync`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use serde_json::Value;
+
+use crate::metrics::Metrics;
+use crate::mounted_files::read_mounted_files;
+use crate::pod_status::{self, PodStatusInput};
+use crate::secret_sync::{self, EVENT_REASON_FAILED, FIELD_MANAGER};
+use crate::spc::SecretProviderClass;
+use crate::state::MountedVolume;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("failed to create secret provider class pod status for pod {pod}, err: {reason}")]
+    PodStatus { pod: String, reason: String },
+}
+
+/// Where a published volume is reported.
+pub trait ClusterSink: Send + Sync {
+    /// Creates or updates the volume's SecretProviderClassPodStatus; an error fails a first mount (as upstream).
+    fn record_pod_status<'a>(&'a self, volume: &'a MountedVolume) -> BoxFuture<'a, Result<(), ClusterError>>;
+
+    /// Writes the Secrets of `spc.secretObjects` from the files mounted for `volume`. Problems are reported as
+    /// Events on the pod and in the log: they never fail a mount.
+    fn sync_secrets<'a>(&'a self, volume: &'a MountedVolume, spc: &'a SecretProviderClass) -> BoxFuture<'a, ()>;
+}
+
+pub type SharedClusterSink = Arc<dyn ClusterSink>;
+
+/// The Kubernetes API as the sink.
+pub struct KubeCluster {
+    client: kube::Client,
+    node_name: String,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for KubeCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeCluster")
+            .field("node_name", &self.node_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often a pod status write is retried after a conflict (another writer between our read and write).
+const CONFLICT_RETRIES: usize = 5;
+
+impl KubeCluster {
+    pub fn new(client: kube::Client, node_name: &str, metrics: Arc<Metrics>) -> Self {
+        let reporter = Reporter {
+            controller: "wisp-agent".into(),
+            instance: Some(node_name.to_string()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            node_name: node_name.to_string(),
+            metrics,
+        }
+    }
+
+    /// Create, or replace when it differs; on a conflict read again and retry.
+    async fn write_pod_status(&self, volume: &MountedVolume) -> Result<(), kube::Error> {
+        let target_path = volume.target_path.display().to_string();
+        let desired = pod_status::pod_status_object(&PodStatusInput {
+            pod_name: &volume.pod_name,
+            pod_namespace: &volume.pod_namespace,
+            pod_uid: &volume.pod_uid,
+            secret_provider_class: &volume.secret_provider_class,
+            node_name: &self.node_name,
+            target_path: &target_path,
+            objects: &volume.objects,
+        });
+        let name = pod_status::pod_status_name(&volume.pod_name, &volume.pod_namespace, &volume.secret_provider_class);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &volume.pod_namespace, &pod_status::api_resource());
+        let body: DynamicObject = serde_json::from_value(desired.clone()).map_err(kube::Error::SerdeError)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match api.get_opt(&name).await? {
+                None => api.create(&PostParams::default(), &body).await.map(drop),
+                Some(existing) => {
+                    if same_pod_status(&existing, &desired) {
+                        return Ok(());
+                    }
+                    let mut replacement = body.clone();
+                    replacement.metadata.resource_version = existing.metadata.resource_version.clone();
+                    api.replace(&name, &PostParams::default(), &replacement).await.map(drop)
+                }
+            };
+            match result {
+                Err(kube::Error::Api(status)) if (status.code == 409) && attempt < CONFLICT_RETRIES => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn sync(&self, volume: &MountedVolume, spc: &SecretProviderClass) -> Result<usize, String> {
+        let objects = secret_sync::parse_secret_objects(&spc.namespace, &spc.name, spc.secret_objects.as_ref())
+            .map_err(|e| e.to_string())?;
+        if objects.is_empty() {
+            return Ok(0);
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &volume.pod_namespace);
+        let Some(pod) = pods.get_opt(&volume.pod_name).await.map_err(|e| e.to_string())? else {
+            return Err(format!(
+                "pod {}/{} not found; its Secrets are synced when it exists",
+                volume.pod_namespace, volume.pod_name
+            ));
+        };
+        let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
+        if pod_uid != volume.pod_uid {
+            return Err(format!(
+                "pod {}/{} has uid {pod_uid}, not the mounting pod's {}; nothing synced",
+                volume.pod_namespace, volume.pod_name, volume.pod_uid
+            ));
+        }
+        let target_path = volume.target_path.display().to_string();
+        let belongs = secret_sync::secrets_store_volume(&pod, &spc.name)
+            .is_some_and(|volume_name| secret_sync::target_path_belongs_to(&target_path, &pod_uid, volume_name));
+        if !belongs {
+            return Err(format!(
+                "target path {target_path} is not the mount path of a {} volume of pod {}/{} using \
+                 SecretProviderClass {}; nothing synced",
+                wisp_shared::contract::secrets_store::DRIVER_NAME,
+                volume.pod_namespace,
+                volume.pod_name,
+                spc.name
+            ));
+        }
+
+        let owners = if pod.metadata.owner_references.as_deref().unwrap_or_default().is_empty() {
+            let status_name =
+                pod_status::pod_status_name(&volume.pod_name, &volume.pod_namespace, &volume.secret_provider_class);
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &volume.pod_namespace, &pod_status::api_resource());
+            let status = api.get(&status_name).await.map_err(|e| e.to_string())?;
+            secret_sync::secret_owner_references(&[], &status_name, status.metadata.uid.as_deref().unwrap_or(""))
+        } else {
+            secret_sync::secret_owner_references(pod.metadata.owner_references.as_deref().unwrap_or_default(), "", "")
+        };
+
+        let root: PathBuf = volume.target_path.clone();
+        let files = tokio::task::spawn_blocking(move || read_mounted_files(&root))
+            .await
+            .map_err(|e| format!("reading the mounted files failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &volume.pod_namespace);
+        let reference = pod_reference(&pod);
+        let mut written = 0;
+        for built in secret_sync::build_secrets(&spc.namespace, &spc.name, &objects, &volume.pod_namespace, &files) {
+            let result = match built {
+                Err(e) => Err(e.to_string()),
+                Ok(apply) => {
+                    let params = PatchParams::apply(FIELD_MANAGER).force();
+                    match secrets.patch(&apply.name, &params, &Patch::Apply(&apply.body)).await {
+                        Ok(_) => secrets
+                            .patch(
+                                &apply.name,
+                                &PatchParams::default(),
+                                &Patch::Strategic(secret_sync::owner_references_patch(&owners)),
+                            )
+                            .await
+                            .map(|_| written += 1)
+                            .map_err(|e| format!("failed to set the owners of secret {}: {e}", apply.name)),
+                        Err(kube::Error::Api(status)) if status.code == 403 => Err(format!(
+                            "failed to write secret {}: {}; the agent may not write Secrets: install the chart \
+                             with syncSecret.enabled=true",
+                            apply.name, status.message
+                        )),
+                        Err(e) => Err(format!("failed to write secret {}: {e}", apply.name)),
+                    }
+                }
+            };
+            if let Err(message) = result {
+                tracing::warn!(pod = %format!("{}/{}", volume.pod_namespace, volume.pod_name), error = %message, "secret sync failed");
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: EVENT_REASON_FAILED.into(),
+                    note: Some(message),
+                    action: "SyncSecret".into(),
+                    secondary: None,
+                };
+                if let Err(e) = self.recorder.publish(&event, &reference).await {
+                    tracing::warn!(error = %e, "cannot record the secret sync failure as an Event");
+                }
+            }
+        }
+        Ok(written)
+    }
+}
+
+fn pod_reference(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: pod.metadata.name.clone(),
+        namespace: pod.metadata.namespace.clone(),
+        uid: pod.metadata.uid.clone(),
+        resource_version: pod.metadata.resource_version.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+/// Whether `existing` already says what `desired` says (labels, owners and status), so no write is needed.
+fn same_pod_status(existing: &DynamicObject, desired: &Value) -> bool {
+    let Ok(existing) = serde_json::to_value(existing) else {
+        return false;
+    };
+    ["/metadata/labels", "/metadata/ownerReferences", "/status"]
+        .iter()
+        .all(|pointer| existing.pointer(pointer) == desired.pointer(pointer))
+}
+
+impl ClusterSink for KubeCluster {
+    fn record_pod_status<'a>(&'a self, volume: &'a MountedVolume) -> BoxFuture<'a, Result<(), ClusterError>> {
+        async move {
+            self.write_pod_status(volume)
+                .await
+                .map_err(|e| ClusterError::PodStatus {
+                    pod: format!("{}/{}", volume.pod_namespace, volume.pod_name),
+                    reason: e.to_string(),
+                })
+        }
+        .boxed()
+    }
+
+    fn sync_secrets<'a>(&'a self, volume: &'a MountedVolume, spc: &'a SecretProviderClass) -> BoxFuture<'a, ()> {
+        async move {
+            let started = Instant::now();
+            match self.sync(volume, spc).await {
+                Ok(0) => {}
+                Ok(count) => {
+                    self.metrics
+                        .secrets_synced(count as u64, started.elapsed().as_secs_f64());
+                    tracing::info!(pod = %format!("{}/{}", volume.pod_namespace, volume.pod_name), secrets = count, "secrets synced");
+                }
+                Err(message) => {
+                    tracing::warn!(pod = %format!("{}/{}", volume.pod_namespace, volume.pod_name), error = %message, "secret sync skipped");
+                }
+            }
+        }
+        .boxed()
+    }
+}

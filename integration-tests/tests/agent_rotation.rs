@@ -1,0 +1,701 @@
+//! What keeps a mounted volume current, end to end with the real `wisp-agent` binary: rotation on kubelet's
+//! republish (atomic swaps, failures that keep the old files, reads shared across pods), the
+//! SecretProviderClassPodStatus, the sync to Kubernetes Secrets, and recovery after an agent restart.
+//!
+//! Like `agent_e2e.rs`, the agent runs in its own mount namespace with the fakes' names in its hosts file, and
+//! the tests look at its volumes through `/proc/<pid>/root`. The binary comes from the workspace build
+//! (`cargo build --workspace --bins`, as `scripts/test.sh` does first).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures::StreamExt;
+use integration_tests::fake_entra::FederatedCredential;
+use integration_tests::fake_keyvault::{CertificateSpec, ObjectKind};
+use integration_tests::kubelet::csi::NodePublishVolumeRequest;
+use integration_tests::kubelet::csi::node_client::NodeClient;
+use integration_tests::kubelet::{self, AgentLaunch, PodRef};
+use integration_tests::local_cloud::{ClientFiles, CloudNames, LocalCloud};
+use integration_tests::process::{RunningProgram, binary_path, free_port, tmpfs_mounts_available};
+use pretty_assertions::assert_eq;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+/// Guards against a hang only; no test asserts on timing.
+const PATIENCE: Duration = Duration::from_secs(60);
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const VAULT: &str = "kv1";
+const CLIENT: &str = "0a0a0a0a-0000-0000-0000-00000000000a";
+const NAMESPACE: &str = "ns-a";
+const SERVICE_ACCOUNT: &str = "sa-a";
+const POD_STATUS: &str = "SecretProviderClassPodStatus";
+const SECRETS_STORE_V1: &str = "secrets-store.csi.x-k8s.io/v1";
+
+struct Setup {
+    cloud: LocalCloud,
+    files: ClientFiles,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        let names = CloudNames {
+            login_host: "login.wisp.test",
+            vault_dns_suffix: "vault.wisp.test",
+            vault_resource: "https://vault.wisp.test",
+            oidc_issuer: "https://oidc.wisp.test/cluster1",
+        };
+        let cloud = LocalCloud::start(&names, |config| config).await.expect("fakes");
+        cloud.entra.add_tenant(TENANT);
+        cloud.entra.add_resource(names.vault_resource);
+        cloud.entra.trust_issuer(cloud.issuer.issuer(), cloud.issuer.jwks());
+        cloud.entra.add_federated_credential(
+            TENANT,
+            CLIENT,
+            FederatedCredential::for_service_account(cloud.issuer.issuer(), NAMESPACE, SERVICE_ACCOUNT),
+        );
+        cloud.vault.add_vault(VAULT, TENANT);
+        cloud.vault.grant(CLIENT, VAULT).expect("grant");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = cloud.write_client_files(dir.path());
+        Self { cloud, files, dir }
+    }
+
+    /// A workload identity SecretProviderClass reading `objects` from the vault, with optional `secretObjects`.
+    fn add_spc(&self, name: &str, objects: &[&str], secret_objects: Option<Value>) {
+        let mut spec = json!({
+            "provider": "azure",
+            "parameters": {
+                "keyvaultName": VAULT,
+                "tenantId": TENANT,
+                "clientID": CLIENT,
+                "cloudName": "AzureStackCloud",
+                "cloudEnvFileName": self.files.cloud_env.display().to_string(),
+                "objects": kubelet::objects_parameter(objects),
+            },
+        });
+        if let Some(secret_objects) = secret_objects {
+            spec["secretObjects"] = secret_objects;
+        }
+        self.cloud.kube.upsert(json!({
+            "apiVersion": SECRETS_STORE_V1,
+            "kind": "SecretProviderClass",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": spec,
+        }));
+    }
+
+    fn target(&self, pod: &str) -> PathBuf {
+        kubelet::target_path(&self.dir.path().join("kubelet"), &format!("uid-{pod}"), "secrets")
+    }
+
+    fn request(&self, pod: &str, spc: &str) -> NodePublishVolumeRequest {
+        let uid = format!("uid-{pod}");
+        let pod_ref = PodRef {
+            namespace: NAMESPACE,
+            name: pod,
+            uid: &uid,
+            service_account: SERVICE_ACCOUNT,
+        };
+        let tokens = self
+            .cloud
+            .issuer
+            .csi_tokens_json(NAMESPACE, SERVICE_ACCOUNT, pod, &uid, Duration::from_secs(3600))
+            .expect("SA token");
+        let context = kubelet::volume_context([("secretProviderClass".to_string(), spc.to_string())], &pod_ref, tokens);
+        kubelet::publish_request(&format!("csi-{pod}"), &self.target(pod), context)
+    }
+
+    /// The pod as the API server holds it: one inline volume `secrets` of the driver using `spc`.
+    fn add_pod(&self, pod: &str, spc: &str, owners: Value) {
+        self.cloud.kube.upsert(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod,
+                "namespace": NAMESPACE,
+                "uid": format!("uid-{pod}"),
+                "ownerReferences": owners,
+            },
+            "spec": {
+                "serviceAccountName": SERVICE_ACCOUNT,
+                "containers": [{"name": "app", "image": "busybox"}],
+                "volumes": [{
+                    "name": "secrets",
+                    "csi": {
+                        "driver": "secrets-store.csi.k8s.io",
+                        "readOnly": true,
+                        "volumeAttributes": {"secretProviderClass": spc},
+                    },
+                }],
+            },
+        }));
+    }
+
+    fn secret_versions(&self, names: &[&str]) -> u64 {
+        names
+            .iter()
+            .map(|name| self.cloud.vault.object_requests(VAULT, ObjectKind::Secret, name))
+            .sum()
+    }
+}
+
+struct Agent {
+    program: RunningProgram,
+    socket: PathBuf,
+    metrics_port: u16,
+}
+
+impl Agent {
+    fn start(setup: &Setup, tmpfs: bool, extra_args: &[&str]) -> Self {
+        let socket = setup.dir.path().join("csi/csi.sock");
+        let metrics_port = free_port();
+        let binary = binary_path("wisp-agent");
+        let program = AgentLaunch {
+            binary: &binary,
+            socket: &socket,
+            node_id: "node-1",
+            tmpfs,
+            kubeconfig: &setup.files.kubeconfig,
+            ca_file: &setup.files.ca_file,
+            loopback_names: vec!["login.wisp.test".to_string(), setup.cloud.vault.vault_host(VAULT)],
+            log_level: "wisp_agent=debug,info",
+            metrics_port,
+            health_port: free_port(),
+        }
+        .program()
+        .args(extra_args.iter().map(|a| a.to_string()))
+        .spawn();
+        Self {
+            program,
+            socket,
+            metrics_port,
+        }
+    }
+
+    async fn client(&mut self) -> NodeClient<Channel> {
+        match kubelet::connect(&mut self.program, &self.socket, PATIENCE).await {
+            Ok(client) => client,
+            Err(e) => panic!("{e}:\n{}", self.program.logs()),
+        }
+    }
+
+    fn view(&self, path: &Path) -> PathBuf {
+        kubelet::in_namespace_of(self.program.pid(), path)
+    }
+
+    async fn publish(&self, client: &mut NodeClient<Channel>, request: NodePublishVolumeRequest) {
+        if let Err(e) = client.node_publish_volume(request).await {
+            panic!("publish failed: {e}\n{}", self.program.logs());
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .await
+            .expect("metrics endpoint")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+}
+
+/// Visible files (top-level links followed) with their bytes.
+fn visible_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).expect("read_dir").flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if dir == base && name.starts_with("..") {
+                continue;
+            }
+            let path = entry.path();
+            if std::fs::metadata(&path).expect("metadata").is_dir() {
+                walk(base, &path, out);
+            } else {
+                let relative = path.strip_prefix(base).expect("under base").display().to_string();
+                out.insert(relative, std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn files(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+fn metric_line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.lines().find(|line| line.starts_with(prefix))
+}
+
+/// The pod status object's `status` as the fake API server holds it.
+fn pod_status(setup: &Setup, pod: &str, spc: &str) -> Option<Value> {
+    setup.cloud.kube.get(
+        SECRETS_STORE_V1,
+        POD_STATUS,
+        Some(NAMESPACE),
+        &format!("{pod}-{NAMESPACE}-{spc}"),
+    )
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).expect("ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_swaps_new_bytes_in_atomically_and_updates_the_pod_status() {
+    let setup = Setup::new().await;
+    let vault = &setup.cloud.vault;
+    let s1_v1 = vault.add_secret(VAULT, "s1", "first-a", None).expect("s1");
+    let s2_v1 = vault.add_secret(VAULT, "s2", "first-b", None).expect("s2");
+    setup.add_spc(
+        "spc",
+        &[
+            "objectName: s1\nobjectType: secret",
+            "objectName: s2\nobjectType: secret\nobjectAlias: dir/s2",
+        ],
+        None,
+    );
+    let mut agent = Agent::start(&setup, tmpfs_mounts_available(), &["--rotation-poll-interval=1s"]);
+    let mut client = agent.client().await;
+    let target = setup.target("pod-a");
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    let view = agent.view(&target);
+    assert_eq!(visible_files(&view), files(&[("dir/s2", "first-b"), ("s1", "first-a")]));
+    let status = pod_status(&setup, "pod-a", "spc").expect("pod status created");
+    assert_eq!(
+        status["metadata"]["labels"],
+        json!({"internal.secrets-store.csi.k8s.io/node-name": "node-1"})
+    );
+    assert_eq!(
+        status["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "v1", "kind": "Pod", "name": "pod-a", "uid": "uid-pod-a"}])
+    );
+    assert_eq!(
+        status["status"],
+        json!({
+            "podName": "pod-a",
+            "secretProviderClassName": "spc",
+            "mounted": true,
+            "targetPath": target.display().to_string(),
+            "objects": [{"id": "secret/s1", "version": s1_v1}, {"id": "secret/s2", "version": s2_v1}],
+        })
+    );
+
+    let s1_v2 = vault.add_secret(VAULT, "s1", "second-a", None).expect("s1 v2");
+    let s2_v2 = vault.add_secret(VAULT, "s2", "second-b", None).expect("s2 v2");
+    // Within the interval a republish reads nothing.
+    let reads = setup.secret_versions(&["s1", "s2"]);
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    assert_eq!(setup.secret_versions(&["s1", "s2"]), reads);
+    assert_eq!(visible_files(&view), files(&[("dir/s2", "first-b"), ("s1", "first-a")]));
+
+    // A reader loops over the files while the content is swapped: every read is a whole old or new value.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (stop, view) = (stop.clone(), view.clone());
+        std::thread::spawn(move || {
+            let mut seen = BTreeMap::<(String, String), u64>::new();
+            while !stop.load(Ordering::SeqCst) {
+                for name in ["s1", "dir/s2"] {
+                    let value = std::fs::read_to_string(view.join(name))
+                        .unwrap_or_else(|e| panic!("{name} missing during the swap: {e}"));
+                    *seen.entry((name.to_string(), value)).or_default() += 1;
+                }
+            }
+            seen.into_keys().collect::<Vec<_>>()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.store(true, Ordering::SeqCst);
+    let seen = reader.join().expect("reader");
+    let expected_seen: Vec<(String, String)> = [
+        ("dir/s2", "first-b"),
+        ("dir/s2", "second-b"),
+        ("s1", "first-a"),
+        ("s1", "second-a"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert!(
+        seen.iter().all(|s| expected_seen.contains(s)),
+        "a read saw something else: {seen:?}"
+    );
+    assert_eq!(
+        visible_files(&view),
+        files(&[("dir/s2", "second-b"), ("s1", "second-a")])
+    );
+    assert_eq!(
+        pod_status(&setup, "pod-a", "spc").expect("pod status")["status"]["objects"],
+        json!([{"id": "secret/s1", "version": s1_v2}, {"id": "secret/s2", "version": s2_v2}])
+    );
+
+    // A refresh that finds nothing new leaves the files (and their `..data` directory) alone.
+    let data_dir = std::fs::read_link(view.join("..data")).expect("..data");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    assert_eq!(std::fs::read_link(view.join("..data")).expect("..data"), data_dir);
+    let metrics = agent.metrics().await;
+    assert_eq!(
+        metric_line(
+            &metrics,
+            "rotation_reconcile_total{provider=\"azure\",os_type=\"linux\",rotated=\"true\"}"
+        ),
+        Some("rotation_reconcile_total{provider=\"azure\",os_type=\"linux\",rotated=\"true\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_line(
+            &metrics,
+            "rotation_reconcile_total{provider=\"azure\",os_type=\"linux\",rotated=\"false\"}"
+        ),
+        Some("rotation_reconcile_total{provider=\"azure\",os_type=\"linux\",rotated=\"false\"} 1"),
+        "{metrics}"
+    );
+    client
+        .node_unpublish_volume(kubelet::unpublish_request("csi-pod-a", &target))
+        .await
+        .expect("unpublish");
+    assert!(!view.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_refresh_keeps_the_mounted_files_and_reports_success() {
+    let setup = Setup::new().await;
+    let vault = &setup.cloud.vault;
+    vault.add_secret(VAULT, "s1", "kept", None).expect("s1");
+    setup.add_spc("spc", &["objectName: s1\nobjectType: secret"], None);
+    let mut agent = Agent::start(&setup, tmpfs_mounts_available(), &["--rotation-poll-interval=1s"]);
+    let mut client = agent.client().await;
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    let view = agent.view(&setup.target("pod-a"));
+    vault.add_secret(VAULT, "s1", "not seen", None).expect("s1 v2");
+
+    // 403: the identity lost its access.
+    vault.revoke(CLIENT, VAULT).expect("revoke");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    assert_eq!(visible_files(&view), files(&[("s1", "kept")]));
+    vault.grant(CLIENT, VAULT).expect("grant");
+
+    // 404: the object is gone.
+    assert!(vault.delete_object(VAULT, ObjectKind::Secret, "s1").expect("delete"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    assert_eq!(visible_files(&view), files(&[("s1", "kept")]));
+
+    let metrics = agent.metrics().await;
+    assert_eq!(
+        metric_line(&metrics, "rotation_reconcile_error_total{"),
+        Some(
+            "rotation_reconcile_error_total{provider=\"azure\",error_type=\"ProviderError\",os_type=\"linux\",\
+             rotated=\"false\"} 2"
+        ),
+        "{metrics}"
+    );
+    let logs = agent.program.logs();
+    for cause in ["Forbidden", "SecretNotFound"] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("refresh failed; the mounted files are kept as they were") && l.contains(cause)),
+            "no refresh failure naming {cause}:\n{logs}"
+        );
+    }
+
+    // Once Key Vault answers again, the next refresh picks up what it holds.
+    vault.add_secret(VAULT, "s1", "recreated", None).expect("s1 again");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    assert_eq!(visible_files(&view), files(&[("s1", "recreated")]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_rotation_a_republish_reads_nothing() {
+    let setup = Setup::new().await;
+    setup.cloud.vault.add_secret(VAULT, "s1", "v1", None).expect("s1");
+    setup.add_spc("spc", &["objectName: s1\nobjectType: secret"], None);
+    let mut agent = Agent::start(
+        &setup,
+        tmpfs_mounts_available(),
+        &["--enable-secret-rotation=false", "--rotation-poll-interval=1s"],
+    );
+    let mut client = agent.client().await;
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    setup.cloud.vault.add_secret(VAULT, "s1", "v2", None).expect("s1 v2");
+    let reads = setup.secret_versions(&["s1"]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    assert_eq!(setup.secret_versions(&["s1"]), reads);
+    assert_eq!(
+        visible_files(&agent.view(&setup.target("pod-a"))),
+        files(&[("s1", "v1")])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_of_500_pods_read_each_object_once_per_round() {
+    const PODS: usize = 500;
+    // Long enough for the burst of 500 refreshes to fit in one round on a loaded 2-core machine.
+    const INTERVAL: Duration = Duration::from_secs(60);
+    let setup = Setup::new().await;
+    let names: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    for name in &names {
+        setup.cloud.vault.add_secret(VAULT, name, "v1", None).expect("secret");
+    }
+    let objects: Vec<String> = names
+        .iter()
+        .map(|n| format!("objectName: {n}\nobjectType: secret"))
+        .collect();
+    let object_refs: Vec<&str> = objects.iter().map(String::as_str).collect();
+    setup.add_spc("spc", &object_refs, None);
+    // Directory mode: 500 tmpfs mounts add nothing to what this test is about.
+    let mut agent = Agent::start(&setup, false, &["--rotation-poll-interval=60s"]);
+    let client = agent.client().await;
+    let pods: Vec<String> = (0..PODS).map(|i| format!("pod-{i}")).collect();
+    let publish_all = |client: NodeClient<Channel>| {
+        let requests: Vec<_> = pods.iter().map(|pod| setup.request(pod, "spc")).collect();
+        futures::stream::iter(requests)
+            .map(move |request| {
+                let mut client = client.clone();
+                async move { client.node_publish_volume(request).await }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+    };
+    let first = publish_all(client.clone()).await;
+    assert!(
+        first.iter().all(Result::is_ok),
+        "{:?}",
+        first.iter().find(|r| r.is_err())
+    );
+    let first_mounted = Instant::now();
+    assert_eq!(setup.secret_versions(&name_refs), (PODS * 10) as u64);
+    assert_eq!(setup.cloud.entra.token_requests(TENANT), 1);
+
+    for name in &names {
+        setup
+            .cloud
+            .vault
+            .add_secret(VAULT, name, "v2", None)
+            .expect("secret v2");
+    }
+    // Every volume is due, and every read of the first mounts is older than one round.
+    tokio::time::sleep(INTERVAL.saturating_sub(first_mounted.elapsed()) + Duration::from_millis(200)).await;
+    let before = setup.secret_versions(&name_refs);
+    let refreshed = publish_all(client.clone()).await;
+    assert!(refreshed.iter().all(Result::is_ok));
+    assert_eq!(setup.secret_versions(&name_refs) - before, 10);
+    assert_eq!(setup.cloud.entra.token_requests(TENANT), 1);
+    for pod in ["pod-0", "pod-499"] {
+        let view = agent.view(&setup.target(pod));
+        let expected: BTreeMap<String, Vec<u8>> = names.iter().map(|n| (n.clone(), b"v2".to_vec())).collect();
+        assert_eq!(visible_files(&view), expected);
+    }
+    let metrics = agent.metrics().await;
+    assert_eq!(
+        metric_line(
+            &metrics,
+            "rotation_reconcile_total{provider=\"azure\",os_type=\"linux\",rotated=\"true\"}"
+        ),
+        Some("rotation_reconcile_total{provider=\"azure\",os_type=\"linux\",rotated=\"true\"} 500")
+    );
+    let mut client = client;
+    for pod in &pods {
+        client
+            .node_unpublish_volume(kubelet::unpublish_request("v", &setup.target(pod)))
+            .await
+            .expect("unpublish");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_keeps_rotating_and_unpublishing_its_volumes() {
+    let setup = Setup::new().await;
+    let vault = &setup.cloud.vault;
+    vault.add_secret(VAULT, "s1", "before restart", None).expect("s1");
+    setup.add_spc("spc", &["objectName: s1\nobjectType: secret"], None);
+    // Directory mode: a tmpfs in the agent's private mount namespace would go with the first process.
+    let args = ["--rotation-poll-interval=2s"];
+    let mut agent = Agent::start(&setup, false, &args);
+    let mut client = agent.client().await;
+    let target = setup.target("pod-a");
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    assert!(
+        agent.program.terminate(PATIENCE).await.is_some(),
+        "the agent did not stop"
+    );
+    let record = std::fs::read_to_string(setup.dir.path().join("csi/wisp-agent-state/volumes.json")).expect("state");
+    let record: Value = serde_json::from_str(&record).expect("state JSON");
+    assert_eq!(record["volumes"][0]["target_path"], json!(target.display().to_string()));
+    assert_eq!(record["volumes"][0]["pod_uid"], json!("uid-pod-a"));
+
+    let mut agent = Agent::start(&setup, false, &args);
+    let mut client = agent.client().await;
+    vault.add_secret(VAULT, "s1", "after restart", None).expect("s1 v2");
+    // The recovered volume keeps its pace: a republish right away reads nothing.
+    let reads = setup.secret_versions(&["s1"]);
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    assert_eq!(setup.secret_versions(&["s1"]), reads);
+    assert_eq!(visible_files(&target), files(&[("s1", "before restart")]));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    assert_eq!(visible_files(&target), files(&[("s1", "after restart")]));
+    client
+        .node_unpublish_volume(kubelet::unpublish_request("csi-pod-a", &target))
+        .await
+        .expect("unpublish");
+    assert!(!target.exists());
+    let record = std::fs::read_to_string(setup.dir.path().join("csi/wisp-agent-state/volumes.json")).expect("state");
+    assert_eq!(
+        serde_json::from_str::<Value>(&record).expect("JSON")["volumes"],
+        json!([])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
+    let setup = Setup::new().await;
+    let vault = &setup.cloud.vault;
+    vault.add_secret(VAULT, "db-password", "hunter2", None).expect("secret");
+    let cert = vault
+        .add_certificate(VAULT, "web", &CertificateSpec::self_signed("web.wisp.test"))
+        .expect("certificate");
+    setup.add_spc(
+        "spc",
+        &[
+            "objectName: db-password\nobjectType: secret\nobjectAlias: db/password",
+            "objectName: web\nobjectType: secret",
+        ],
+        Some(json!([
+            {
+                "secretName": "db",
+                "type": "Opaque",
+                "labels": {"app": "shop"},
+                "annotations": {"team": "payments"},
+                "data": [{"objectName": "db/password", "key": "password"}],
+            },
+            {
+                "secretName": "web-tls",
+                "type": "kubernetes.io/tls",
+                "data": [{"objectName": "web", "key": "tls.crt"}, {"objectName": "web", "key": "tls.key"}],
+            },
+            {"secretName": "broken", "data": [{"objectName": "web", "key": "x"}]},
+        ])),
+    );
+    let replica_set = json!([{
+        "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "shop-5d4f", "uid": "rs-uid-1",
+        "controller": true, "blockOwnerDeletion": true,
+    }]);
+    setup.add_pod("pod-a", "spc", replica_set);
+    let mut agent = Agent::start(&setup, tmpfs_mounts_available(), &["--rotation-poll-interval=1s"]);
+    let mut client = agent.client().await;
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+
+    let kube = &setup.cloud.kube;
+    let secret = |name: &str| kube.get("v1", "Secret", Some(NAMESPACE), name);
+    kube.wait_until("both Secrets exist", PATIENCE, |_| {
+        secret("db").is_some() && secret("web-tls").is_some()
+    })
+    .await;
+    let db = secret("db").expect("db");
+    assert_eq!(db["type"], json!("Opaque"));
+    assert_eq!(db["data"], json!({"password": STANDARD.encode("hunter2")}));
+    assert_eq!(
+        db["metadata"]["labels"],
+        json!({"app": "shop", "secrets-store.csi.k8s.io/managed": "true"})
+    );
+    assert_eq!(db["metadata"]["annotations"], json!({"team": "payments"}));
+    // Only the ReplicaSet's identity: the Secret neither names a controller nor blocks the owner's deletion.
+    assert_eq!(
+        db["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "shop-5d4f", "uid": "rs-uid-1"}])
+    );
+    let tls = secret("web-tls").expect("web-tls");
+    assert_eq!(tls["type"], json!("kubernetes.io/tls"));
+    let rsa_private_key = pkcs8::PrivateKeyInfo::try_from(cert.private_key_pkcs8_der.as_slice())
+        .expect("PKCS#8")
+        .private_key
+        .to_vec();
+    assert_eq!(
+        tls["data"],
+        json!({
+            "tls.crt": STANDARD.encode(pem("CERTIFICATE", &cert.chain_der[0])),
+            "tls.key": STANDARD.encode(pem("RSA PRIVATE KEY", &rsa_private_key)),
+        })
+    );
+    // The entry without a type is refused as the driver refuses it, in an Event on the pod.
+    kube.wait_until("the sync failure is an Event", PATIENCE, |kube| {
+        kube.list("events.k8s.io/v1", "Event")
+            .iter()
+            .any(|e| e["reason"] == json!("FailedToCreateSecret"))
+    })
+    .await;
+    let event = kube
+        .list("events.k8s.io/v1", "Event")
+        .into_iter()
+        .find(|e| e["reason"] == json!("FailedToCreateSecret"))
+        .expect("event");
+    assert_eq!(event["type"], json!("Warning"));
+    assert_eq!(
+        event["note"],
+        json!("failed to validate secret object in spc ns-a/spc, err: secret type is empty")
+    );
+    assert_eq!(event["regarding"]["name"], json!("pod-a"));
+    assert_eq!(event["regarding"]["uid"], json!("uid-pod-a"));
+    assert!(secret("broken").is_none());
+
+    // Rotation changes the file, and the Secret follows.
+    vault
+        .add_secret(VAULT, "db-password", "correct horse", None)
+        .expect("v2");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    kube.wait_until("the Secret has the new value", PATIENCE, |_| {
+        secret("db").is_some_and(|s| s["data"]["password"] == json!(STANDARD.encode("correct horse")))
+    })
+    .await;
+
+    // A pod without owners hangs its Secrets on its pod status object.
+    setup.add_spc(
+        "spc-solo",
+        &["objectName: db-password\nobjectType: secret"],
+        Some(json!([{"secretName": "solo", "type": "Opaque", "data": [{"objectName": "db-password", "key": "p"}]}])),
+    );
+    setup.add_pod("pod-b", "spc-solo", json!([]));
+    agent.publish(&mut client, setup.request("pod-b", "spc-solo")).await;
+    kube.wait_until("the Secret of pod-b exists", PATIENCE, |_| secret("solo").is_some())
+        .await;
+    let status = pod_status(&setup, "pod-b", "spc-solo").expect("pod status");
+    assert_eq!(
+        secret("solo").expect("solo")["metadata"]["ownerReferences"],
+        json!([{
+            "apiVersion": SECRETS_STORE_V1,
+            "kind": POD_STATUS,
+            "name": "pod-b-ns-a-spc-solo",
+            "uid": status["metadata"]["uid"],
+        }])
+    );
+}
