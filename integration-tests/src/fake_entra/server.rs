@@ -13,7 +13,8 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use http::{HeaderMap, StatusCode};
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,10 @@ fn bind_loopback() -> Result<TcpListener, ServerError> {
 }
 
 /// Serves `router` over HTTPS on 127.0.0.1 with an ephemeral port. Must be called inside a tokio runtime.
+///
+/// Accepted sockets get `TCP_NODELAY`, as real front ends set it: without it, Nagle's algorithm holds the second
+/// of two HTTP/2 responses in flight until the client's delayed ACK (40 ms on Linux), so every mount that fetches
+/// objects in parallel measured ~45 ms more than its round trips.
 pub async fn serve_https(router: Router, tls: &ServerTls) -> Result<RunningServer, ServerError> {
     wisp_shared::runtime::install_crypto_provider();
     let config = RustlsConfig::from_pem(
@@ -87,8 +92,11 @@ pub async fn serve_https(router: Router, tls: &ServerTls) -> Result<RunningServe
     let listener = bind_loopback()?;
     let addr = listener.local_addr().map_err(ServerError::Bind)?;
     let handle = Handle::new();
-    let server = axum_server::tls_rustls::from_tcp_rustls(listener, config).map_err(ServerError::Bind)?;
-    let server = server.handle(handle.clone());
+    let acceptor = RustlsAcceptor::new(config).acceptor(NoDelayAcceptor::new());
+    let server = axum_server::from_tcp(listener)
+        .map_err(ServerError::Bind)?
+        .acceptor(acceptor)
+        .handle(handle.clone());
     tokio::spawn(async move {
         if let Err(e) = server.serve(router.into_make_service()).await {
             tracing::error!(error = %e, "fake HTTPS server stopped");
@@ -104,6 +112,7 @@ pub async fn serve_http(router: Router) -> Result<RunningServer, ServerError> {
     let handle = Handle::new();
     let server = axum_server::from_tcp(listener)
         .map_err(ServerError::Bind)?
+        .acceptor(NoDelayAcceptor::new())
         .handle(handle.clone());
     tokio::spawn(async move {
         if let Err(e) = server.serve(router.into_make_service()).await {
