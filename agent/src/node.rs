@@ -26,6 +26,8 @@ pub use crate::state::MountedVolume;
 use crate::state::StateFile;
 use crate::writer;
 
+/// How long the volume record writer waits after a change for more changes to write with it.
+const STATE_WRITE_DELAY: Duration = Duration::from_millis(200);
 /// kubelet's deadline for CSI calls, used when a request carries no `grpc-timeout`.
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 /// Time kept back from the deadline for writing the files and answering.
@@ -62,6 +64,8 @@ pub struct Driver {
     volumes: Mutex<HashMap<PathBuf, MountedVolume>>,
     /// Serializes writes of the state file, so that the last write holds the newest record.
     state_writes: Mutex<()>,
+    /// Set once the background writer runs: changes then only mark the record dirty.
+    state_dirty: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
     target_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -183,6 +187,7 @@ impl Driver {
             cluster: options.cluster,
             volumes: Mutex::new(HashMap::new()),
             state_writes: Mutex::new(()),
+            state_dirty: std::sync::OnceLock::new(),
             target_locks: Mutex::new(HashMap::new()),
         }
     }
@@ -214,7 +219,44 @@ impl Driver {
         Ok(count)
     }
 
+    /// Starts the background writer of the volume record: changes made in quick succession (a node's pods
+    /// refreshed in one round) are written once, not once each. Without it every change is written at once.
+    pub fn start_state_writer(self: &Arc<Self>) {
+        if self.state.is_none() {
+            return;
+        }
+        let dirty = Arc::new(tokio::sync::Notify::new());
+        if self.state_dirty.set(dirty.clone()).is_err() {
+            return;
+        }
+        let driver = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                dirty.notified().await;
+                tokio::time::sleep(STATE_WRITE_DELAY).await;
+                let Some(driver) = driver.upgrade() else {
+                    return;
+                };
+                let _ = tokio::task::spawn_blocking(move || driver.write_state()).await;
+            }
+        });
+    }
+
+    /// Writes the volume record now (at shutdown, so that nothing the writer delayed is lost).
+    pub fn flush_state(&self) {
+        if self.state_dirty.get().is_some() {
+            self.write_state();
+        }
+    }
+
     fn save_state(&self) {
+        match self.state_dirty.get() {
+            Some(dirty) => dirty.notify_one(),
+            None => self.write_state(),
+        }
+    }
+
+    fn write_state(&self) {
         let Some(state) = &self.state else {
             return;
         };
@@ -764,12 +806,12 @@ impl Node for NodeService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wisp_shared::contract::secrets_store::CTX_SERVICE_ACCOUNT_NAME;
     use crate::config::MountMode;
     use crate::http::RetryPolicy;
     use crate::provider::ProviderConfig;
     use crate::render::RenderOptions;
     use crate::spc::{MemorySpcStore, SecretProviderClass};
+    use wisp_shared::contract::secrets_store::CTX_SERVICE_ACCOUNT_NAME;
 
     struct Fixture {
         driver: Arc<Driver>,

@@ -211,7 +211,9 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         mount_mode = ?cli.mount_mode,
         "CSI endpoint listening"
     );
-    let result = serve_csi(listener, driver, wisp_shared::runtime::shutdown_signal()).await;
+    driver.start_state_writer();
+    let result = serve_csi(listener, driver.clone(), wisp_shared::runtime::shutdown_signal()).await;
+    driver.flush_state();
     let _ = std::fs::remove_file(&socket);
     result
 }

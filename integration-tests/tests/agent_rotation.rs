@@ -90,12 +90,21 @@ impl Setup {
         }));
     }
 
+    /// The uid the API server gave the pod, or `uid-<pod>` for pods the tests do not create there.
+    fn pod_uid(&self, pod: &str) -> String {
+        self.cloud
+            .kube
+            .get("v1", "Pod", Some(NAMESPACE), pod)
+            .and_then(|p| p["metadata"]["uid"].as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("uid-{pod}"))
+    }
+
     fn target(&self, pod: &str) -> PathBuf {
-        kubelet::target_path(&self.dir.path().join("kubelet"), &format!("uid-{pod}"), "secrets")
+        kubelet::target_path(&self.dir.path().join("kubelet"), &self.pod_uid(pod), "secrets")
     }
 
     fn request(&self, pod: &str, spc: &str) -> NodePublishVolumeRequest {
-        let uid = format!("uid-{pod}");
+        let uid = self.pod_uid(pod);
         let pod_ref = PodRef {
             namespace: NAMESPACE,
             name: pod,
@@ -116,12 +125,7 @@ impl Setup {
         self.cloud.kube.upsert(json!({
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {
-                "name": pod,
-                "namespace": NAMESPACE,
-                "uid": format!("uid-{pod}"),
-                "ownerReferences": owners,
-            },
+            "metadata": {"name": pod, "namespace": NAMESPACE, "ownerReferences": owners},
             "spec": {
                 "serviceAccountName": SERVICE_ACCOUNT,
                 "containers": [{"name": "app", "image": "busybox"}],
@@ -664,7 +668,7 @@ async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
         json!("failed to validate secret object in spc ns-a/spc, err: secret type is empty")
     );
     assert_eq!(event["regarding"]["name"], json!("pod-a"));
-    assert_eq!(event["regarding"]["uid"], json!("uid-pod-a"));
+    assert_eq!(event["regarding"]["uid"], json!(setup.pod_uid("pod-a")));
     assert!(secret("broken").is_none());
 
     // Rotation changes the file, and the Secret follows.
