@@ -91,9 +91,15 @@ LUA
 echo "warm-up (3s)..." >&2
 wrk -t "$threads" -c "$connections" -d 3s -s "$work/post.lua" "https://127.0.0.1:$port/mutate-v1-pod" >/dev/null
 rss_idle=$(awk '/VmRSS/ {print $2}' /proc/$webhook/status)
+# CPU time of the webhook process (user + system, clock ticks), so that the cost of one admission can be told
+# apart from how much of the machine the webhook got (wrk and anything else running compete for the same cores).
+cpu_ticks() { awk '{print $14 + $15}' /proc/$webhook/stat; }
+count() { curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '/^wisp_webhook_admissions_total/ {n += $2} END {print n}'; }
+ticks_before=$(cpu_ticks); count_before=$(count)
 echo "wrk -t $threads -c $connections -d $duration --latency (TLS 1.3, keep-alive)" >&2
 wrk -t "$threads" -c "$connections" -d "$duration" --latency -s "$work/post.lua" \
   "https://127.0.0.1:$port/mutate-v1-pod" | tee "$work/wrk.txt"
+ticks_after=$(cpu_ticks); count_after=$(count)
 peak=$(awk '/VmHWM/ {print $2}' /proc/$webhook/status)
 rss=$(awk '/VmRSS/ {print $2}' /proc/$webhook/status)
 errors=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -E '^wisp_webhook_admissions_total' | sort)
@@ -103,4 +109,7 @@ echo "== summary =="
 awk '/Requests\/sec/ {print "admissions/s: " $2}' "$work/wrk.txt"
 awk '/^ +50%/ {print "p50: " $2} /^ +99%/ {print "p99: " $2}' "$work/wrk.txt"
 echo "webhook RSS: idle (after warm-up) ${rss_idle} KiB, end ${rss} KiB, peak (VmHWM) ${peak} KiB"
+awk -v t="$((ticks_after - ticks_before))" -v hz="$(getconf CLK_TCK)" -v n="$((count_after - count_before))" \
+  'BEGIN { if (n > 0) printf "webhook CPU: %.1f us per admission (%.2f CPU-seconds for %d admissions; %.0f admissions/s per fully used core)\n", t / hz * 1e6 / n, t / hz, n, n / (t / hz) }'
+echo "load average (1, 5, 15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "$errors"
