@@ -90,7 +90,7 @@ pub struct Cli {
     /// Directory of the agent's record of the volumes it mounted (no secrets in it), so that a restarted agent
     /// keeps rotating and unpublishing them. On a node: a hostPath that lives as long as the mounts, e.g. under
     /// `/run`. Empty: no record (a restarted agent then learns the volumes again from kubelet's republish calls).
-    #[arg(long, env = "WISP_STATE_DIR", default_value = "/run/wisp-agent")]
+    #[arg(long, env = "WISP_STATE_DIR", default_value = "/run/wisp-agent", value_parser = parse_path_or_empty)]
     pub state_dir: PathBuf,
 
     /// How many Key Vault requests one mount may have in flight.
@@ -102,6 +102,28 @@ pub struct Cli {
     /// Off when unset.
     #[arg(long, env = "WISP_PROVIDER_ENDPOINT")]
     pub provider_endpoint: Option<String>,
+
+    /// The kubelet plugin registration socket the agent serves, so that kubelet registers the CSI driver without a
+    /// node-driver-registrar sidecar: `<kubelet dir>/plugins_registry/<drivername>-reg.sock`. Empty: no
+    /// registration (e.g. when only the provider socket serves an upstream driver).
+    #[arg(
+        long,
+        env = "WISP_REGISTRATION_SOCKET",
+        default_value = "/var/lib/kubelet/plugins_registry/secrets-store.csi.k8s.io-reg.sock",
+        value_parser = parse_path_or_empty
+    )]
+    pub registration_socket: PathBuf,
+
+    /// The CSI socket's path as kubelet sees it on the node, reported at registration. Default: the path of
+    /// `--endpoint` (the chart mounts it at its host path).
+    #[arg(long, env = "WISP_KUBELET_REGISTRATION_PATH")]
+    pub kubelet_registration_path: Option<PathBuf>,
+
+    /// Write the Kubernetes Secrets of `spec.secretObjects` (the chart's `syncSecret.enabled`, which also grants
+    /// the agent access to Secrets).
+    #[arg(long, env = "WISP_SYNC_SECRETS", default_value = "true", action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
+    pub sync_secrets: bool,
 }
 
 impl Cli {
@@ -146,6 +168,11 @@ pub fn parse_endpoint(endpoint: &str) -> Result<PathBuf, String> {
     Err(format!(
         "--endpoint {endpoint:?} is not supported: wisp-agent serves CSI on a unix socket only, e.g. unix:///csi/csi.sock"
     ))
+}
+
+/// A path where an empty value is meaningful (it switches the feature off).
+fn parse_path_or_empty(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
 }
 
 /// Go's `strconv.ParseBool`.
@@ -235,6 +262,19 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn registration_and_state_can_be_switched_off_with_an_empty_value() {
+        let cli = parse(&[]).unwrap();
+        assert_eq!(
+            cli.registration_socket,
+            PathBuf::from("/var/lib/kubelet/plugins_registry/secrets-store.csi.k8s.io-reg.sock")
+        );
+        assert_eq!(cli.state_dir, PathBuf::from("/run/wisp-agent"));
+        let cli = parse(&["--registration-socket=", "--state-dir="]).unwrap();
+        assert_eq!(cli.registration_socket, PathBuf::new());
+        assert_eq!(cli.state_dir, PathBuf::new());
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct DriverOptions {
     pub state: Option<StateFile>,
     /// Pod status and secret sync.
     pub cluster: Option<SharedClusterSink>,
+    /// `--sync-secrets`: write the Kubernetes Secrets of `spec.secretObjects`.
+    pub sync_secrets: bool,
 }
 
 /// Shared state of both services.
@@ -61,6 +63,7 @@ pub struct Driver {
     rotation: Option<Duration>,
     state: Option<StateFile>,
     cluster: Option<SharedClusterSink>,
+    sync_secrets: bool,
     volumes: Mutex<HashMap<PathBuf, MountedVolume>>,
     /// Serializes writes of the state file, so that the last write holds the newest record.
     state_writes: Mutex<()>,
@@ -185,6 +188,7 @@ impl Driver {
             rotation: options.rotation,
             state: options.state,
             cluster: options.cluster,
+            sync_secrets: options.sync_secrets,
             volumes: Mutex::new(HashMap::new()),
             state_writes: Mutex::new(()),
             state_dirty: std::sync::OnceLock::new(),
@@ -609,6 +613,10 @@ impl Driver {
     /// Secret sync runs beside the publish, as the driver's controller does: it never delays or fails a mount.
     fn sync_secrets_later(&self, volume: MountedVolume, spc: SecretProviderClass) {
         if spc.secret_objects.is_none() {
+            return;
+        }
+        if !self.sync_secrets {
+            tracing::debug!(secret_provider_class = %spc.name, "secretObjects not synced: --sync-secrets is off");
             return;
         }
         if let Some(cluster) = self.cluster.clone() {

@@ -14,6 +14,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::cluster::{KubeCluster, SharedClusterSink};
 use crate::config::Cli;
+use crate::health::{self, HealthCheck};
 use crate::http::{RetryPolicy, build_client};
 use crate::metrics::Metrics;
 use crate::mount::Mounter;
@@ -22,6 +23,7 @@ use crate::proto::identity_server::IdentityServer;
 use crate::proto::node_server::NodeServer;
 use crate::provider::{self, Provider, ProviderConfig};
 use crate::provider_service::{self, ProviderService};
+use crate::registration::{RegistrationService, serve_registration_on};
 use crate::render::RenderOptions;
 use crate::spc::{KubeSpcStore, SharedSpcStore};
 use crate::state::StateFile;
@@ -104,6 +106,7 @@ pub fn driver_with(
             rotation: cli.enable_secret_rotation.then_some(cli.rotation_poll_interval),
             state: (!cli.state_dir.as_os_str().is_empty()).then(|| StateFile::in_dir(&cli.state_dir)),
             cluster,
+            sync_secrets: cli.sync_secrets,
         },
     )))
 }
@@ -168,10 +171,6 @@ fn metrics_router(metrics: Arc<Metrics>) -> Router {
     )
 }
 
-fn health_router() -> Router {
-    Router::new().route("/healthz", get(|| async { "ok" }))
-}
-
 async fn serve_http(addr: SocketAddr, router: Router) -> Result<(), RunError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -192,17 +191,11 @@ async fn serve_http(addr: SocketAddr, router: Router) -> Result<(), RunError> {
 pub async fn run(cli: Cli) -> Result<(), RunError> {
     let socket: PathBuf = cli.socket_path().map_err(RunError::Config)?;
     let metrics = Arc::new(Metrics::new());
-    if cli.metrics_addr == cli.health_addr {
-        serve_http(cli.metrics_addr, metrics_router(metrics.clone()).merge(health_router())).await?;
-    } else {
-        serve_http(cli.metrics_addr, metrics_router(metrics.clone())).await?;
-        serve_http(cli.health_addr, health_router()).await?;
-    }
     let provider = provider_from_cli(&cli, metrics.clone())?;
     if let Some(path) = cli.provider_socket_path().map_err(RunError::Config)? {
         provider_service::spawn(&path, ProviderService::new(provider.clone(), metrics.clone()))?;
     }
-    let driver = driver_from_cli(&cli, metrics, provider).await?;
+    let driver = driver_from_cli(&cli, metrics.clone(), provider).await?;
     let listener = bind_socket(&socket)?;
     tracing::info!(
         socket = %socket.display(),
@@ -211,10 +204,49 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         mount_mode = ?cli.mount_mode,
         "CSI endpoint listening"
     );
+    let registration = if cli.registration_socket.as_os_str().is_empty() {
+        None
+    } else {
+        let reported = cli.kubelet_registration_path.clone().unwrap_or_else(|| socket.clone());
+        let (service, health) = RegistrationService::new(&cli.drivername, &reported.display().to_string());
+        let registration_listener = bind_socket(&cli.registration_socket)?;
+        let path = cli.registration_socket.clone();
+        tracing::info!(socket = %path.display(), endpoint = %reported.display(), "kubelet registration socket listening");
+        let task = tokio::spawn(async move {
+            serve_registration_on(
+                registration_listener,
+                &path,
+                service,
+                wisp_shared::runtime::shutdown_signal(),
+            )
+            .await
+        });
+        Some((task, health))
+    };
+    let health = health::router(Arc::new(HealthCheck::new(
+        socket.clone(),
+        registration.as_ref().map(|(_, health)| health.clone()),
+        health::PROBE_TIMEOUT,
+    )));
+    if cli.metrics_addr == cli.health_addr {
+        serve_http(cli.metrics_addr, metrics_router(metrics.clone()).merge(health)).await?;
+    } else {
+        serve_http(cli.metrics_addr, metrics_router(metrics.clone())).await?;
+        serve_http(cli.health_addr, health).await?;
+    }
+
     driver.start_state_writer();
     let result = serve_csi(listener, driver.clone(), wisp_shared::runtime::shutdown_signal()).await;
     driver.flush_state();
     let _ = std::fs::remove_file(&socket);
+    if let Some((task, _)) = registration {
+        // Its socket is removed on the same signal, which is how kubelet learns the driver is gone.
+        match task.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "kubelet registration server"),
+            Err(e) => tracing::warn!(error = %e, "kubelet registration task"),
+            Ok(Ok(())) => {}
+        }
+    }
     result
 }
 

@@ -308,6 +308,7 @@ def test_drop_in_provider_mode_leaves_the_upstream_driver_alone(chart):
         "--endpoint=unix:///var/lib/kubelet/plugins/wisp-agent/csi.sock",
         "--nodeid=$(KUBE_NODE_NAME)",
         "--drivername=secrets-store.csi.k8s.io",
+        "--registration-socket=",
         "--cloud-name=AzurePublicCloud",
         "--construct-pem-chain=true",
         "--write-cert-and-key-in-separate-files=false",
@@ -316,6 +317,7 @@ def test_drop_in_provider_mode_leaves_the_upstream_driver_alone(chart):
         "--sync-secrets=false",
         "--provider-endpoint=unix:///var/run/secrets-store-csi-providers/azure.sock",
         "--mount-mode=tmpfs",
+        "--state-dir=/run/wisp-agent",
         "--metrics-addr=:8898",
         "--health-addr=:9808",
         "--log-level=info",
@@ -324,9 +326,10 @@ def test_drop_in_provider_mode_leaves_the_upstream_driver_alone(chart):
         {"name": "plugin-dir", "mountPath": "/var/lib/kubelet/plugins/wisp-agent"},
         {"name": "mountpoint-dir", "mountPath": "/var/lib/kubelet/pods", "mountPropagation": "Bidirectional"},
         {"name": "providers-dir", "mountPath": "/var/run/secrets-store-csi-providers"},
+        {"name": "state-dir", "mountPath": "/run/wisp-agent"},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    assert [volume["name"] for volume in pod["volumes"]] == ["plugin-dir", "mountpoint-dir", "providers-dir", "tmp"]
+    assert [volume["name"] for volume in pod["volumes"]] == ["plugin-dir", "mountpoint-dir", "providers-dir", "state-dir", "tmp"]
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -661,6 +664,7 @@ def test_agent_daemonset_default(chart):
                             "--rotation-poll-interval=2m",
                             "--sync-secrets=false",
                             "--mount-mode=tmpfs",
+                            "--state-dir=/run/wisp-agent",
                             "--metrics-addr=:8898",
                             "--health-addr=:9808",
                             "--log-level=info",
@@ -695,6 +699,7 @@ def test_agent_daemonset_default(chart):
                                 "mountPath": "/var/lib/kubelet/pods",
                                 "mountPropagation": "Bidirectional",
                             },
+                            {"name": "state-dir", "mountPath": "/run/wisp-agent"},
                             {"name": "tmp", "mountPath": "/tmp"},
                         ],
                     }
@@ -712,6 +717,7 @@ def test_agent_daemonset_default(chart):
                         "name": "mountpoint-dir",
                         "hostPath": {"path": "/var/lib/kubelet/pods", "type": "DirectoryOrCreate"},
                     },
+                    {"name": "state-dir", "hostPath": {"path": "/run/wisp-agent", "type": "DirectoryOrCreate"}},
                     {"name": "tmp", "emptyDir": {}},
                 ],
                 "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -749,6 +755,7 @@ def test_agent_daemonset_custom(chart):
         "--sync-secrets=true",
         "--provider-endpoint=unix:///var/run/secrets-store-csi-providers/azure.sock",
         "--mount-mode=directory",
+        "--state-dir=/run/wisp-agent",
         "--metrics-addr=:18898",
         "--health-addr=:19808",
         "--log-level=debug",
@@ -764,6 +771,7 @@ def test_agent_daemonset_custom(chart):
         {"name": "registration-dir", "mountPath": "/var/lib/k0s/kubelet/plugins_registry"},
         {"name": "mountpoint-dir", "mountPath": "/var/lib/k0s/kubelet/pods", "mountPropagation": "Bidirectional"},
         {"name": "providers-dir", "mountPath": "/var/run/secrets-store-csi-providers"},
+        {"name": "state-dir", "mountPath": "/run/wisp-agent"},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     assert spec["volumes"] == [
@@ -780,6 +788,7 @@ def test_agent_daemonset_custom(chart):
             "name": "providers-dir",
             "hostPath": {"path": "/var/run/secrets-store-csi-providers", "type": "DirectoryOrCreate"},
         },
+        {"name": "state-dir", "hostPath": {"path": "/run/wisp-agent", "type": "DirectoryOrCreate"}},
         {"name": "tmp", "emptyDir": {}},
     ]
 

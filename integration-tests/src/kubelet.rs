@@ -60,8 +60,15 @@ pub struct AgentLaunch<'a> {
 }
 
 impl AgentLaunch<'_> {
+    /// Where the agent serves kubelet's plugin registration: a `plugins_registry` directory beside the socket.
+    pub fn registration_socket(&self) -> PathBuf {
+        self.socket
+            .with_file_name("plugins_registry")
+            .join(format!("{}-reg.sock", ss::DRIVER_NAME))
+    }
+
     /// The agent's program: CSI endpoint, node id, mount mode, metrics and health on loopback, a state directory
-    /// beside the socket, the kubeconfig, CA and host names above, and no proxy or `RUST_LOG` inherited from the
+    /// and kubelet's registration directory beside the socket, the kubeconfig, CA and host names above, and no proxy or `RUST_LOG` inherited from the
     /// caller's environment.
     /// Add flags with [`Program::args`], then [`Program::spawn`].
     pub fn program(&self) -> Program {
@@ -78,6 +85,8 @@ impl AgentLaunch<'_> {
                     "--state-dir={}",
                     self.socket.with_file_name("wisp-agent-state").display()
                 ),
+                // kubelet's plugins_registry, beside the socket too.
+                format!("--registration-socket={}", self.registration_socket().display()),
             ])
             .env("KUBECONFIG", self.kubeconfig)
             .trust_ca_file(self.ca_file)
@@ -107,24 +116,43 @@ pub async fn unix_channel(
     patience: Duration,
 ) -> Result<Channel, KubeletError> {
     let deadline = tokio::time::Instant::now() + patience;
-    while !socket.exists() {
+    // The file appears at bind(), a moment before the agent listens: until then a connection is refused, so
+    // connecting is retried (as kubelet's plugin watcher does) until the deadline.
+    loop {
         if let Some(status) = agent.try_wait() {
             return Err(KubeletError::AgentExited {
                 status,
                 socket: socket.to_path_buf(),
             });
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(KubeletError::NoSocket {
-                socket: socket.to_path_buf(),
-                patience,
-            });
+        let attempt = if socket.exists() {
+            Some(open_channel(socket).await)
+        } else {
+            None
+        };
+        match attempt {
+            Some(Ok(channel)) => return Ok(channel),
+            Some(Err(source)) if tokio::time::Instant::now() >= deadline => {
+                return Err(KubeletError::Connect {
+                    socket: socket.to_path_buf(),
+                    source,
+                });
+            }
+            None if tokio::time::Instant::now() >= deadline => {
+                return Err(KubeletError::NoSocket {
+                    socket: socket.to_path_buf(),
+                    patience,
+                });
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+async fn open_channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
     let path = socket.to_path_buf();
     // tonic requires a URI but the connector below always dials the unix socket.
-    let channel = tonic::transport::Endpoint::from_static("http://[::]:50051")
+    tonic::transport::Endpoint::from_static("http://[::]:50051")
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let path = path.clone();
             async move {
@@ -134,11 +162,6 @@ pub async fn unix_channel(
             }
         }))
         .await
-        .map_err(|source| KubeletError::Connect {
-            socket: socket.to_path_buf(),
-            source,
-        })?;
-    Ok(channel)
 }
 
 /// The pod an inline volume belongs to, as kubelet describes it in the volume_context.

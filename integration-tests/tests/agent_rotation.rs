@@ -1,6 +1,7 @@
 //! What keeps a mounted volume current, end to end with the real `wisp-agent` binary: rotation on kubelet's
 //! republish (atomic swaps, failures that keep the old files, reads shared across pods), the
-//! SecretProviderClassPodStatus, the sync to Kubernetes Secrets, and recovery after an agent restart.
+//! SecretProviderClassPodStatus, the sync to Kubernetes Secrets, recovery after an agent restart, and the
+//! agent's own registration with kubelet and `/healthz`.
 //!
 //! Like `agent_e2e.rs`, the agent runs in its own mount namespace with the fakes' names in its hosts file, and
 //! the tests look at its volumes through `/proc/<pid>/root`. The binary comes from the workspace build
@@ -152,15 +153,17 @@ impl Setup {
 struct Agent {
     program: RunningProgram,
     socket: PathBuf,
+    registration_socket: PathBuf,
     metrics_port: u16,
+    health_port: u16,
 }
 
 impl Agent {
     fn start(setup: &Setup, tmpfs: bool, extra_args: &[&str]) -> Self {
         let socket = setup.dir.path().join("csi/csi.sock");
-        let metrics_port = free_port();
+        let (metrics_port, health_port) = (free_port(), free_port());
         let binary = binary_path("wisp-agent");
-        let program = AgentLaunch {
+        let launch = AgentLaunch {
             binary: &binary,
             socket: &socket,
             node_id: "node-1",
@@ -170,15 +173,15 @@ impl Agent {
             loopback_names: vec!["login.wisp.test".to_string(), setup.cloud.vault.vault_host(VAULT)],
             log_level: "wisp_agent=debug,info",
             metrics_port,
-            health_port: free_port(),
-        }
-        .program()
-        .args(extra_args.iter().map(|a| a.to_string()))
-        .spawn();
+            health_port,
+        };
+        let program = launch.program().args(extra_args.iter().map(|a| a.to_string())).spawn();
         Self {
             program,
+            registration_socket: launch.registration_socket(),
             socket,
             metrics_port,
+            health_port,
         }
     }
 
@@ -702,4 +705,88 @@ async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
             "uid": status["metadata"]["uid"],
         }])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_registers_with_kubelet_and_healthz_follows_probe_and_registration() {
+    use wisp_agent::registration::proto::registration_client::RegistrationClient;
+    use wisp_agent::registration::proto::{InfoRequest, PluginInfo, RegistrationStatus};
+
+    let setup = Setup::new().await;
+    let mut agent = Agent::start(&setup, false, &[]);
+    let _ = agent.client().await;
+    let healthz = |port: u16| async move {
+        let response = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .expect("healthz");
+        (response.status().as_u16(), response.text().await.expect("body"))
+    };
+    assert_eq!(healthz(agent.health_port).await, (200, "ok".to_string()));
+
+    // kubelet's plugin watcher: GetInfo on the registration socket, then the verdict.
+    let channel = kubelet::unix_channel(&mut agent.program, &agent.registration_socket, PATIENCE)
+        .await
+        .expect("registration socket");
+    let mut registration = RegistrationClient::new(channel);
+    let info = registration
+        .get_info(InfoRequest {})
+        .await
+        .expect("GetInfo")
+        .into_inner();
+    assert_eq!(
+        info,
+        PluginInfo {
+            r#type: "CSIPlugin".into(),
+            name: "secrets-store.csi.k8s.io".into(),
+            endpoint: agent.socket.display().to_string(),
+            supported_versions: vec!["1.0.0".into()],
+        }
+    );
+    registration
+        .notify_registration_status(RegistrationStatus {
+            plugin_registered: true,
+            error: String::new(),
+        })
+        .await
+        .expect("notify");
+    assert_eq!(healthz(agent.health_port).await, (200, "ok".to_string()));
+    registration
+        .notify_registration_status(RegistrationStatus {
+            plugin_registered: false,
+            error: "driver name secrets-store.csi.k8s.io already registered".into(),
+        })
+        .await
+        .expect("notify");
+    assert_eq!(
+        healthz(agent.health_port).await,
+        (
+            500,
+            "kubelet refused to register the CSI driver: driver name secrets-store.csi.k8s.io already registered"
+                .to_string()
+        )
+    );
+
+    // Stopping removes the registration socket: that is how kubelet learns the driver is gone.
+    assert!(
+        agent.program.terminate(PATIENCE).await.is_some(),
+        "the agent did not stop"
+    );
+    assert!(!agent.registration_socket.exists());
+    assert!(!agent.socket.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_fails_when_the_csi_socket_does_not_answer() {
+    let setup = Setup::new().await;
+    let mut agent = Agent::start(&setup, false, &[]);
+    let _ = agent.client().await;
+    // Someone removes the socket under the running agent: kubelet can no longer reach it, and the check says so.
+    std::fs::remove_file(&agent.socket).expect("remove socket");
+    let response = reqwest::get(format!("http://127.0.0.1:{}/healthz", agent.health_port))
+        .await
+        .expect("healthz");
+    assert_eq!(response.status().as_u16(), 500);
+    let body = response.text().await.expect("body");
+    let prefix = format!("the CSI Probe on {} failed: ", agent.socket.display());
+    assert!(body.starts_with(&prefix), "{body}");
 }
