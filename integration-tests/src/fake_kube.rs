@@ -23,8 +23,9 @@
 //! As on the real server, a write that changes nothing is a no-op (no new resourceVersion, no event), and an
 //! object entering or leaving a watch's selector arrives as ADDED or DELETED.
 //!
-//! Known simplifications: strategic merge patch and server-side apply merge like a JSON merge patch (lists are
-//! replaced, fields dropped from an applied configuration are kept, no `managedFields`); `continue` tokens page
+//! Known simplifications: server-side apply and strategic merge patch merge like a JSON merge patch (lists are
+//! replaced, except `metadata.ownerReferences`, which a strategic merge patch merges by `uid` as the real server
+//! does; fields dropped from an applied configuration are kept, no `managedFields`); `continue` tokens page
 //! over the current state rather than a snapshot; no subresources (`/status`), no DELETE of collections, no
 //! admission or validation of object contents.
 //!
@@ -1065,9 +1066,16 @@ fn patch(
                 }
             }
         }
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+        "application/merge-patch+json" => {
             let mut object = current.ok_or_else(|| ApiError::not_found(rt, name))?;
             json_patch::merge(&mut object, &req.json_body()?);
+            object
+        }
+        "application/strategic-merge-patch+json" => {
+            let mut object = current.ok_or_else(|| ApiError::not_found(rt, name))?;
+            let mut patch = req.json_body()?;
+            merge_owner_references_by_uid(&object, &mut patch);
+            json_patch::merge(&mut object, &patch);
             object
         }
         "application/json-patch+json" => {
@@ -1094,4 +1102,32 @@ fn patch(
         shared.publish(&store, change);
     }
     Ok(object_response(req, StatusCode::OK, &stored))
+}
+
+/// Strategic merge of `metadata.ownerReferences`, whose patch merge key is `uid`: entries of the patch replace the
+/// object's entries with the same uid, others are appended, the object's other entries stay. The merged list
+/// goes into `patch`, for the JSON merge of the rest.
+fn merge_owner_references_by_uid(object: &Value, patch: &mut Value) {
+    let Some(patched) = patch
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .cloned()
+    else {
+        return;
+    };
+    let mut merged: Vec<Value> = object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for entry in patched {
+        match merged
+            .iter_mut()
+            .find(|existing| existing.get("uid") == entry.get("uid"))
+        {
+            Some(existing) => *existing = entry,
+            None => merged.push(entry),
+        }
+    }
+    patch["metadata"]["ownerReferences"] = Value::Array(merged);
 }

@@ -685,6 +685,27 @@ async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
     })
     .await;
 
+    // A second consumer adds its owner: the Secret is garbage-collected only when both are gone.
+    let other_replica_set =
+        json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "shop-7c9a", "uid": "rs-uid-2"}]);
+    setup.add_pod("pod-c", "spc", other_replica_set);
+    agent.publish(&mut client, setup.request("pod-c", "spc")).await;
+    kube.wait_until("the Secret has both owners", PATIENCE, |_| {
+        secret("db").is_some_and(|s| {
+            s["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|o| o.len() == 2)
+        })
+    })
+    .await;
+    assert_eq!(
+        secret("db").expect("db")["metadata"]["ownerReferences"],
+        json!([
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "shop-5d4f", "uid": "rs-uid-1"},
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "shop-7c9a", "uid": "rs-uid-2"},
+        ])
+    );
+
     // A pod without owners hangs its Secrets on its pod status object.
     setup.add_spc(
         "spc-solo",
