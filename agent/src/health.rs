@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use tonic::transport::{Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::proto::ProbeRequest;
 use crate::proto::identity_client::IdentityClient;
@@ -55,20 +55,7 @@ impl HealthCheck {
     async fn probe(&self) -> Result<(), String> {
         let socket = self.csi_socket.clone();
         let failed = |e: &dyn std::fmt::Display| format!("the CSI Probe on {} failed: {e}", socket.display());
-        // The URI is required by tonic but unused: the connector dials the unix socket.
-        let endpoint = Endpoint::from_static("http://[::]:50051");
-        let path = self.csi_socket.clone();
-        let channel = endpoint
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await
-            .map_err(|e| failed(&e))?;
+        let channel = unix_channel(self.csi_socket.clone()).await.map_err(|e| failed(&e))?;
         let response = IdentityClient::new(channel)
             .probe(ProbeRequest {})
             .await
@@ -78,6 +65,21 @@ impl HealthCheck {
             _ => Ok(()),
         }
     }
+}
+
+/// A gRPC channel to the unix socket at `path`, as kubelet dials a plugin.
+pub async fn unix_channel(path: PathBuf) -> Result<Channel, tonic::transport::Error> {
+    // The URI is required by tonic but unused: the connector dials the unix socket.
+    Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
 }
 
 /// `GET /healthz`: `200 ok`, or `500` with the reason.

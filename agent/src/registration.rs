@@ -173,7 +173,7 @@ pub async fn serve_registration_on(
 mod tests {
     use pretty_assertions::assert_eq;
     use tokio::sync::oneshot;
-    use tonic::transport::{Channel, Endpoint, Uri};
+    use tonic::transport::Channel;
 
     use super::proto::registration_client::RegistrationClient;
     use super::*;
@@ -181,19 +181,7 @@ mod tests {
     const DRIVER: &str = "secrets-store.csi.k8s.io";
 
     async fn client(path: PathBuf) -> RegistrationClient<Channel> {
-        let channel = Endpoint::try_from("http://[::]:50051")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await
-            .unwrap();
-        RegistrationClient::new(channel)
+        RegistrationClient::new(crate::health::unix_channel(path).await.unwrap())
     }
 
     struct Running {

@@ -4,7 +4,8 @@
 //!
 //! Shared by the end-to-end tests, `wisp-local` and `wisp-agent-bench`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -239,6 +240,40 @@ pub fn objects_parameter(objects: &[&str]) -> String {
         }
     }
     yaml
+}
+
+/// What a volume shows, as a container reads it: each visible file by its path relative to `root` (the
+/// top-level links into `..data` followed, the `..`-prefixed entries skipped), with its bytes and mode. Panics on
+/// an unreadable tree: it is for tests that look at a volume they published.
+pub fn visible_files(root: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, (Vec<u8>, u32)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).expect("read_dir").flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if dir == base && name.starts_with("..") {
+                continue;
+            }
+            let path = entry.path();
+            let meta = std::fs::metadata(&path).expect("metadata (following links)");
+            if meta.is_dir() {
+                walk(base, &path, out);
+            } else {
+                let relative = path
+                    .strip_prefix(base)
+                    .expect("under base")
+                    .to_string_lossy()
+                    .to_string();
+                out.insert(
+                    relative,
+                    (std::fs::read(&path).expect("read"), meta.permissions().mode() & 0o7777),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
 }
 
 /// `path` as the process `pid` sees it: the agent may run in its own mount namespace, whose tmpfs mounts only

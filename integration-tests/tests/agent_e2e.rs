@@ -22,7 +22,7 @@ use integration_tests::fake_kube::FakeKube;
 use integration_tests::issuer::TestIssuer;
 use integration_tests::kubelet::csi::node_client::NodeClient;
 use integration_tests::kubelet::csi::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
-use integration_tests::kubelet::{self, AgentLaunch, PodRef};
+use integration_tests::kubelet::{self, AgentLaunch, PodRef, visible_files};
 use integration_tests::local_cloud::{ClientFiles, CloudNames, LocalCloud};
 use integration_tests::pki::TestPki;
 use integration_tests::process::{RunningProgram, free_port, tmpfs_mounts_available};
@@ -250,39 +250,6 @@ fn target(env: &Env, pod: &str) -> PathBuf {
     env.dir
         .path()
         .join(format!("pods/uid-{pod}/volumes/kubernetes.io~csi/secrets/mount"))
-}
-
-/// What a volume shows, as a container reads it: visible names (top-level symlinks followed), with contents
-/// and modes, plus the `..data` link's presence.
-fn visible_files(root: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, (Vec<u8>, u32)>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).expect("read_dir").flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if dir == base && name.starts_with("..") {
-                continue;
-            }
-            let path = entry.path();
-            let meta = std::fs::metadata(&path).expect("metadata (following links)");
-            if meta.is_dir() {
-                walk(base, &path, out);
-            } else {
-                let relative = path
-                    .strip_prefix(base)
-                    .expect("under base")
-                    .to_string_lossy()
-                    .to_string();
-                out.insert(
-                    relative,
-                    (std::fs::read(&path).expect("read"), meta.permissions().mode() & 0o7777),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
 }
 
 fn pem(label: &str, der: &[u8]) -> Vec<u8> {

@@ -214,26 +214,13 @@ impl Agent {
 
 /// Visible files (top-level links followed) with their bytes.
 fn visible_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).expect("read_dir").flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if dir == base && name.starts_with("..") {
-                continue;
-            }
-            let path = entry.path();
-            if std::fs::metadata(&path).expect("metadata").is_dir() {
-                walk(base, &path, out);
-            } else {
-                let relative = path.strip_prefix(base).expect("under base").display().to_string();
-                out.insert(relative, std::fs::read(&path).expect("read"));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
+    kubelet::visible_files(root)
+        .into_iter()
+        .map(|(path, (bytes, mode))| {
+            assert_eq!(mode, 0o644, "{path}");
+            (path, bytes)
+        })
+        .collect()
 }
 
 fn files(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
@@ -575,6 +562,8 @@ async fn a_restarted_agent_keeps_rotating_and_unpublishing_its_volumes() {
         .await
         .expect("unpublish");
     assert!(!target.exists());
+    // The record is written shortly after a change, and at the latest when the agent stops.
+    assert!(agent.program.terminate(PATIENCE).await.is_some(), "the agent did not stop");
     let record = std::fs::read_to_string(setup.dir.path().join("csi/wisp-agent-state/volumes.json")).expect("state");
     assert_eq!(
         serde_json::from_str::<Value>(&record).expect("JSON")["volumes"],
