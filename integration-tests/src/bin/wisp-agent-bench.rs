@@ -482,7 +482,7 @@ impl Bench {
         Ok(MemoryReport {
             count,
             mounts,
-            spot_checked: spot_checked,
+            spot_checked,
             loaded: loaded?,
             after,
             publish_time,
@@ -527,11 +527,14 @@ fn tail(program: &RunningProgram) -> String {
     )
 }
 
-/// VmRSS and VmHWM in KiB.
+/// VmRSS (with its anonymous and file-backed parts) and VmHWM in KiB, and the thread count.
 #[derive(Debug, Clone, Copy)]
 struct Memory {
     rss_kib: u64,
     hwm_kib: u64,
+    anon_kib: u64,
+    file_kib: u64,
+    threads: u64,
 }
 
 fn memory(pid: u32) -> Result<Memory> {
@@ -546,6 +549,9 @@ fn memory(pid: u32) -> Result<Memory> {
     Ok(Memory {
         rss_kib: field("VmRSS:")?,
         hwm_kib: field("VmHWM:")?,
+        anon_kib: field("RssAnon:")?,
+        file_kib: field("RssFile:")?,
+        threads: field("Threads:")?,
     })
 }
 
@@ -787,30 +793,26 @@ fn print_report(
     println!();
     let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
     println!("Agent memory (/proc/<pid>/status, MiB)");
-    println!("| when | VmRSS | VmHWM |");
-    println!("|---|---:|---:|");
-    println!(
-        "| started, idle | {} | {} |",
-        mib(started.rss_kib),
-        mib(started.hwm_kib)
-    );
-    println!(
-        "| after the latency runs, nothing mounted | {} | {} |",
-        mib(after_latency_runs.rss_kib),
-        mib(after_latency_runs.hwm_kib)
-    );
+    println!("| when | VmRSS | VmHWM | RssAnon | RssFile | threads |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let row = |when: &str, m: &Memory| {
+        println!(
+            "| {when} | {} | {} | {} | {} | {} |",
+            mib(m.rss_kib),
+            mib(m.hwm_kib),
+            mib(m.anon_kib),
+            mib(m.file_kib),
+            m.threads
+        );
+    };
+    row("started, idle", &started);
+    row("after the latency runs, nothing mounted", &after_latency_runs);
     if let Some(report) = memory_report {
-        println!(
-            "| {} volumes of {MEMORY_RUN_OBJECTS} secrets mounted | {} | {} |",
-            report.count,
-            mib(report.loaded.rss_kib),
-            mib(report.loaded.hwm_kib)
+        row(
+            &format!("{} volumes of {MEMORY_RUN_OBJECTS} secrets mounted", report.count),
+            &report.loaded,
         );
-        println!(
-            "| after unpublishing them all | {} | {} |",
-            mib(report.after.rss_kib),
-            mib(report.after.hwm_kib)
-        );
+        row("after unpublishing them all", &report.after);
         println!(
             "{} volumes published in {:.2} s and unpublished in {:.2} s ({MEMORY_RUN_PARALLEL} calls in flight); {} \
              tmpfs mounts seen in the agent's namespace; {} volumes spot-checked; none left afterwards",
