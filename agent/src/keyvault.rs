@@ -171,7 +171,7 @@ impl KeyVaultClient {
         .await;
         let code = result.as_ref().err().map(KeyVaultError::metric_code).unwrap_or("");
         self.metrics
-            .keyvault_request(type_label(object_type), code, started.elapsed().as_secs_f64());
+            .keyvault_request(type_label(object_type), name, code, started.elapsed().as_secs_f64());
         result
     }
 
@@ -187,7 +187,7 @@ impl KeyVaultClient {
         let result = self.list_pages(vault, object_type, name, deadline).await;
         let code = result.as_ref().err().map(KeyVaultError::metric_code).unwrap_or("");
         self.metrics
-            .keyvault_request(type_label(object_type), code, started.elapsed().as_secs_f64());
+            .keyvault_request(type_label(object_type), name, code, started.elapsed().as_secs_f64());
         result
     }
 

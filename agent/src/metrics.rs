@@ -56,13 +56,18 @@ pub struct OsLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyVaultLabels {
+    pub provider: String,
+    pub os_type: String,
     pub object_type: String,
+    pub object_name: String,
     /// Key Vault's error code (e.g. `SecretNotFound`) or a short transport error kind; empty on success.
     pub error: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrpcLabels {
+    pub provider: String,
+    pub os_type: String,
     pub grpc_method: String,
     pub grpc_code: String,
 }
@@ -275,10 +280,13 @@ impl Metrics {
             .inc();
     }
 
-    pub fn keyvault_request(&self, object_type: &str, error: &str, seconds: f64) {
+    pub fn keyvault_request(&self, object_type: &str, object_name: &str, error: &str, seconds: f64) {
         self.keyvault_request
             .get_or_create(&KeyVaultLabels {
+                provider: PROVIDER.into(),
+                os_type: OS_TYPE.into(),
                 object_type: object_type.into(),
+                object_name: object_name.into(),
                 error: error.into(),
             })
             .observe(seconds);
@@ -287,6 +295,8 @@ impl Metrics {
     pub fn grpc_request(&self, method: &str, code: tonic::Code, seconds: f64) {
         self.grpc_request
             .get_or_create(&GrpcLabels {
+                provider: PROVIDER.into(),
+                os_type: OS_TYPE.into(),
                 grpc_method: method.into(),
                 grpc_code: grpc_code_name(code).into(),
             })
@@ -339,7 +349,7 @@ mod tests {
         metrics.node_publish_error("SecretProviderClassNotFound");
         metrics.node_unpublish_ok();
         metrics.node_unpublish_error();
-        metrics.keyvault_request("secret", "SecretNotFound", 0.05);
+        metrics.keyvault_request("secret", "s1", "SecretNotFound", 0.05);
         metrics.grpc_request("/csi.v1.Node/NodePublishVolume", tonic::Code::Ok, 0.2);
         metrics.rotation_ok(true, 0.05);
         metrics.rotation_error("ProviderError", 0.05);
@@ -350,9 +360,9 @@ mod tests {
             "node_publish_error_total{provider=\"azure\",error_type=\"SecretProviderClassNotFound\",os_type=\"linux\"} 1",
             "node_unpublish_total{os_type=\"linux\"} 1",
             "node_unpublish_error_total{os_type=\"linux\"} 1",
-            "keyvault_request_count{object_type=\"secret\",error=\"SecretNotFound\"} 1",
-            "keyvault_request_bucket{le=\"0.1\",object_type=\"secret\",error=\"SecretNotFound\"} 1",
-            "grpc_request_count{grpc_method=\"/csi.v1.Node/NodePublishVolume\",grpc_code=\"OK\"} 1",
+            "keyvault_request_count{provider=\"azure\",os_type=\"linux\",object_type=\"secret\",object_name=\"s1\",error=\"SecretNotFound\"} 1",
+            "keyvault_request_bucket{le=\"0.1\",provider=\"azure\",os_type=\"linux\",object_type=\"secret\",object_name=\"s1\",error=\"SecretNotFound\"} 1",
+            "grpc_request_count{provider=\"azure\",os_type=\"linux\",grpc_method=\"/csi.v1.Node/NodePublishVolume\",grpc_code=\"OK\"} 1",
             "rotation_reconcile_total{provider=\"azure\",os_type=\"linux\",rotated=\"true\"} 1",
             "rotation_reconcile_error_total{provider=\"azure\",error_type=\"ProviderError\",os_type=\"linux\",rotated=\"false\"} 1",
             "rotation_reconcile_duration_sec_count{os_type=\"linux\"} 2",

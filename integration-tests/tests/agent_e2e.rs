@@ -712,8 +712,8 @@ async fn vm_managed_identity_through_imds_and_metrics() {
         "node_publish_total{provider=\"azure\",os_type=\"linux\"} 1",
         "node_publish_error_total{provider=\"azure\",error_type=\"SecretProviderClassNotFound\",os_type=\"linux\"} 1",
         "node_unpublish_total{os_type=\"linux\"} 1",
-        "keyvault_request_count{object_type=\"secret\",error=\"\"} 1",
-        "grpc_request_count{grpc_method=\"/csi.v1.Node/NodePublishVolume\",grpc_code=\"Unknown\"} 1",
+        "keyvault_request_count{provider=\"azure\",os_type=\"linux\",object_type=\"secret\",object_name=\"s1\",error=\"\"} 1",
+        "grpc_request_count{provider=\"azure\",os_type=\"linux\",grpc_method=\"/csi.v1.Node/NodePublishVolume\",grpc_code=\"Unknown\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }

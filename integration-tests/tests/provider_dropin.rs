@@ -290,9 +290,9 @@ async fn provider_mount_returns_what_node_publish_writes() {
         .await
         .expect("metrics body");
     for line in [
-        "grpc_request_count{grpc_method=\"/v1alpha1.CSIDriverProvider/Mount\",grpc_code=\"OK\"} 1",
-        "grpc_request_count{grpc_method=\"/v1alpha1.CSIDriverProvider/Mount\",grpc_code=\"Unknown\"} 2",
-        "grpc_request_count{grpc_method=\"/v1alpha1.CSIDriverProvider/Version\",grpc_code=\"OK\"} 1",
+        "grpc_request_count{provider=\"azure\",os_type=\"linux\",grpc_method=\"/v1alpha1.CSIDriverProvider/Mount\",grpc_code=\"OK\"} 1",
+        "grpc_request_count{provider=\"azure\",os_type=\"linux\",grpc_method=\"/v1alpha1.CSIDriverProvider/Mount\",grpc_code=\"Unknown\"} 2",
+        "grpc_request_count{provider=\"azure\",os_type=\"linux\",grpc_method=\"/v1alpha1.CSIDriverProvider/Version\",grpc_code=\"OK\"} 1",
     ] {
         assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
     }
