@@ -258,7 +258,8 @@ impl Bench {
             MountChoice::Tmpfs => true,
             MountChoice::Directory => false,
         };
-        let socket = dir.join("plugins/secrets-store.csi.k8s.io/csi.sock");
+        // Short: the registration socket goes beside it, and unix socket paths are limited to 107 bytes.
+        let socket = dir.join("csi/csi.sock");
         if let Some(parent) = socket.parent() {
             std::fs::create_dir_all(parent).context("creating the plugin directory")?;
         }
