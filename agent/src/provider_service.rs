@@ -4,7 +4,7 @@
 //! finds wisp where it looks for the `azure` provider.
 //!
 //! `Mount` answers as provider-azure does: the request's JSON strings are parsed (errors name the field),
-//! every object is fetched and rendered by [`Provider::mount_content`], and the response carries one `File` and
+//! every object is fetched and rendered by [`Provider::content`], and the response carries one `File` and
 //! one `ObjectVersion` per rendered file. Nothing is written to `target_path`: the driver writes the returned
 //! files itself. A failure is a gRPC `Unknown` status "failed to mount objects, error: …" (provider-azure never
 //! sets `MountResponse.error`). `grpc.health.v1.Health/Check` answers `SERVING` for any service name, as
@@ -33,7 +33,7 @@ use wisp_shared::contract::secrets_store::{
 
 use crate::metrics::Metrics;
 use crate::params::{self, ObjectSpec};
-use crate::provider::{MountContent, MountInput, Provider};
+use crate::provider::{Freshness, MountContent, MountInput, Provider};
 use crate::provider_proto::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
 use crate::provider_proto::{File, MountRequest, MountResponse, ObjectVersion, VersionRequest, VersionResponse};
 use crate::server::{self, RunError};
@@ -313,9 +313,16 @@ impl ProviderService {
                 .map(|p| p.objects)
                 .unwrap_or_default()
         };
+        // The driver sends the versions it mounted when it mounts again (rotation): such a remount shares this
+        // round's Key Vault reads with the node's other refreshes, as a republish on the CSI socket does.
+        let freshness = if req.current_object_version.is_empty() {
+            Freshness::Fresh
+        } else {
+            Freshness::SharedRound
+        };
         let content = self
             .provider
-            .mount_content(parsed.data.input(), deadline)
+            .content(parsed.data.input(), deadline, freshness)
             .await
             .map_err(|e| {
                 tracing::warn!(%pod, error = %e, "provider Mount failed");

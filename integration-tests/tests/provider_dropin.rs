@@ -252,6 +252,21 @@ async fn provider_mount_returns_what_node_publish_writes() {
     assert!(!kubelet::in_namespace_of(agent.pid(), &mount_target).exists());
     assert!(!mount_target.exists());
 
+    // A remount (the driver sends the versions it has) within the rotation round reads nothing new from Key
+    // Vault: it shares the reads just made, as a republish on the CSI socket does.
+    let reads_before = kv.traffic().counts().values().sum::<u64>();
+    let remount = MountRequest {
+        current_object_version: response.object_version.clone(),
+        ..driver_request(&parameters, &mount_target)
+    };
+    let again = provider
+        .mount(remount)
+        .await
+        .unwrap_or_else(|e| panic!("remount: {e}\n{}", agent.logs()))
+        .into_inner();
+    assert_eq!(again.object_version, response.object_version);
+    assert_eq!(kv.traffic().counts().values().sum::<u64>(), reads_before);
+
     // A missing Key Vault object: a gRPC error with the cause and the object, and no secret value.
     let missing = spc_parameters(&kubelet::objects_parameter(&[
         "objectName: s1\nobjectType: secret",
@@ -290,7 +305,7 @@ async fn provider_mount_returns_what_node_publish_writes() {
         .await
         .expect("metrics body");
     for line in [
-        "grpc_request_count{provider=\"azure\",os_type=\"linux\",grpc_method=\"/v1alpha1.CSIDriverProvider/Mount\",grpc_code=\"OK\"} 1",
+        "grpc_request_count{provider=\"azure\",os_type=\"linux\",grpc_method=\"/v1alpha1.CSIDriverProvider/Mount\",grpc_code=\"OK\"} 2",
         "grpc_request_count{provider=\"azure\",os_type=\"linux\",grpc_method=\"/v1alpha1.CSIDriverProvider/Mount\",grpc_code=\"Unknown\"} 2",
         "grpc_request_count{provider=\"azure\",os_type=\"linux\",grpc_method=\"/v1alpha1.CSIDriverProvider/Version\",grpc_code=\"OK\"} 1",
     ] {
