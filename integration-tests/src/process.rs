@@ -297,6 +297,14 @@ impl RunningProgram {
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The last `lines` lines of the output under a heading naming the program, for failure reports.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let logs = self.logs();
+        let all: Vec<&str> = logs.lines().collect();
+        let start = all.len().saturating_sub(lines);
+        format!("last lines of {}'s output:\n{}", self.name, all[start..].join("\n"))
+    }
+
     /// The log lines that parse as JSON objects (wisp logs JSON), in order.
     pub fn json_logs(&self) -> Vec<serde_json::Value> {
         self.logs()

@@ -517,15 +517,9 @@ async fn bounded<T>(
     }
 }
 
+/// The last lines of a program's output, for failure reports.
 fn tail(program: &RunningProgram) -> String {
-    let logs = program.logs();
-    let lines: Vec<&str> = logs.lines().collect();
-    let start = lines.len().saturating_sub(20);
-    format!(
-        "last lines of {}'s output:\n{}",
-        program.name(),
-        lines[start..].join("\n")
-    )
+    program.log_tail(20)
 }
 
 /// VmRSS (with its anonymous and file-backed parts) and VmHWM in KiB, and the thread count.

@@ -88,14 +88,7 @@ fn binary(options: &Options, name: &str) -> Result<PathBuf> {
 
 /// The last lines of a program's output, for failure reports.
 fn tail(program: &RunningProgram) -> String {
-    let logs = program.logs();
-    let lines: Vec<&str> = logs.lines().collect();
-    let start = lines.len().saturating_sub(25);
-    format!(
-        "last lines of {}'s output:\n{}",
-        program.name(),
-        lines[start..].join("\n")
-    )
+    program.log_tail(25)
 }
 
 /// Adds the program's recent output to an error, after the error itself.
