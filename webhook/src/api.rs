@@ -1,5 +1,6 @@
 //! HTTP handlers: the admission endpoint, health, readiness and metrics.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,14 +11,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
-use kube::core::GroupVersionKind;
 use kube::core::admission::Operation;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::metrics::{Metrics, Outcome};
 use crate::mutate::{self, MutationConfig};
+use crate::pod::{self, Pod};
 use crate::sa_cache::ServiceAccountLookup;
 use crate::tls::CertResolver;
 
@@ -100,14 +100,19 @@ async fn mutate_pod(State(state): State<Arc<AppState>>, body: Bytes) -> Response
     };
     let namespace = request
         .namespace
-        .clone()
+        .as_deref()
         .filter(|n| !n.is_empty())
-        .or_else(|| request.object["metadata"]["namespace"].as_str().map(str::to_string))
+        .or_else(|| {
+            request
+                .object
+                .as_ref()
+                .and_then(|pod| pod.metadata.namespace.as_deref())
+        })
         .unwrap_or_default();
-    let (response, outcome) = review(&state, &request, &namespace).await;
+    let (response, outcome) = review(&state, &request, namespace).await;
     state
         .metrics
-        .observe_mutation(&namespace, started.elapsed().as_secs_f64());
+        .observe_mutation(namespace, started.elapsed().as_secs_f64());
     state.metrics.count(outcome);
     let body = ReviewOut {
         api_version: &api_version,
@@ -124,36 +129,54 @@ async fn mutate_pod(State(state): State<Arc<AppState>>, body: Bytes) -> Response
     }
 }
 
-/// The request half of an AdmissionReview, with the pod kept as raw JSON: typed structs would drop the fields they
-/// do not know (upstream #1312). Fields wisp does not read (userInfo, oldObject, options) are not stored.
+/// The request half of an AdmissionReview, borrowing from the body. The pod is read as a [`Pod`] view: only the
+/// fields the mutation reads, none dropped from the patch (it only adds). Fields wisp does not read (userInfo,
+/// oldObject, options) are skipped.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewIn {
-    #[serde(default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
-    request: Option<RequestIn>,
+struct ReviewIn<'a> {
+    #[serde(default, borrow)]
+    api_version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    request: Option<RequestIn<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RequestIn {
-    uid: String,
-    kind: GroupVersionKind,
-    #[serde(default)]
-    namespace: Option<String>,
+struct RequestIn<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: GroupVersionKind<'a>,
+    #[serde(default, borrow)]
+    namespace: Option<Cow<'a, str>>,
     operation: Operation,
-    #[serde(default)]
-    object: Value,
+    /// `None` when absent or not an object.
+    #[serde(default, borrow, deserialize_with = "pod::lenient")]
+    object: Option<Pod<'a>>,
 }
 
-fn parse_review(body: &[u8]) -> Result<(String, RequestIn), String> {
+/// kube-core's `GroupVersionKind`, borrowed (same name and fields, so the same parse errors).
+#[derive(Debug, Deserialize)]
+struct GroupVersionKind<'a> {
+    #[serde(borrow)]
+    #[allow(dead_code)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    #[allow(dead_code)]
+    version: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+}
+
+fn parse_review(body: &[u8]) -> Result<(Cow<'_, str>, RequestIn<'_>), String> {
     let review: ReviewIn =
         serde_json::from_slice(body).map_err(|e| format!("request body is not an AdmissionReview: {e}"))?;
     if review.kind != "AdmissionReview"
         || !matches!(
-            review.api_version.as_str(),
+            review.api_version.as_ref(),
             "admission.k8s.io/v1" | "admission.k8s.io/v1beta1"
         )
     {
@@ -200,7 +223,7 @@ struct StatusOut {
     message: String,
 }
 
-fn allow(request: &RequestIn, patch: Option<String>) -> ResponseOut<'_> {
+fn allow<'a>(request: &'a RequestIn<'_>, patch: Option<String>) -> ResponseOut<'a> {
     ResponseOut {
         uid: &request.uid,
         allowed: true,
@@ -213,7 +236,7 @@ fn allow(request: &RequestIn, patch: Option<String>) -> ResponseOut<'_> {
     }
 }
 
-fn deny(request: &RequestIn, code: u16, message: String) -> ResponseOut<'_> {
+fn deny<'a>(request: &'a RequestIn<'_>, code: u16, message: String) -> ResponseOut<'a> {
     ResponseOut {
         uid: &request.uid,
         allowed: false,
@@ -223,23 +246,29 @@ fn deny(request: &RequestIn, code: u16, message: String) -> ResponseOut<'_> {
     }
 }
 
-async fn review<'a>(state: &AppState, request: &'a RequestIn, namespace: &str) -> (ResponseOut<'a>, Outcome) {
-    let pod = &request.object;
-    if request.kind.kind != "Pod" || !pod.is_object() {
-        let message = format!(
-            "this webhook admits Pods; request.kind is {:?} and request.object is {}",
-            request.kind.kind,
-            if pod.is_object() { "an object" } else { "missing" }
-        );
-        return (deny(request, 400, message), Outcome::Error);
-    }
+async fn review<'a>(state: &AppState, request: &'a RequestIn<'_>, namespace: &str) -> (ResponseOut<'a>, Outcome) {
+    let pod = match &request.object {
+        Some(pod) if request.kind.kind == "Pod" => pod,
+        _ => {
+            let message = format!(
+                "this webhook admits Pods; request.kind is {:?} and request.object is {}",
+                request.kind.kind,
+                if request.object.is_some() {
+                    "an object"
+                } else {
+                    "missing"
+                }
+            );
+            return (deny(request, 400, message), Outcome::Error);
+        }
+    };
     // The MutatingWebhookConfiguration selects CREATE of labelled pods; checked again so that a broader
     // configuration neither mutates other pods nor patches a running pod's immutable spec.
-    if request.operation != Operation::Create || !mutate::is_opted_in(pod) {
+    if request.operation != Operation::Create || !pod.is_opted_in() {
         return (allow(request, None), Outcome::Unchanged);
     }
-    let pod_name = mutate::pod_display_name(pod);
-    let sa_name = mutate::service_account_name(pod);
+    let pod_name = pod.display_name();
+    let sa_name = pod.service_account_name();
     let sa = match state.service_accounts.get(namespace, sa_name).await {
         Ok(Some(sa)) => sa,
         Ok(None) => {
@@ -254,24 +283,15 @@ async fn review<'a>(state: &AppState, request: &'a RequestIn, namespace: &str) -
             return (deny(request, 400, e.to_string()), Outcome::Error);
         }
     };
-    match mutate::mutate(pod, &sa, &state.mutation) {
-        Ok(patch) if patch.0.is_empty() => {
+    match mutate::mutate_pod(pod, &sa, &state.mutation) {
+        Ok(patch) if patch.is_empty() => {
             tracing::debug!(pod = %pod_name, namespace, "pod already mutated");
             (allow(request, None), Outcome::Unchanged)
         }
         Ok(patch) => {
-            let ops = patch.0.len();
-            match serde_json::to_vec(&patch) {
-                Ok(json) => {
-                    tracing::debug!(pod = %pod_name, namespace, ops, "pod mutated");
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(json);
-                    (allow(request, Some(encoded)), Outcome::Mutated)
-                }
-                Err(e) => (
-                    deny(request, 500, format!("cannot encode the patch: {e}")),
-                    Outcome::Error,
-                ),
-            }
+            tracing::debug!(pod = %pod_name, namespace, ops = patch.len(), "pod mutated");
+            let encoded = base64::engine::general_purpose::STANDARD.encode(patch.as_bytes());
+            (allow(request, Some(encoded)), Outcome::Mutated)
         }
         Err(denial) => {
             tracing::info!(pod = %pod_name, namespace, denial = %denial, "pod denied");

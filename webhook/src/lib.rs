@@ -9,6 +9,7 @@ pub mod cert_rotation;
 pub mod cli;
 pub mod metrics;
 pub mod mutate;
+pub mod pod;
 pub mod sa_cache;
 pub mod server;
 pub mod tls;

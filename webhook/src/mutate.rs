@@ -1,22 +1,28 @@
-//! The pod mutation as a pure function: the pod as the API server sent it (raw JSON), the ServiceAccount's
-//! annotations and the webhook's configuration in; a JSON Patch of `add` operations, or a denial, out.
+//! The pod mutation as a pure function: the pod as the API server sent it (a [`Pod`] view of the raw JSON), the
+//! ServiceAccount's annotations and the webhook's configuration in; a JSON Patch of `add` operations, or a
+//! denial, out.
 //!
-//! The pod is never deserialized into typed structs: a field this code does not model (a newer Kubernetes'
-//! `restartPolicy` on an init container, upstream issue #1312) can then neither be dropped nor rewritten. Typed
-//! k8s-openapi values are only used to build the objects that are added.
+//! The pod is never deserialized into typed k8s-openapi structs, and the patch only adds: a field this code does
+//! not model (a newer Kubernetes' `restartPolicy` on an init container, upstream issue #1312) can then neither be
+//! dropped nor rewritten. Typed k8s-openapi values are only used to build the objects that are added; each is
+//! serialized once per pod and its JSON text copied into every operation that adds it.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation};
+use json_patch::Patch;
+#[cfg(test)]
+use json_patch::PatchOperation;
 use k8s_openapi::api::core::v1::{
     CSIVolumeSource, Capabilities, Container, ContainerPort, EnvVar, ExecAction, Lifecycle, LifecycleHandler,
     ProjectedVolumeSource, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use wisp_shared::contract::secrets_store::{CTX_SECRET_PROVIDER_CLASS, DRIVER_NAME};
 use wisp_shared::contract::workload_identity as wi;
+
+use crate::pod::{self, List, Named, Pod};
 
 /// Default proxy images: the upstream release whose token layout wisp serves.
 pub const DEFAULT_PROXY_IMAGE: &str = "mcr.microsoft.com/oss/azure/workload-identity/proxy:v1.5.1";
@@ -133,11 +139,7 @@ impl Denial {
 
 /// The name used for a pod in logs: its name, or its generateName marked as a prefix.
 pub fn pod_display_name(pod: &Value) -> String {
-    let meta = &pod["metadata"];
-    match meta["name"].as_str() {
-        Some(name) if !name.is_empty() => name.to_string(),
-        _ => format!("{} (prefix)", meta["generateName"].as_str().unwrap_or_default()),
-    }
+    Pod::from_value(pod).unwrap_or_default().display_name().to_string()
 }
 
 /// `spec.serviceAccountName`, or `default` when unset or empty (the deprecated `spec.serviceAccount` is not read,
@@ -155,21 +157,36 @@ pub fn is_opted_in(pod: &Value) -> bool {
 }
 
 /// Computes the patch that injects workload identity into `pod`. An empty patch means the pod already has
-/// everything (a reinvocation) or is not opted in.
+/// everything (a reinvocation) or is not opted in. The webhook itself calls [`mutate_pod`] on the pod read
+/// straight from the request; this is the same mutation for a pod held as a `Value`.
 pub fn mutate(pod: &Value, sa: &ServiceAccountInfo, config: &MutationConfig) -> Result<Patch, Denial> {
-    if !is_opted_in(pod) {
+    let patch = match Pod::from_value(pod) {
+        Some(pod) => mutate_pod(&pod, sa, config)?,
+        None => return Ok(Patch(Vec::new())),
+    };
+    if patch.is_empty() {
         return Ok(Patch(Vec::new()));
     }
-    let annotations = pod["metadata"]["annotations"].as_object();
-    let annotation = |key: &str| annotations.and_then(|a| a.get(key)).and_then(Value::as_str);
-    let spec = match &pod["spec"] {
-        Value::Object(spec) => spec,
-        _ => return Err(malformed("spec", "an object")),
+    serde_json::from_slice(patch.as_bytes()).map_err(|e| Denial::Encode {
+        what: "patch",
+        reason: e.to_string(),
+    })
+}
+
+/// Computes the patch that injects workload identity into `pod`, serialized as JSON. An empty patch means the
+/// pod already has everything (a reinvocation) or is not opted in.
+pub fn mutate_pod(pod: &Pod<'_>, sa: &ServiceAccountInfo, config: &MutationConfig) -> Result<JsonPatch, Denial> {
+    if !pod.is_opted_in() {
+        return Ok(JsonPatch::default());
+    }
+    let annotation = |key: &str| pod.metadata.annotations.get(key);
+    let Some(spec) = &pod.spec else {
+        return Err(malformed("spec", "an object"));
     };
 
     let proxy_port = match annotation(wi::INJECT_PROXY_SIDECAR_ANNOTATION) {
         Some(v) if v.trim().eq_ignore_ascii_case("true") => {
-            if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
+            if spec.host_network == Some(true) {
                 return Err(Denial::ProxyWithHostNetwork);
             }
             Some(proxy_port(annotation(wi::PROXY_SIDECAR_PORT_ANNOTATION))?)
@@ -204,17 +221,19 @@ pub fn mutate(pod: &Value, sa: &ServiceAccountInfo, config: &MutationConfig) -> 
     .into_iter()
     .filter(|(_, value)| !value.is_empty())
     .map(|(name, value)| {
-        let var = EnvVar {
-            name: name.to_string(),
-            value: Some(value.to_string()),
-            ..Default::default()
-        };
-        Ok((name, to_json("env var", &var)?))
+        Item::new(
+            "env var",
+            EnvVar {
+                name: name.to_string(),
+                value: Some(value.to_string()),
+                ..Default::default()
+            },
+        )
     })
     .collect::<Result<Vec<_>, Denial>>()?;
-    let mut mounts = vec![to_json(
+    let mut mounts = vec![Item::new(
         "volume mount",
-        &VolumeMount {
+        VolumeMount {
             name: wi::TOKEN_VOLUME_NAME.to_string(),
             mount_path: wi::TOKEN_MOUNT_PATH.to_string(),
             read_only: Some(true),
@@ -222,9 +241,9 @@ pub fn mutate(pod: &Value, sa: &ServiceAccountInfo, config: &MutationConfig) -> 
         },
     )?];
     if let Some((_, path)) = secrets {
-        mounts.push(to_json(
+        mounts.push(Item::new(
             "volume mount",
-            &VolumeMount {
+            VolumeMount {
                 name: wi::SECRETS_STORE_VOLUME_NAME.to_string(),
                 mount_path: path.to_string(),
                 read_only: Some(true),
@@ -234,18 +253,18 @@ pub fn mutate(pod: &Value, sa: &ServiceAccountInfo, config: &MutationConfig) -> 
     }
     let injection = Injection { env, mounts, skip };
 
-    let mut ops = Vec::new();
-    let init_containers = container_list(spec, "initContainers")?;
-    let containers = container_list(spec, "containers")?;
-    injection.patch_containers("initContainers", init_containers, &mut ops)?;
-    injection.patch_containers("containers", containers, &mut ops)?;
+    let mut patch = PatchBuilder::default();
+    let init_containers = container_list(&spec.init_containers, "initContainers")?;
+    let containers = container_list(&spec.containers, "containers")?;
+    injection.patch_containers("initContainers", init_containers, &mut patch)?;
+    injection.patch_containers("containers", containers, &mut patch)?;
 
     if let Some(port) = proxy_port {
         let mut appended_init = Vec::new();
         if !has_named(init_containers, wi::PROXY_INIT_CONTAINER_NAME) {
-            let mut init = to_json("proxy init container", &proxy_init_container(config, port))?;
-            injection.inject_into(&mut init)?;
-            appended_init.push(init);
+            let mut init = proxy_init_container(config, port);
+            injection.inject_into(&mut init);
+            appended_init.push(to_json("proxy init container", &init)?);
         }
         let target_list = if config.native_sidecar {
             init_containers
@@ -255,43 +274,43 @@ pub fn mutate(pod: &Value, sa: &ServiceAccountInfo, config: &MutationConfig) -> 
         let sidecar = if has_named(target_list, wi::PROXY_SIDECAR_CONTAINER_NAME) {
             None
         } else {
-            let mut sidecar = to_json("proxy sidecar container", &proxy_sidecar_container(config, port))?;
-            injection.inject_into(&mut sidecar)?;
-            Some(sidecar)
+            let mut sidecar = proxy_sidecar_container(config, port);
+            injection.inject_into(&mut sidecar);
+            Some(to_json("proxy sidecar container", &sidecar)?)
         };
         if config.native_sidecar {
             // Order as upstream: the sidecar first, the user's init containers, then azwi-proxy-init.
             match init_containers {
                 None => {
-                    let list: Vec<Value> = sidecar.into_iter().chain(appended_init).collect();
+                    let list: Vec<&[u8]> = sidecar.iter().chain(&appended_init).map(Vec::as_slice).collect();
                     if !list.is_empty() {
-                        ops.push(add(&["spec", "initContainers"], Value::Array(list)));
+                        patch.add_list(format_args!("/spec/initContainers"), list);
                     }
                 }
                 Some(_) => {
-                    for c in appended_init {
-                        ops.push(add(&["spec", "initContainers", "-"], c));
+                    for c in &appended_init {
+                        patch.add_one(format_args!("/spec/initContainers/-"), c);
                     }
-                    if let Some(s) = sidecar {
-                        ops.push(add(&["spec", "initContainers", "0"], s));
+                    if let Some(s) = &sidecar {
+                        patch.add_one(format_args!("/spec/initContainers/0"), s);
                     }
                 }
             }
         } else {
-            append_all(&mut ops, "initContainers", init_containers.is_some(), appended_init);
-            if let Some(s) = sidecar {
+            append_all(&mut patch, "initContainers", init_containers.is_some(), &appended_init);
+            if let Some(s) = &sidecar {
                 match containers {
-                    None => ops.push(add(&["spec", "containers"], Value::Array(vec![s]))),
-                    Some(_) => ops.push(add(&["spec", "containers", "0"], s)),
+                    None => patch.add_list(format_args!("/spec/containers"), [s.as_slice()]),
+                    Some(_) => patch.add_one(format_args!("/spec/containers/0"), s),
                 }
             }
         }
     }
 
-    let volumes = match spec.get("volumes") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(v)) => Some(v.as_slice()),
-        Some(_) => return Err(malformed("spec.volumes", "an array")),
+    let volumes = match &spec.volumes {
+        List::Missing => None,
+        List::Items(v) => Some(v.as_slice()),
+        List::NotArray => return Err(malformed("spec.volumes", "an array")),
     };
     let mut new_volumes = Vec::new();
     if !has_token_volume(volumes) {
@@ -302,86 +321,185 @@ pub fn mutate(pod: &Value, sa: &ServiceAccountInfo, config: &MutationConfig) -> 
     {
         new_volumes.push(to_json("secrets-store volume", &secrets_store_volume(class))?);
     }
-    append_all(&mut ops, "volumes", volumes.is_some(), new_volumes);
+    append_all(&mut patch, "volumes", volumes.is_some(), &new_volumes);
 
-    Ok(Patch(ops))
+    Ok(patch.finish())
+}
+
+/// A JSON Patch of `add` operations, serialized: `[{"op":"add","path":...,"value":...},...]`, the bytes that
+/// `serde_json` writes for a `json_patch::Patch`; empty when there is nothing to add.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonPatch {
+    json: Vec<u8>,
+    ops: usize,
+}
+
+impl JsonPatch {
+    pub fn is_empty(&self) -> bool {
+        self.ops == 0
+    }
+
+    /// The number of operations.
+    pub fn len(&self) -> usize {
+        self.ops
+    }
+
+    /// The JSON text; empty when there are no operations.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.json
+    }
+}
+
+/// Writes the operations one after the other; the values are JSON text serialized once per pod.
+#[derive(Default)]
+struct PatchBuilder(JsonPatch);
+
+impl PatchBuilder {
+    /// Adds an `add` operation of one value.
+    fn add_one(&mut self, path: std::fmt::Arguments<'_>, value: &[u8]) {
+        self.op(path, |json| json.extend_from_slice(value));
+    }
+
+    /// Adds an `add` operation whose value is an array of `values`.
+    fn add_list<'v>(&mut self, path: std::fmt::Arguments<'_>, values: impl IntoIterator<Item = &'v [u8]>) {
+        self.op(path, |json| {
+            json.push(b'[');
+            for (i, v) in values.into_iter().enumerate() {
+                if i > 0 {
+                    json.push(b',');
+                }
+                json.extend_from_slice(v);
+            }
+            json.push(b']');
+        });
+    }
+
+    /// `path` is a JSON Pointer made of this module's field names and of indices: no token needs escaping.
+    fn op(&mut self, path: std::fmt::Arguments<'_>, value: impl FnOnce(&mut Vec<u8>)) {
+        let json = &mut self.0.json;
+        json.push(if self.0.ops == 0 { b'[' } else { b',' });
+        json.extend_from_slice(br#"{"op":"add","path":""#);
+        // Writing to a Vec cannot fail.
+        let _ = json.write_fmt(path);
+        json.extend_from_slice(br#"","value":"#);
+        value(json);
+        json.push(b'}');
+        self.0.ops += 1;
+    }
+
+    fn finish(mut self) -> JsonPatch {
+        if self.0.ops > 0 {
+            self.0.json.push(b']');
+        }
+        self.0
+    }
+}
+
+/// An env var or volume mount to inject, with its JSON text.
+struct Item<T> {
+    value: T,
+    json: Vec<u8>,
+}
+
+impl<T: Serialize> Item<T> {
+    fn new(what: &'static str, value: T) -> Result<Self, Denial> {
+        Ok(Self {
+            json: to_json(what, &value)?,
+            value,
+        })
+    }
 }
 
 /// The env vars and mounts to give every container not named in skip-containers.
 struct Injection<'a> {
-    /// Name and the built entry, built once per pod.
-    env: Vec<(&'a str, Value)>,
-    mounts: Vec<Value>,
+    /// Built once per pod.
+    env: Vec<Item<EnvVar>>,
+    mounts: Vec<Item<VolumeMount>>,
     skip: Vec<&'a str>,
 }
 
 impl Injection<'_> {
-    /// The env entries and mounts `container` lacks, by name.
-    /// `at` names the container in an error message; only called on error.
-    fn missing(&self, container: &Value, at: impl Fn() -> String) -> Result<(Vec<Value>, Vec<Value>), Denial> {
-        let name = container["name"].as_str().unwrap_or_default();
-        if self.skip.contains(&name) {
-            return Ok((Vec::new(), Vec::new()));
-        }
-        let env_names = names(&container["env"], || format!("{}.env", at()))?;
-        let env = self
-            .env
-            .iter()
-            .filter(|(n, _)| !env_names.contains(n))
-            .map(|(_, v)| v.clone())
-            .collect();
-        let mount_names = names(&container["volumeMounts"], || format!("{}.volumeMounts", at()))?;
-        let mounts = self
-            .mounts
-            .iter()
-            .filter(|m| !m["name"].as_str().is_some_and(|n| mount_names.contains(&n)))
-            .cloned()
-            .collect();
-        Ok((env, mounts))
-    }
-
-    /// Adds what an existing container lacks through patch operations at its index.
+    /// Adds what an existing container lacks (env entries and mounts, by name) through patch operations at its
+    /// index.
     fn patch_containers(
         &self,
         list: &str,
-        containers: Option<&[Value]>,
-        ops: &mut Vec<PatchOperation>,
+        containers: Option<&[Option<pod::Container<'_>>]>,
+        patch: &mut PatchBuilder,
     ) -> Result<(), Denial> {
-        for (i, container) in containers.unwrap_or_default().iter().enumerate() {
-            let index = i.to_string();
-            let (env, mounts) = self.missing(container, || format!("spec.{list}[{i}]"))?;
-            for (field, values) in [("env", env), ("volumeMounts", mounts)] {
-                if values.is_empty() {
-                    continue;
-                }
-                match &container[field] {
-                    Value::Array(_) => {
-                        for v in values {
-                            ops.push(add(&["spec", list, &index, field, "-"], v));
-                        }
-                    }
-                    _ => ops.push(add(&["spec", list, &index, field], Value::Array(values))),
-                }
+        // container_list checked that every entry is an object.
+        for (i, container) in containers.unwrap_or_default().iter().flatten().enumerate() {
+            if self.skip.contains(&container.name.as_deref().unwrap_or_default()) {
+                continue;
             }
+            let env_names = names(&container.env, || format!("spec.{list}[{i}].env"))?;
+            let mount_names = names(&container.volume_mounts, || format!("spec.{list}[{i}].volumeMounts"))?;
+            let env = self.env.iter().filter(|e| !env_names.contains(&e.value.name.as_str()));
+            let mounts = self
+                .mounts
+                .iter()
+                .filter(|m| !mount_names.contains(&m.value.name.as_str()));
+            add_missing(patch, list, i, "env", &container.env, env.map(|e| e.json.as_slice()));
+            add_missing(
+                patch,
+                list,
+                i,
+                "volumeMounts",
+                &container.volume_mounts,
+                mounts.map(|m| m.json.as_slice()),
+            );
         }
         Ok(())
     }
 
     /// Adds what a container being injected lacks, in place.
-    fn inject_into(&self, container: &mut Value) -> Result<(), Denial> {
-        let (env, mounts) = self.missing(container, || "injected container".to_string())?;
-        for (field, values) in [("env", env), ("volumeMounts", mounts)] {
-            if values.is_empty() {
-                continue;
-            }
-            if let Value::Object(fields) = container {
-                match fields.entry(field).or_insert_with(|| Value::Array(Vec::new())) {
-                    Value::Array(list) => list.extend(values),
-                    other => *other = Value::Array(values),
-                }
+    fn inject_into(&self, container: &mut Container) {
+        if self.skip.contains(&container.name.as_str()) {
+            return;
+        }
+        let has_env = |name: &str| container.env.iter().flatten().any(|e| e.name == name);
+        let env: Vec<EnvVar> = self
+            .env
+            .iter()
+            .filter(|e| !has_env(&e.value.name))
+            .map(|e| e.value.clone())
+            .collect();
+        let has_mount = |name: &str| container.volume_mounts.iter().flatten().any(|m| m.name == name);
+        let mounts: Vec<VolumeMount> = self
+            .mounts
+            .iter()
+            .filter(|m| !has_mount(&m.value.name))
+            .map(|m| m.value.clone())
+            .collect();
+        if !env.is_empty() {
+            container.env.get_or_insert_with(Vec::new).extend(env);
+        }
+        if !mounts.is_empty() {
+            container.volume_mounts.get_or_insert_with(Vec::new).extend(mounts);
+        }
+    }
+}
+
+/// Adds `values` to `spec.<list>[<index>].<field>`: appended one by one to an existing array, or as the whole
+/// array when the container has none.
+fn add_missing<'v>(
+    patch: &mut PatchBuilder,
+    list: &str,
+    index: usize,
+    field: &str,
+    existing: &List<Option<Named<'_>>>,
+    values: impl Iterator<Item = &'v [u8]> + Clone,
+) {
+    if values.clone().next().is_none() {
+        return;
+    }
+    match existing {
+        List::Items(_) => {
+            for v in values {
+                patch.add_one(format_args!("/spec/{list}/{index}/{field}/-"), v);
             }
         }
-        Ok(())
+        List::Missing | List::NotArray => patch.add_list(format_args!("/spec/{list}/{index}/{field}"), values),
     }
 }
 
@@ -392,71 +510,90 @@ fn malformed(field: &str, expected: &'static str) -> Denial {
     }
 }
 
-fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<Value, Denial> {
-    serde_json::to_value(value).map_err(|e| Denial::Encode {
+/// The JSON text of an object to add. k8s-openapi writes fields in the order of their JSON names, as a
+/// `serde_json::Value` (a sorted map) did: the bytes are those the webhook sent before it stopped building
+/// `Value`s (tests/golden_responses.rs).
+fn to_json<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, Denial> {
+    serde_json::to_vec(value).map_err(|e| Denial::Encode {
         what,
         reason: e.to_string(),
     })
 }
 
-fn add(path: &[&str], value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: PointerBuf::from_tokens(path.iter().copied()),
-        value,
-    })
-}
-
 /// Appends `values` to `spec.<field>`, creating the list when the pod has none.
-fn append_all(ops: &mut Vec<PatchOperation>, field: &str, exists: bool, values: Vec<Value>) {
+fn append_all(patch: &mut PatchBuilder, field: &str, exists: bool, values: &[Vec<u8>]) {
     if values.is_empty() {
         return;
     }
     if exists {
         for v in values {
-            ops.push(add(&["spec", field, "-"], v));
+            patch.add_one(format_args!("/spec/{field}/-"), v);
         }
     } else {
-        ops.push(add(&["spec", field], Value::Array(values)));
+        patch.add_list(format_args!("/spec/{field}"), values.iter().map(Vec::as_slice));
     }
 }
 
-fn container_list<'a>(spec: &'a Map<String, Value>, field: &str) -> Result<Option<&'a [Value]>, Denial> {
-    match spec.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(list)) => {
-            if list.iter().all(Value::is_object) {
-                Ok(Some(list.as_slice()))
+fn container_list<'p, 'a>(
+    list: &'p List<Option<pod::Container<'a>>>,
+    field: &str,
+) -> Result<Option<&'p [Option<pod::Container<'a>>]>, Denial> {
+    match list {
+        List::Missing => Ok(None),
+        List::Items(items) => {
+            if items.iter().all(Option::is_some) {
+                Ok(Some(items.as_slice()))
             } else {
                 Err(malformed(&format!("spec.{field}"), "an array of objects"))
             }
         }
-        Some(_) => Err(malformed(&format!("spec.{field}"), "an array")),
+        List::NotArray => Err(malformed(&format!("spec.{field}"), "an array")),
     }
 }
 
 /// The `name`s in a list of named objects (env, volumeMounts); absent or null is empty.
-fn names(list: &Value, field: impl FnOnce() -> String) -> Result<Vec<&str>, Denial> {
+fn names<'p>(list: &'p List<Option<Named<'_>>>, field: impl FnOnce() -> String) -> Result<Vec<&'p str>, Denial> {
     match list {
-        Value::Null => Ok(Vec::new()),
-        Value::Array(items) => Ok(items.iter().filter_map(|i| i["name"].as_str()).collect()),
-        _ => Err(malformed(&field(), "an array")),
+        List::Missing => Ok(Vec::new()),
+        List::Items(items) => Ok(items.iter().flatten().filter_map(|i| i.name.as_deref()).collect()),
+        List::NotArray => Err(malformed(&field(), "an array")),
     }
 }
 
-fn has_named(list: Option<&[Value]>, name: &str) -> bool {
+fn has_named<T: HasName>(list: Option<&[Option<T>]>, name: &str) -> bool {
     list.unwrap_or_default()
         .iter()
-        .any(|v| v["name"].as_str() == Some(name))
+        .flatten()
+        .any(|v| v.name() == Some(name))
+}
+
+trait HasName {
+    fn name(&self) -> Option<&str>;
+}
+
+impl HasName for pod::Container<'_> {
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+}
+
+impl HasName for pod::Volume<'_> {
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
 }
 
 /// The token volume counts as present when a projected service account token source already writes the token
 /// file (upstream v1.5.1's rule), or a volume already has its name (adding a second would make the pod invalid).
-fn has_token_volume(volumes: Option<&[Value]>) -> bool {
-    volumes.unwrap_or_default().iter().any(|v| {
-        v["name"].as_str() == Some(wi::TOKEN_VOLUME_NAME)
-            || v["projected"]["sources"].as_array().is_some_and(|s| {
-                s.iter()
-                    .any(|s| s["serviceAccountToken"]["path"].as_str() == Some(wi::TOKEN_PATH))
+fn has_token_volume(volumes: Option<&[Option<pod::Volume<'_>>]>) -> bool {
+    volumes.unwrap_or_default().iter().flatten().any(|v| {
+        v.name.as_deref() == Some(wi::TOKEN_VOLUME_NAME)
+            || v.projected.as_ref().is_some_and(|p| {
+                p.sources.items().iter().flatten().any(|s| {
+                    s.service_account_token
+                        .as_ref()
+                        .is_some_and(|t| t.path.as_deref() == Some(wi::TOKEN_PATH))
+                })
             })
     })
 }
