@@ -31,7 +31,12 @@ pub enum ClusterError {
 /// Where a published volume is reported.
 pub trait ClusterSink: Send + Sync {
     /// Creates or updates the volume's SecretProviderClassPodStatus; an error fails a first mount (as upstream).
-    fn record_pod_status<'a>(&'a self, volume: &'a MountedVolume) -> BoxFuture<'a, Result<(), ClusterError>>;
+    /// `first_mount`: the object most likely does not exist yet.
+    fn record_pod_status<'a>(
+        &'a self,
+        volume: &'a MountedVolume,
+        first_mount: bool,
+    ) -> BoxFuture<'a, Result<(), ClusterError>>;
 
     /// Writes the Secrets of `spc.secretObjects` from the files mounted for `volume`. Problems are reported as
     /// Events on the pod and in the log: they never fail a mount.
@@ -74,7 +79,7 @@ impl KubeCluster {
     }
 
     /// Create, or replace when it differs; on a conflict read again and retry.
-    async fn write_pod_status(&self, volume: &MountedVolume) -> Result<(), kube::Error> {
+    async fn write_pod_status(&self, volume: &MountedVolume, first_mount: bool) -> Result<(), kube::Error> {
         let target_path = volume.target_path.display().to_string();
         let desired = pod_status::pod_status_object(&PodStatusInput {
             pod_name: &volume.pod_name,
@@ -89,10 +94,14 @@ impl KubeCluster {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &volume.pod_namespace, &pod_status::api_resource());
         let body: DynamicObject = serde_json::from_value(desired.clone()).map_err(kube::Error::SerdeError)?;
+        // A first mount's pod status is new: create it straight away (one call), reading only if it exists.
+        let mut known_absent = first_mount;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = match api.get_opt(&name).await? {
+            let existing = if known_absent { None } else { api.get_opt(&name).await? };
+            known_absent = false;
+            let result = match existing {
                 None => api.create(&PostParams::default(), &body).await.map(drop),
                 Some(existing) => {
                     if same_pod_status(&existing, &desired) {
@@ -228,9 +237,13 @@ fn same_pod_status(existing: &DynamicObject, desired: &Value) -> bool {
 }
 
 impl ClusterSink for KubeCluster {
-    fn record_pod_status<'a>(&'a self, volume: &'a MountedVolume) -> BoxFuture<'a, Result<(), ClusterError>> {
+    fn record_pod_status<'a>(
+        &'a self,
+        volume: &'a MountedVolume,
+        first_mount: bool,
+    ) -> BoxFuture<'a, Result<(), ClusterError>> {
         async move {
-            self.write_pod_status(volume)
+            self.write_pod_status(volume, first_mount)
                 .await
                 .map_err(|e| ClusterError::PodStatus {
                     pod: format!("{}/{}", volume.pod_namespace, volume.pod_name),

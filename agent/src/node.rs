@@ -65,8 +65,6 @@ pub struct Driver {
     cluster: Option<SharedClusterSink>,
     sync_secrets: bool,
     volumes: Mutex<HashMap<PathBuf, MountedVolume>>,
-    /// Serializes writes of the state file, so that the last write holds the newest record.
-    state_writes: Mutex<()>,
     /// Set once the background writer runs: changes then only mark the record dirty.
     state_dirty: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
     target_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
@@ -190,7 +188,6 @@ impl Driver {
             cluster: options.cluster,
             sync_secrets: options.sync_secrets,
             volumes: Mutex::new(HashMap::new()),
-            state_writes: Mutex::new(()),
             state_dirty: std::sync::OnceLock::new(),
             target_locks: Mutex::new(HashMap::new()),
         }
@@ -264,10 +261,12 @@ impl Driver {
         let Some(state) = &self.state else {
             return;
         };
-        let _writing = self.state_writes.lock().unwrap_or_else(|p| p.into_inner());
-        let mut snapshot = self.volumes();
-        snapshot.sort_by(|a, b| a.target_path.cmp(&b.target_path));
-        if let Err(e) = state.save(&snapshot) {
+        // Serialized under the lock rather than from a copy (a few milliseconds for hundreds of volumes, once per
+        // burst of changes); holding it also orders the writes, so the last one holds the newest record.
+        let volumes = self.volumes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sorted: Vec<&MountedVolume> = volumes.values().collect();
+        sorted.sort_by(|a, b| a.target_path.cmp(&b.target_path));
+        if let Err(e) = state.save(&sorted) {
             tracing::error!(error = %e, "the volume record was not updated; a restarted agent may not know every volume");
         }
     }
@@ -412,7 +411,7 @@ impl Driver {
 
         let volume = self.mounted_volume(&req, &target, objects);
         if let Some(cluster) = &self.cluster
-            && let Err(e) = cluster.record_pod_status(&volume).await
+            && let Err(e) = cluster.record_pod_status(&volume, true).await
         {
             let cleanup_target = target.clone();
             let _ = tokio::task::spawn_blocking(move || cleanup(mounter, &cleanup_target, prepared.created_dir)).await;
@@ -591,7 +590,7 @@ impl Driver {
                 let versions_changed = known.is_none_or(|k| k.objects != volume.objects);
                 if let Some(cluster) = &self.cluster
                     && versions_changed
-                    && let Err(e) = cluster.record_pod_status(&volume).await
+                    && let Err(e) = cluster.record_pod_status(&volume, false).await
                 {
                     tracing::warn!(target = %target.display(), error = %e, "pod status not updated after a refresh");
                 }

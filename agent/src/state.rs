@@ -43,10 +43,17 @@ pub enum StateError {
     Write { path: String, source: io::Error },
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Record {
     version: u32,
     volumes: Vec<MountedVolume>,
+}
+
+/// What [`StateFile::save`] writes: the same shape as [`Record`], borrowing the volumes.
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    version: u32,
+    volumes: &'a [&'a MountedVolume],
 }
 
 /// The record file in a state directory.
@@ -87,26 +94,27 @@ impl StateFile {
         Ok(record.volumes)
     }
 
-    /// Replaces the record with `volumes`.
-    pub fn save(&self, volumes: &[MountedVolume]) -> Result<(), StateError> {
+    /// Replaces the record with `volumes`. Written as it is serialized, compact: with hundreds of volumes a
+    /// buffered copy of the whole record would be the largest allocation the agent makes.
+    pub fn save(&self, volumes: &[&MountedVolume]) -> Result<(), StateError> {
         let fail = |source| StateError::Write {
             path: self.path.display().to_string(),
             source,
         };
-        let record = Record {
+        let record = RecordRef {
             version: FORMAT_VERSION,
-            volumes: volumes.to_vec(),
+            volumes,
         };
-        let bytes = serde_json::to_vec_pretty(&record).map_err(|e| fail(io::Error::other(e)))?;
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir).map_err(fail)?;
         }
         // No fsync: the record matters across agent restarts, not power loss, which takes the tmpfs mounts it
         // describes with it (and on a busy node an fsync per publish would serialize every mount on the disk).
         let temporary = self.path.with_extension("json.tmp");
-        fs::File::create(&temporary)
-            .and_then(|mut file| file.write_all(&bytes))
-            .map_err(fail)?;
+        let file = fs::File::create(&temporary).map_err(fail)?;
+        let mut writer = io::BufWriter::new(file);
+        serde_json::to_writer(&mut writer, &record).map_err(|e| fail(io::Error::other(e)))?;
+        writer.flush().map_err(fail)?;
         fs::rename(&temporary, &self.path).map_err(fail)
     }
 }
@@ -140,9 +148,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateFile::in_dir(&dir.path().join("sub"));
         assert_eq!(state.load().unwrap(), vec![]);
-        state.save(&[volume(1), volume(2)]).unwrap();
+        state.save(&[&volume(1), &volume(2)]).unwrap();
         assert_eq!(state.load().unwrap(), vec![volume(1), volume(2)]);
-        state.save(&[volume(2)]).unwrap();
+        state.save(&[&volume(2)]).unwrap();
         assert_eq!(state.load().unwrap(), vec![volume(2)]);
         let names: Vec<_> = fs::read_dir(dir.path().join("sub"))
             .unwrap()

@@ -563,7 +563,10 @@ async fn a_restarted_agent_keeps_rotating_and_unpublishing_its_volumes() {
         .expect("unpublish");
     assert!(!target.exists());
     // The record is written shortly after a change, and at the latest when the agent stops.
-    assert!(agent.program.terminate(PATIENCE).await.is_some(), "the agent did not stop");
+    assert!(
+        agent.program.terminate(PATIENCE).await.is_some(),
+        "the agent did not stop"
+    );
     let record = std::fs::read_to_string(setup.dir.path().join("csi/wisp-agent-state/volumes.json")).expect("state");
     assert_eq!(
         serde_json::from_str::<Value>(&record).expect("JSON")["volumes"],
