@@ -803,3 +803,41 @@ async fn healthz_fails_when_the_csi_socket_does_not_answer() {
     let prefix = format!("the CSI Probe on {} failed: ", agent.socket.display());
     assert!(body.starts_with(&prefix), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_mount_whose_pod_status_cannot_be_written_fails_and_leaves_nothing() {
+    let setup = Setup::new().await;
+    setup.cloud.vault.add_secret(VAULT, "s1", "v1", None).expect("s1");
+    setup.add_spc("spc", &["objectName: s1\nobjectType: secret"], None);
+    setup.cloud.kube.fail_requests(
+        "POST",
+        &format!("/apis/secrets-store.csi.x-k8s.io/v1/namespaces/{NAMESPACE}/secretproviderclasspodstatuses"),
+        500,
+        1,
+    );
+    let mut agent = Agent::start(&setup, tmpfs_mounts_available(), &[]);
+    let mut client = agent.client().await;
+    let target = setup.target("pod-a");
+    let status = client
+        .node_publish_volume(setup.request("pod-a", "spc"))
+        .await
+        .expect_err("the pod status write fails");
+    assert_eq!(status.code(), tonic::Code::Unknown);
+    assert!(
+        status
+            .message()
+            .starts_with("failed to create secret provider class pod status for pod ns-a/pod-a, err: "),
+        "{}",
+        status.message()
+    );
+    assert!(
+        !agent.view(&target).exists(),
+        "the failed mount left {}",
+        target.display()
+    );
+    assert!(!kubelet::is_mount_point(agent.program.pid(), &target));
+    // kubelet retries: this time the write goes through and the volume is there.
+    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    assert_eq!(visible_files(&agent.view(&target)), files(&[("s1", "v1")]));
+    assert!(pod_status(&setup, "pod-a", "spc").is_some());
+}
