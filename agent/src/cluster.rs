@@ -28,6 +28,33 @@ pub enum ClusterError {
     PodStatus { pod: String, reason: String },
 }
 
+/// Why a volume's Secrets were not synced at all (problems with single Secrets become Events instead).
+#[derive(Debug, thiserror::Error)]
+enum SyncSkipped {
+    #[error(transparent)]
+    SecretObjects(#[from] secret_sync::SecretObjectsError),
+    #[error("the Kubernetes API failed the request: {0}")]
+    Api(#[from] kube::Error),
+    #[error("pod {pod} not found; its Secrets are synced when it exists")]
+    PodMissing { pod: String },
+    #[error("pod {pod} has uid {found}, not the mounting pod's {expected}; nothing synced")]
+    PodReplaced {
+        pod: String,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "target path {target} is not the mount path of a {driver} volume of pod {pod} using SecretProviderClass \
+         {spc}; nothing synced",
+        driver = wisp_shared::contract::secrets_store::DRIVER_NAME
+    )]
+    NotThePodsVolume { target: String, pod: String, spc: String },
+    #[error(transparent)]
+    Files(#[from] crate::mounted_files::MountedFilesError),
+    #[error("reading the mounted files failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Where a published volume is reported.
 pub trait ClusterSink: Send + Sync {
     /// Creates or updates the volume's SecretProviderClassPodStatus; an error fails a first mount (as upstream).
@@ -119,38 +146,33 @@ impl KubeCluster {
         }
     }
 
-    async fn sync(&self, volume: &MountedVolume, spc: &SecretProviderClass) -> Result<usize, String> {
-        let objects = secret_sync::parse_secret_objects(&spc.namespace, &spc.name, spc.secret_objects.as_ref())
-            .map_err(|e| e.to_string())?;
+    async fn sync(&self, volume: &MountedVolume, spc: &SecretProviderClass) -> Result<usize, SyncSkipped> {
+        let objects = secret_sync::parse_secret_objects(&spc.namespace, &spc.name, spc.secret_objects.as_ref())?;
         if objects.is_empty() {
             return Ok(0);
         }
+        let shown_pod = || format!("{}/{}", volume.pod_namespace, volume.pod_name);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &volume.pod_namespace);
-        let Some(pod) = pods.get_opt(&volume.pod_name).await.map_err(|e| e.to_string())? else {
-            return Err(format!(
-                "pod {}/{} not found; its Secrets are synced when it exists",
-                volume.pod_namespace, volume.pod_name
-            ));
+        let Some(pod) = pods.get_opt(&volume.pod_name).await? else {
+            return Err(SyncSkipped::PodMissing { pod: shown_pod() });
         };
         let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
         if pod_uid != volume.pod_uid {
-            return Err(format!(
-                "pod {}/{} has uid {pod_uid}, not the mounting pod's {}; nothing synced",
-                volume.pod_namespace, volume.pod_name, volume.pod_uid
-            ));
+            return Err(SyncSkipped::PodReplaced {
+                pod: shown_pod(),
+                found: pod_uid,
+                expected: volume.pod_uid.clone(),
+            });
         }
         let target_path = volume.target_path.display().to_string();
         let belongs = secret_sync::secrets_store_volume(&pod, &spc.name)
             .is_some_and(|volume_name| secret_sync::target_path_belongs_to(&target_path, &pod_uid, volume_name));
         if !belongs {
-            return Err(format!(
-                "target path {target_path} is not the mount path of a {} volume of pod {}/{} using \
-                 SecretProviderClass {}; nothing synced",
-                wisp_shared::contract::secrets_store::DRIVER_NAME,
-                volume.pod_namespace,
-                volume.pod_name,
-                spc.name
-            ));
+            return Err(SyncSkipped::NotThePodsVolume {
+                target: target_path,
+                pod: shown_pod(),
+                spc: spc.name.clone(),
+            });
         }
 
         let owners = if pod.metadata.owner_references.as_deref().unwrap_or_default().is_empty() {
@@ -158,17 +180,14 @@ impl KubeCluster {
                 pod_status::pod_status_name(&volume.pod_name, &volume.pod_namespace, &volume.secret_provider_class);
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client.clone(), &volume.pod_namespace, &pod_status::api_resource());
-            let status = api.get(&status_name).await.map_err(|e| e.to_string())?;
+            let status = api.get(&status_name).await?;
             secret_sync::secret_owner_references(&[], &status_name, status.metadata.uid.as_deref().unwrap_or(""))
         } else {
             secret_sync::secret_owner_references(pod.metadata.owner_references.as_deref().unwrap_or_default(), "", "")
         };
 
         let root: PathBuf = volume.target_path.clone();
-        let files = tokio::task::spawn_blocking(move || read_mounted_files(&root))
-            .await
-            .map_err(|e| format!("reading the mounted files failed: {e}"))?
-            .map_err(|e| e.to_string())?;
+        let files = tokio::task::spawn_blocking(move || read_mounted_files(&root)).await??;
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &volume.pod_namespace);
         let reference = pod_reference(&pod);
         let mut written = 0;
@@ -263,8 +282,8 @@ impl ClusterSink for KubeCluster {
                         .secrets_synced(count as u64, started.elapsed().as_secs_f64());
                     tracing::info!(pod = %format!("{}/{}", volume.pod_namespace, volume.pod_name), secrets = count, "secrets synced");
                 }
-                Err(message) => {
-                    tracing::warn!(pod = %format!("{}/{}", volume.pod_namespace, volume.pod_name), error = %message, "secret sync skipped");
+                Err(skipped) => {
+                    tracing::warn!(pod = %format!("{}/{}", volume.pod_namespace, volume.pod_name), error = %skipped, "secret sync skipped");
                 }
             }
         }
