@@ -6,6 +6,8 @@
 #
 # DURATION defaults to 20s, CONNECTIONS to 32 (wrk is closed-loop: fewer connections, lower rate and latency).
 # The environment reaches the webhook, e.g. TOKIO_WORKER_THREADS=1 keeps it on one core while wrk uses the other.
+# WEBHOOK_CPUS and WRK_CPUS pin the two processes with taskset (e.g. WEBHOOK_CPUS=0 WRK_CPUS=1); THREADS sets wrk's
+# thread count (default 1). WEBHOOK_BIN runs another build of the webhook (no cargo build), e.g. for a before/after.
 # Needs wrk (Debian: apt-get install wrk), openssl, curl, python3.
 # The webhook reads ServiceAccounts from bench/webhook-fake-apiserver.py (plain HTTP).
 set -euo pipefail
@@ -14,13 +16,19 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 duration=${1:-20s}
 connections=${2:-32}
 threads=${THREADS:-1}
+pin_webhook=(); [ -n "${WEBHOOK_CPUS:-}" ] && pin_webhook=(taskset -c "$WEBHOOK_CPUS")
+pin_wrk=(); [ -n "${WRK_CPUS:-}" ] && pin_wrk=(taskset -c "$WRK_CPUS")
 
 for tool in wrk openssl curl python3; do
   command -v "$tool" >/dev/null || { echo "$tool not found (wrk: apt-get install wrk)" >&2; exit 1; }
 done
 
-cargo build --release -p wisp-webhook --manifest-path "$root/Cargo.toml" >&2
-bin="$root/target/release/wisp-webhook"
+if [ -n "${WEBHOOK_BIN:-}" ]; then
+  bin=$WEBHOOK_BIN
+else
+  cargo build --release -p wisp-webhook --manifest-path "$root/Cargo.toml" >&2
+  bin="$root/target/release/wisp-webhook"
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -60,7 +68,7 @@ users:
 KUBECONFIG
 
 KUBECONFIG="$work/kubeconfig" AZURE_TENANT_ID=00000000-0000-0000-0000-000000000000 \
-  "$bin" --port "$port" --webhook-cert-dir "$work" --health-addr "127.0.0.1:$health_port" \
+  "${pin_webhook[@]}" "$bin" --port "$port" --webhook-cert-dir "$work" --health-addr "127.0.0.1:$health_port" \
   --metrics-addr "127.0.0.1:$metrics_port" --log-level warn 2>"$work/webhook.log" &
 webhook=$!
 pids+=($webhook)
@@ -89,15 +97,16 @@ f:close()
 LUA
 
 echo "warm-up (3s)..." >&2
-wrk -t "$threads" -c "$connections" -d 3s -s "$work/post.lua" "https://127.0.0.1:$port/mutate-v1-pod" >/dev/null
+"${pin_wrk[@]}" wrk -t "$threads" -c "$connections" -d 3s -s "$work/post.lua" "https://127.0.0.1:$port/mutate-v1-pod" >/dev/null
 rss_idle=$(awk '/VmRSS/ {print $2}' /proc/$webhook/status)
 # CPU time of the webhook process (user + system, clock ticks), so that the cost of one admission can be told
 # apart from how much of the machine the webhook got (wrk and anything else running compete for the same cores).
 cpu_ticks() { awk '{print $14 + $15}' /proc/$webhook/stat; }
 count() { curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '/^wisp_webhook_admissions_total/ {n += $2} END {print n}'; }
 ticks_before=$(cpu_ticks); count_before=$(count)
-echo "wrk -t $threads -c $connections -d $duration --latency (TLS 1.3, keep-alive)" >&2
-wrk -t "$threads" -c "$connections" -d "$duration" --latency -s "$work/post.lua" \
+echo "wrk -t $threads -c $connections -d $duration --latency (TLS 1.3, keep-alive)" \
+  "webhook CPUs: ${WEBHOOK_CPUS:-any}, wrk CPUs: ${WRK_CPUS:-any}, webhook workers: ${TOKIO_WORKER_THREADS:-default}" >&2
+"${pin_wrk[@]}" wrk -t "$threads" -c "$connections" -d "$duration" --latency -s "$work/post.lua" \
   "https://127.0.0.1:$port/mutate-v1-pod" | tee "$work/wrk.txt"
 ticks_after=$(cpu_ticks); count_after=$(count)
 peak=$(awk '/VmHWM/ {print $2}' /proc/$webhook/status)

@@ -13,10 +13,10 @@ use axum::routing::{get, post};
 use base64::Engine;
 use kube::core::admission::Operation;
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::metrics::{Metrics, Outcome};
-use crate::mutate::{self, MutationConfig};
+use crate::mutate::{self, JsonPatch, MutationConfig};
 use crate::pod::{self, Pod};
 use crate::sa_cache::ServiceAccountLookup;
 use crate::tls::CertResolver;
@@ -114,19 +114,11 @@ async fn mutate_pod(State(state): State<Arc<AppState>>, body: Bytes) -> Response
         .metrics
         .observe_mutation(namespace, started.elapsed().as_secs_f64());
     state.metrics.count(outcome);
-    let body = ReviewOut {
-        api_version: &api_version,
-        kind: "AdmissionReview",
-        response,
-    };
-    match serde_json::to_vec(&body) {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode the AdmissionReview: {e}"),
-        )
-            .into_response(),
-    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        response.encode(&api_version),
+    )
+        .into_response()
 }
 
 /// The request half of an AdmissionReview, borrowing from the body. The pod is read as a [`Pod`] view: only the
@@ -194,44 +186,67 @@ fn parse_review(body: &[u8]) -> Result<(Cow<'_, str>, RequestIn<'_>), String> {
 /// The response half of an AdmissionReview, written here rather than with kube-core's `AdmissionResponse`: that
 /// type encodes the patch as a JSON array of numbers (kube-rs #1781), 3-4 times the size of the base64 that
 /// kube-apiserver's own `[]byte` encoding uses, and that size dominated the cost of a response.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'a str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug)]
 struct ResponseOut<'a> {
     uid: &'a str,
     allowed: bool,
-    status: StatusOut,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    /// Base64 of the JSON Patch.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-}
-
-/// As controller-runtime answers: `code` 200 when allowed, the denial's code and message otherwise.
-#[derive(Debug, Serialize)]
-struct StatusOut {
+    /// As controller-runtime answers: `code` 200 when allowed, the denial's code and message otherwise.
     code: u16,
-    #[serde(skip_serializing_if = "String::is_empty")]
     message: String,
+    /// Sent base64-encoded, with `patchType: JSONPatch`.
+    patch: Option<JsonPatch>,
 }
 
-fn allow<'a>(request: &'a RequestIn<'_>, patch: Option<String>) -> ResponseOut<'a> {
+impl ResponseOut<'_> {
+    /// The AdmissionReview as JSON, in the field order and encoding that `serde_json` gives the equivalent
+    /// structs. Written by hand so that the base64 of the patch (most of the response) goes straight into the
+    /// output, not through a `String` and `serde_json`'s escaping scan.
+    fn encode(&self, api_version: &str) -> Vec<u8> {
+        let patch_len = self.patch.as_ref().map_or(0, |p| p.as_bytes().len());
+        let mut out = Vec::with_capacity(192 + self.uid.len() + self.message.len() + patch_len.div_ceil(3) * 4);
+        out.extend_from_slice(br#"{"apiVersion":"#);
+        json_string(&mut out, api_version);
+        out.extend_from_slice(br#","kind":"AdmissionReview","response":{"uid":"#);
+        json_string(&mut out, self.uid);
+        out.extend_from_slice(if self.allowed {
+            br#","allowed":true,"status":{"code":"#
+        } else {
+            br#","allowed":false,"status":{"code":"#
+        });
+        out.extend_from_slice(self.code.to_string().as_bytes());
+        if !self.message.is_empty() {
+            out.extend_from_slice(br#","message":"#);
+            json_string(&mut out, &self.message);
+        }
+        out.push(b'}');
+        if let Some(patch) = &self.patch {
+            // The base64 alphabet needs no JSON escaping.
+            out.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
+            let start = out.len();
+            out.resize(start + patch.as_bytes().len().div_ceil(3) * 4, 0);
+            let written = base64::engine::general_purpose::STANDARD
+                .encode_slice(patch.as_bytes(), &mut out[start..])
+                .expect("sized for the padded encoding");
+            debug_assert_eq!(start + written, out.len());
+            out.push(b'"');
+        }
+        out.extend_from_slice(b"}}");
+        out
+    }
+}
+
+/// `value` as a JSON string, escaped as `serde_json` escapes.
+fn json_string(out: &mut Vec<u8>, value: &str) {
+    // Serializing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+fn allow<'a>(request: &'a RequestIn<'_>, patch: Option<JsonPatch>) -> ResponseOut<'a> {
     ResponseOut {
         uid: &request.uid,
         allowed: true,
-        status: StatusOut {
-            code: 200,
-            message: String::new(),
-        },
-        patch_type: patch.as_ref().map(|_| "JSONPatch"),
+        code: 200,
+        message: String::new(),
         patch,
     }
 }
@@ -240,8 +255,8 @@ fn deny<'a>(request: &'a RequestIn<'_>, code: u16, message: String) -> ResponseO
     ResponseOut {
         uid: &request.uid,
         allowed: false,
-        status: StatusOut { code, message },
-        patch_type: None,
+        code,
+        message,
         patch: None,
     }
 }
@@ -290,8 +305,7 @@ async fn review<'a>(state: &AppState, request: &'a RequestIn<'_>, namespace: &st
         }
         Ok(patch) => {
             tracing::debug!(pod = %pod_name, namespace, ops = patch.len(), "pod mutated");
-            let encoded = base64::engine::general_purpose::STANDARD.encode(patch.as_bytes());
-            (allow(request, Some(encoded)), Outcome::Mutated)
+            (allow(request, Some(patch)), Outcome::Mutated)
         }
         Err(denial) => {
             tracing::info!(pod = %pod_name, namespace, denial = %denial, "pod denied");

@@ -8,7 +8,6 @@
 //! serialized once per pod and its JSON text copied into every operation that adds it.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 
 use json_patch::Patch;
 #[cfg(test)]
@@ -284,15 +283,15 @@ pub fn mutate_pod(pod: &Pod<'_>, sa: &ServiceAccountInfo, config: &MutationConfi
                 None => {
                     let list: Vec<&[u8]> = sidecar.iter().chain(&appended_init).map(Vec::as_slice).collect();
                     if !list.is_empty() {
-                        patch.add_list(format_args!("/spec/initContainers"), list);
+                        patch.add_list(&[Key("spec"), Key("initContainers")], list);
                     }
                 }
                 Some(_) => {
                     for c in &appended_init {
-                        patch.add_one(format_args!("/spec/initContainers/-"), c);
+                        patch.add_one(&[Key("spec"), Key("initContainers"), Key("-")], c);
                     }
                     if let Some(s) = &sidecar {
-                        patch.add_one(format_args!("/spec/initContainers/0"), s);
+                        patch.add_one(&[Key("spec"), Key("initContainers"), Index(0)], s);
                     }
                 }
             }
@@ -300,8 +299,8 @@ pub fn mutate_pod(pod: &Pod<'_>, sa: &ServiceAccountInfo, config: &MutationConfi
             append_all(&mut patch, "initContainers", init_containers.is_some(), &appended_init);
             if let Some(s) = &sidecar {
                 match containers {
-                    None => patch.add_list(format_args!("/spec/containers"), [s.as_slice()]),
-                    Some(_) => patch.add_one(format_args!("/spec/containers/0"), s),
+                    None => patch.add_list(&[Key("spec"), Key("containers")], [s.as_slice()]),
+                    Some(_) => patch.add_one(&[Key("spec"), Key("containers"), Index(0)], s),
                 }
             }
         }
@@ -351,17 +350,35 @@ impl JsonPatch {
 }
 
 /// Writes the operations one after the other; the values are JSON text serialized once per pod.
-#[derive(Default)]
 struct PatchBuilder(JsonPatch);
+
+impl Default for PatchBuilder {
+    fn default() -> Self {
+        // Room for a typical pod's patch (about 1.5 KiB for three containers), so that it is not regrown.
+        Self(JsonPatch {
+            json: Vec::with_capacity(2048),
+            ops: 0,
+        })
+    }
+}
+
+/// A reference token of a JSON Pointer: one of this module's field names (none needs escaping) or an index.
+#[derive(Clone, Copy)]
+enum Token<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+use Token::{Index, Key};
 
 impl PatchBuilder {
     /// Adds an `add` operation of one value.
-    fn add_one(&mut self, path: std::fmt::Arguments<'_>, value: &[u8]) {
+    fn add_one(&mut self, path: &[Token<'_>], value: &[u8]) {
         self.op(path, |json| json.extend_from_slice(value));
     }
 
     /// Adds an `add` operation whose value is an array of `values`.
-    fn add_list<'v>(&mut self, path: std::fmt::Arguments<'_>, values: impl IntoIterator<Item = &'v [u8]>) {
+    fn add_list<'v>(&mut self, path: &[Token<'_>], values: impl IntoIterator<Item = &'v [u8]>) {
         self.op(path, |json| {
             json.push(b'[');
             for (i, v) in values.into_iter().enumerate() {
@@ -374,13 +391,20 @@ impl PatchBuilder {
         });
     }
 
-    /// `path` is a JSON Pointer made of this module's field names and of indices: no token needs escaping.
-    fn op(&mut self, path: std::fmt::Arguments<'_>, value: impl FnOnce(&mut Vec<u8>)) {
+    fn op(&mut self, path: &[Token<'_>], value: impl FnOnce(&mut Vec<u8>)) {
         let json = &mut self.0.json;
         json.push(if self.0.ops == 0 { b'[' } else { b',' });
         json.extend_from_slice(br#"{"op":"add","path":""#);
-        // Writing to a Vec cannot fail.
-        let _ = json.write_fmt(path);
+        for token in path {
+            json.push(b'/');
+            match *token {
+                Key(key) => {
+                    debug_assert!(!key.contains(['~', '/', '"', '\\']), "{key} needs escaping");
+                    json.extend_from_slice(key.as_bytes());
+                }
+                Index(index) => write_index(json, index),
+            }
+        }
         json.extend_from_slice(br#"","value":"#);
         value(json);
         json.push(b'}');
@@ -393,6 +417,22 @@ impl PatchBuilder {
         }
         self.0
     }
+}
+
+/// `index` in decimal.
+fn write_index(out: &mut Vec<u8>, mut index: usize) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // A digit: the remainder is below 10.
+        digits[start] = b'0' + (index % 10) as u8;
+        index /= 10;
+        if index == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// An env var or volume mount to inject, with its JSON text.
@@ -496,10 +536,10 @@ fn add_missing<'v>(
     match existing {
         List::Items(_) => {
             for v in values {
-                patch.add_one(format_args!("/spec/{list}/{index}/{field}/-"), v);
+                patch.add_one(&[Key("spec"), Key(list), Index(index), Key(field), Key("-")], v);
             }
         }
-        List::Missing | List::NotArray => patch.add_list(format_args!("/spec/{list}/{index}/{field}"), values),
+        List::Missing | List::NotArray => patch.add_list(&[Key("spec"), Key(list), Index(index), Key(field)], values),
     }
 }
 
@@ -527,10 +567,10 @@ fn append_all(patch: &mut PatchBuilder, field: &str, exists: bool, values: &[Vec
     }
     if exists {
         for v in values {
-            patch.add_one(format_args!("/spec/{field}/-"), v);
+            patch.add_one(&[Key("spec"), Key(field), Key("-")], v);
         }
     } else {
-        patch.add_list(format_args!("/spec/{field}"), values.iter().map(Vec::as_slice));
+        patch.add_list(&[Key("spec"), Key(field)], values.iter().map(Vec::as_slice));
     }
 }
 
