@@ -11,6 +11,13 @@
 //!    secrets each, distinct pods and target paths, 8 NodePublishVolume calls in flight as kubelet would for pods
 //!    starting together), and after unpublishing them all.
 //!
+//! 3. Rotation (`--rotation`, instead of 1 and 2): the agent runs with `--rotation-poll-interval`; `--rotation-volumes`
+//!    volumes of one SecretProviderClass (10 secrets, one service account) are published, a new version of every
+//!    secret is added in the fake Key Vault, and once the interval has passed every volume is republished as
+//!    kubelet does (`--rotation-parallel` calls in flight). Reported: the Key Vault and Entra requests of that
+//!    round, its wall time, the agent's CPU time during it (utime + stime, `/proc/<pid>/stat`), its memory
+//!    before and after, and that every volume shows the new bytes (`rotation_reconcile_total` from `/metrics`).
+//!
 //! Everything it starts lives in a temporary directory and in the agent's own mount namespace (the agent runs
 //! under `unshare --mount` for its hosts file): every volume is unpublished, the agent is stopped with SIGTERM,
 //! and on any failure or Ctrl-C the agent is killed, which drops the namespace with any mount left in it.
@@ -50,6 +57,8 @@ const SIZES: [usize; 3] = [1, 10, 50];
 const MEMORY_RUN_OBJECTS: usize = 10;
 /// NodePublishVolume calls in flight in the memory run.
 const MEMORY_RUN_PARALLEL: usize = 8;
+/// Objects of the SecretProviderClass in the rotation run.
+const ROTATION_OBJECTS: usize = 10;
 /// Bytes of each secret's value (a connection string or a small certificate is of this order).
 const SECRET_BYTES: usize = 512;
 
@@ -82,6 +91,23 @@ struct Cli {
     /// `tmpfs` or `directory`.
     #[arg(long, value_enum, default_value = "auto")]
     mount_mode: MountChoice,
+
+    /// Run the rotation benchmark instead of the latency and memory runs: publish `--rotation-volumes` volumes,
+    /// add a new version of every secret, wait `--rotation-interval-secs`, republish them all and count.
+    #[arg(long)]
+    rotation: bool,
+
+    /// Volumes republished in the rotation round.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    rotation_volumes: u32,
+
+    /// The agent's `--rotation-poll-interval` in the rotation run, in seconds.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..=300))]
+    rotation_interval_secs: u64,
+
+    /// NodePublishVolume calls in flight in the rotation run (publish and republish).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
+    rotation_parallel: u32,
 
     /// An extra flag for wisp-agent (repeatable), e.g. `--agent-arg=--max-parallel-fetches=16`.
     #[arg(long = "agent-arg", allow_hyphen_values = true)]
@@ -185,6 +211,7 @@ struct Bench {
     cloud: LocalCloud,
     work: tempfile::TempDir,
     tmpfs: bool,
+    metrics_port: u16,
     next_pod: u64,
     next_service_account: u64,
 }
@@ -263,6 +290,12 @@ impl Bench {
         if let Some(parent) = socket.parent() {
             std::fs::create_dir_all(parent).context("creating the plugin directory")?;
         }
+        let metrics_port = free_port();
+        let mut agent_args = cli.agent_args.clone();
+        if cli.rotation {
+            agent_args.push("--enable-secret-rotation=true".to_string());
+            agent_args.push(format!("--rotation-poll-interval={}s", cli.rotation_interval_secs));
+        }
         let mut agent = AgentLaunch {
             binary: agent_binary,
             socket: &socket,
@@ -272,11 +305,11 @@ impl Bench {
             ca_file: &ca_file,
             loopback_names: vec![LOGIN_HOST.to_string(), vault.vault_host(VAULT)],
             log_level: "info",
-            metrics_port: free_port(),
+            metrics_port,
             health_port: free_port(),
         }
         .program()
-        .args(&cli.agent_args)
+        .args(&agent_args)
         .spawn();
         let node = kubelet::connect(&mut agent, &socket, PATIENCE)
             .await
@@ -287,6 +320,7 @@ impl Bench {
             agent,
             node,
             tmpfs,
+            metrics_port,
             next_pod: 0,
             next_service_account: 0,
         })
@@ -411,8 +445,13 @@ impl Bench {
             .count())
     }
 
-    /// Makes `call` for every volume, [`MEMORY_RUN_PARALLEL`] at a time; the first error, if any.
-    async fn in_parallel(&self, volumes: &[(PathBuf, NodePublishVolumeRequest)], call: Call) -> Result<()> {
+    /// Makes `call` for every volume, `parallel` at a time; the first error, if any.
+    async fn in_parallel(
+        &self,
+        volumes: &[(PathBuf, NodePublishVolumeRequest)],
+        call: Call,
+        parallel: usize,
+    ) -> Result<()> {
         let calls: Vec<_> = volumes
             .iter()
             .map(|(target, request)| {
@@ -430,7 +469,7 @@ impl Bench {
             })
             .collect();
         futures::stream::iter(calls)
-            .buffer_unordered(MEMORY_RUN_PARALLEL)
+            .buffer_unordered(parallel)
             .try_collect::<Vec<()>>()
             .await
             .map(drop)
@@ -443,7 +482,7 @@ impl Bench {
             volumes.push(self.pod_volume(&spc_name(MEMORY_RUN_OBJECTS), WARM_SA)?);
         }
         let started = Instant::now();
-        let published = self.in_parallel(&volumes, Call::Publish).await;
+        let published = self.in_parallel(&volumes, Call::Publish, MEMORY_RUN_PARALLEL).await;
         let publish_time = started.elapsed();
         // Whatever happened, unpublish every target before reporting.
         let loaded = memory(self.agent.pid());
@@ -460,7 +499,7 @@ impl Bench {
             }
         }
         let started = Instant::now();
-        let unpublished = self.in_parallel(&volumes, Call::Unpublish).await;
+        let unpublished = self.in_parallel(&volumes, Call::Unpublish, MEMORY_RUN_PARALLEL).await;
         let unpublish_time = started.elapsed();
         published.map_err(|e| anyhow!("{e:#}\n{}", tail(&self.agent)))?;
         unpublished.map_err(|e| anyhow!("{e:#}\n{}", tail(&self.agent)))?;
@@ -490,6 +529,183 @@ impl Bench {
             unpublish_time,
         })
     }
+}
+
+impl Bench {
+    /// The agent's `/metrics` text.
+    async fn metrics(&self) -> Result<String> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let response = tokio::time::timeout(PATIENCE, reqwest::get(&url))
+            .await
+            .map_err(|_| anyhow!("no answer from {url} within {PATIENCE:?}"))?
+            .with_context(|| format!("GET {url}"))?;
+        ensure!(response.status().is_success(), "GET {url}: {}", response.status());
+        response.text().await.with_context(|| format!("reading {url}"))
+    }
+
+    /// Publishes `--rotation-volumes` volumes, rotates every secret in Key Vault, waits for the poll interval,
+    /// republishes them all as kubelet does and measures that round; unpublishes everything.
+    async fn rotation_run(&mut self, cli: &Cli) -> Result<RotationReport> {
+        let count = cli.rotation_volumes as usize;
+        let parallel = cli.rotation_parallel as usize;
+        let interval = Duration::from_secs(cli.rotation_interval_secs);
+        let pid = self.agent.pid();
+        self.federate(WARM_SA);
+        let mut volumes = Vec::with_capacity(count);
+        for _ in 0..count {
+            volumes.push(self.pod_volume(&spc_name(ROTATION_OBJECTS), WARM_SA)?);
+        }
+        let before_publish = self.counts();
+        let started = Instant::now();
+        let published = self.in_parallel(&volumes, Call::Publish, parallel).await;
+        // Every volume's last refresh is before this instant.
+        let published_at = Instant::now();
+        let publish_time = published_at - started;
+        let publish_requests = self.counts() - before_publish;
+
+        // Whatever happens from here, every target is unpublished before reporting.
+        let round = async {
+            published?;
+            let vault = &self.cloud.vault;
+            let mut new_values = Vec::with_capacity(ROTATION_OBJECTS);
+            for i in 0..ROTATION_OBJECTS {
+                let value: String = format!("rotated-{i:02}-").chars().cycle().take(SECRET_BYTES).collect();
+                vault
+                    .add_secret(VAULT, &object_name(i), &value, None)
+                    .context("adding a secret version")?;
+                new_values.push(value);
+            }
+            let before_round = memory(pid)?;
+            // Past the interval for every volume and for the round of the first mounts' reads.
+            let due = published_at + interval + Duration::from_millis(500);
+            eprintln!(
+                "{count} volumes published in {:.2} s; republishing in {:.1} s",
+                publish_time.as_secs_f64(),
+                due.saturating_duration_since(Instant::now()).as_secs_f64()
+            );
+            tokio::time::sleep_until(due.into()).await;
+
+            let requests_before = self.counts();
+            let cpu_before = cpu_ticks(pid)?;
+            let started = Instant::now();
+            self.in_parallel(&volumes, Call::Publish, parallel).await?;
+            let wall = started.elapsed();
+            let cpu_after = cpu_ticks(pid)?;
+            let requests = self.counts() - requests_before;
+            let after_round = memory(pid)?;
+
+            // Every file of every volume shows the new bytes.
+            let mut checked_files = 0;
+            for (target, _) in &volumes {
+                for (i, value) in new_values.iter().enumerate() {
+                    let path = kubelet::in_namespace_of(pid, &target.join(object_name(i)));
+                    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                    ensure!(
+                        bytes == value.as_bytes(),
+                        "{} does not show the new version ({} bytes, starting {:?})",
+                        path.display(),
+                        bytes.len(),
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(16)])
+                    );
+                    checked_files += 1;
+                }
+            }
+            let metrics = self.metrics().await?;
+            Ok::<_, anyhow::Error>(RotationRound {
+                requests,
+                wall,
+                cpu_ms: (cpu_after.saturating_sub(cpu_before)) as f64 * 1000.0 / clock_ticks_per_second() as f64,
+                before_round,
+                after_round,
+                checked_files,
+                rotated: metric_sum(&metrics, "rotation_reconcile_total", "rotated=\"true\""),
+                not_rotated: metric_sum(&metrics, "rotation_reconcile_total", "rotated=\"false\""),
+                errors: metric_sum(&metrics, "rotation_reconcile_error_total", ""),
+            })
+        }
+        .await;
+        let unpublished = self.in_parallel(&volumes, Call::Unpublish, parallel).await;
+        let round = round.map_err(|e| anyhow!("{e:#}\n{}", tail(&self.agent)))?;
+        unpublished.map_err(|e| anyhow!("{e:#}\n{}", tail(&self.agent)))?;
+        let left_mounts = kubelet::mount_points_under(pid, &self.kubelet_root());
+        ensure!(
+            left_mounts.is_empty(),
+            "mounts left after unpublishing: {left_mounts:?}"
+        );
+        Ok(RotationReport {
+            count,
+            parallel,
+            interval,
+            publish_time,
+            publish_requests,
+            round,
+        })
+    }
+}
+
+struct RotationRound {
+    requests: Counts,
+    wall: Duration,
+    cpu_ms: f64,
+    before_round: Memory,
+    after_round: Memory,
+    checked_files: usize,
+    rotated: f64,
+    not_rotated: f64,
+    errors: f64,
+}
+
+struct RotationReport {
+    count: usize,
+    parallel: usize,
+    interval: Duration,
+    publish_time: Duration,
+    publish_requests: Counts,
+    round: RotationRound,
+}
+
+/// utime + stime of process `pid`, in clock ticks (`/proc/<pid>/stat` fields 14 and 15).
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading the agent's stat")?;
+    // The command name (field 2) is in parentheses and may hold spaces: count fields after the last ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+    let field = |n: usize| -> Result<u64> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| anyhow!("no field {n} in /proc/{pid}/stat"))
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+/// `sysconf(_SC_CLK_TCK)`, from `getconf CLK_TCK` (100 on every Linux this runs on).
+fn clock_ticks_per_second() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+/// The sum of the samples of `name` whose labels contain `label` (all of them when it is empty).
+fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .fold(0.0, |sum, v| sum + v)
 }
 
 fn object_name(i: usize) -> String {
@@ -626,6 +842,19 @@ async fn run(cli: &Cli) -> Result<()> {
     let pid = bench.agent.pid();
     let started_memory = memory(pid)?;
 
+    if cli.rotation {
+        bench.set_latency(latency);
+        let report = bench.rotation_run(cli).await?;
+        let status = bench.agent.terminate(PATIENCE).await;
+        ensure!(
+            status.is_some_and(|s| s.success()),
+            "wisp-agent did not stop cleanly on SIGTERM ({status:?})\n{}",
+            tail(&bench.agent)
+        );
+        print_rotation_report(cli, &bench, latency, started_memory, &report);
+        return Ok(());
+    }
+
     // The first mount of the process pays for TLS connections and the SecretProviderClass cache; the rest reuse
     // them. Measured once, reported apart.
     bench.set_latency(latency);
@@ -690,6 +919,89 @@ async fn run(cli: &Cli) -> Result<()> {
         memory_report.as_ref(),
     );
     Ok(())
+}
+
+fn print_rotation_report(cli: &Cli, bench: &Bench, latency: Duration, started: Memory, report: &RotationReport) {
+    let round = &report.round;
+    let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
+    println!();
+    println!(
+        "wisp-agent rotation benchmark: {} mode, {} volumes of one SecretProviderClass ({ROTATION_OBJECTS} secrets of \
+         {SECRET_BYTES} bytes, one service account), --rotation-poll-interval={}s, {} calls in flight, {}ms \
+         injected at Entra and Key Vault, {} CPUs",
+        if bench.tmpfs { "tmpfs" } else { "directory" },
+        report.count,
+        report.interval.as_secs(),
+        report.parallel,
+        latency.as_millis(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    if !cli.agent_args.is_empty() {
+        println!("agent flags: {}", cli.agent_args.join(" "));
+    }
+    println!(
+        "first mounts: {} volumes published in {:.2} s; {} Entra, {} Key Vault, {} kube requests",
+        report.count,
+        report.publish_time.as_secs_f64(),
+        report.publish_requests.entra,
+        report.publish_requests.key_vault,
+        report.publish_requests.kube
+    );
+    println!();
+    println!("| rotation round ({} republishes) | value |", report.count);
+    println!("|---|---:|");
+    println!(
+        "| Key Vault requests | {} (expected {ROTATION_OBJECTS}) |",
+        round.requests.key_vault
+    );
+    println!("| Entra requests | {} |", round.requests.entra);
+    println!("| kube requests (pod status updates) | {} |", round.requests.kube);
+    println!("| wall time | {:.0} ms |", round.wall.as_secs_f64() * 1000.0);
+    println!(
+        "| wall time per republish | {:.2} ms |",
+        round.wall.as_secs_f64() * 1000.0 / report.count as f64
+    );
+    println!("| agent CPU (utime+stime) | {:.0} ms |", round.cpu_ms);
+    println!(
+        "| agent CPU per republish | {:.2} ms |",
+        round.cpu_ms / report.count as f64
+    );
+    println!(
+        "| rotation_reconcile_total rotated=\"true\" / \"false\" / errors | {} / {} / {} |",
+        round.rotated, round.not_rotated, round.errors
+    );
+    println!(
+        "| files checked to hold the new version | {} of {} |",
+        round.checked_files,
+        report.count * ROTATION_OBJECTS
+    );
+    println!();
+    println!("Agent memory (/proc/<pid>/status, MiB)");
+    println!("| when | VmRSS | VmHWM | RssAnon | RssFile | threads |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (when, m) in [
+        ("started, idle", &started),
+        ("before the round (volumes mounted)", &round.before_round),
+        ("after the round", &round.after_round),
+    ] {
+        println!(
+            "| {when} | {} | {} | {} | {} | {} |",
+            mib(m.rss_kib),
+            mib(m.hwm_kib),
+            mib(m.anon_kib),
+            mib(m.file_kib),
+            m.threads
+        );
+    }
+    let ok = round.requests.key_vault == ROTATION_OBJECTS as u64
+        && round.rotated as usize == report.count
+        && round.errors == 0.0
+        && round.checked_files == report.count * ROTATION_OBJECTS;
+    println!();
+    println!(
+        "  one Key Vault read per object for the round and every volume rotated: {}",
+        if ok { "MET" } else { "MISSED" }
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
