@@ -9,9 +9,9 @@
 //! is not an array, `spec` that is not an object), which [`List`] and `Option` record so that `mutate` denies a
 //! malformed pod with the same message. As in a `Value`, the last of duplicate keys counts.
 //!
-//! Only the syntax of the fields the view skips is checked, as `serde_json` does when it skips: numbers out of
-//! `f64` range and invalid UTF-8 there are no longer refused (neither can come from kube-apiserver, whose Go
-//! encoder writes neither).
+//! Only the syntax of the fields the view skips is checked, as `serde_json` does when it skips (iteratively, so
+//! without its nesting limit of 128): numbers out of `f64` range, invalid UTF-8 and deeper nesting there are no
+//! longer refused. kube-apiserver's Go encoder writes none of them; the body stays limited to 8 MiB.
 
 use std::borrow::Cow;
 use std::fmt;
