@@ -11,9 +11,8 @@ use std::time::Instant;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use serde_json::Value;
 
 use crate::metrics::Metrics;
 use crate::mounted_files::read_mounted_files;
@@ -58,12 +57,7 @@ enum SyncSkipped {
 /// Where a published volume is reported.
 pub trait ClusterSink: Send + Sync {
     /// Creates or updates the volume's SecretProviderClassPodStatus; an error fails a first mount (as upstream).
-    /// `first_mount`: the object most likely does not exist yet.
-    fn record_pod_status<'a>(
-        &'a self,
-        volume: &'a MountedVolume,
-        first_mount: bool,
-    ) -> BoxFuture<'a, Result<(), ClusterError>>;
+    fn record_pod_status<'a>(&'a self, volume: &'a MountedVolume) -> BoxFuture<'a, Result<(), ClusterError>>;
 
     /// Writes the Secrets of `spc.secretObjects` from the files mounted for `volume`. Problems are reported as
     /// Events on the pod and in the log: they never fail a mount.
@@ -88,9 +82,6 @@ impl std::fmt::Debug for KubeCluster {
     }
 }
 
-/// How often a pod status write is retried after a conflict (another writer between our read and write).
-const CONFLICT_RETRIES: usize = 5;
-
 impl KubeCluster {
     pub fn new(client: kube::Client, node_name: &str, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter {
@@ -105,8 +96,9 @@ impl KubeCluster {
         }
     }
 
-    /// Create, or replace when it differs; on a conflict read again and retry.
-    async fn write_pod_status(&self, volume: &MountedVolume, first_mount: bool) -> Result<(), kube::Error> {
+    /// Creates or updates the object in one call: a server-side apply, forced, so that an object the upstream
+    /// driver wrote is taken over. An apply that changes nothing is a no-op on the server.
+    async fn write_pod_status(&self, volume: &MountedVolume) -> Result<(), kube::Error> {
         let target_path = volume.target_path.display().to_string();
         let desired = pod_status::pod_status_object(&PodStatusInput {
             pod_name: &volume.pod_name,
@@ -120,30 +112,13 @@ impl KubeCluster {
         let name = pod_status::pod_status_name(&volume.pod_name, &volume.pod_namespace, &volume.secret_provider_class);
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &volume.pod_namespace, &pod_status::api_resource());
-        let body: DynamicObject = serde_json::from_value(desired.clone()).map_err(kube::Error::SerdeError)?;
-        // A first mount's pod status is new: create it straight away (one call), reading only if it exists.
-        let mut known_absent = first_mount;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let existing = if known_absent { None } else { api.get_opt(&name).await? };
-            known_absent = false;
-            let result = match existing {
-                None => api.create(&PostParams::default(), &body).await.map(drop),
-                Some(existing) => {
-                    if same_pod_status(&existing, &desired) {
-                        return Ok(());
-                    }
-                    let mut replacement = body.clone();
-                    replacement.metadata.resource_version = existing.metadata.resource_version.clone();
-                    api.replace(&name, &PostParams::default(), &replacement).await.map(drop)
-                }
-            };
-            match result {
-                Err(kube::Error::Api(status)) if (status.code == 409) && attempt < CONFLICT_RETRIES => continue,
-                other => return other,
-            }
-        }
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map(drop)
     }
 
     async fn sync(&self, volume: &MountedVolume, spc: &SecretProviderClass) -> Result<usize, SyncSkipped> {
@@ -245,24 +220,10 @@ fn pod_reference(pod: &Pod) -> ObjectReference {
     }
 }
 
-/// Whether `existing` already says what `desired` says (labels, owners and status), so no write is needed.
-fn same_pod_status(existing: &DynamicObject, desired: &Value) -> bool {
-    let Ok(existing) = serde_json::to_value(existing) else {
-        return false;
-    };
-    ["/metadata/labels", "/metadata/ownerReferences", "/status"]
-        .iter()
-        .all(|pointer| existing.pointer(pointer) == desired.pointer(pointer))
-}
-
 impl ClusterSink for KubeCluster {
-    fn record_pod_status<'a>(
-        &'a self,
-        volume: &'a MountedVolume,
-        first_mount: bool,
-    ) -> BoxFuture<'a, Result<(), ClusterError>> {
+    fn record_pod_status<'a>(&'a self, volume: &'a MountedVolume) -> BoxFuture<'a, Result<(), ClusterError>> {
         async move {
-            self.write_pod_status(volume, first_mount)
+            self.write_pod_status(volume)
                 .await
                 .map_err(|e| ClusterError::PodStatus {
                     pod: format!("{}/{}", volume.pod_namespace, volume.pod_name),

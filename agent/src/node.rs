@@ -411,7 +411,7 @@ impl Driver {
 
         let volume = self.mounted_volume(&req, &target, objects);
         if let Some(cluster) = &self.cluster
-            && let Err(e) = cluster.record_pod_status(&volume, true).await
+            && let Err(e) = cluster.record_pod_status(&volume).await
         {
             let cleanup_target = target.clone();
             let _ = tokio::task::spawn_blocking(move || cleanup(mounter, &cleanup_target, prepared.created_dir)).await;
@@ -590,7 +590,7 @@ impl Driver {
                 let versions_changed = known.is_none_or(|k| k.objects != volume.objects);
                 if let Some(cluster) = &self.cluster
                     && versions_changed
-                    && let Err(e) = cluster.record_pod_status(&volume, false).await
+                    && let Err(e) = cluster.record_pod_status(&volume).await
                 {
                     tracing::warn!(target = %target.display(), error = %e, "pod status not updated after a refresh");
                 }

@@ -615,8 +615,10 @@ async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
 
     let kube = &setup.cloud.kube;
     let secret = |name: &str| kube.get("v1", "Secret", Some(NAMESPACE), name);
-    kube.wait_until("both Secrets exist", PATIENCE, |_| {
-        secret("db").is_some() && secret("web-tls").is_some()
+    // Each Secret is applied first, its owners are added right after.
+    let synced = |name: &str| secret(name).is_some_and(|s| s["metadata"]["ownerReferences"].is_array());
+    kube.wait_until("both Secrets exist with their owners", PATIENCE, |_| {
+        synced("db") && synced("web-tls")
     })
     .await;
     let db = secret("db").expect("db");
@@ -706,8 +708,11 @@ async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
     );
     setup.add_pod("pod-b", "spc-solo", json!([]));
     agent.publish(&mut client, setup.request("pod-b", "spc-solo")).await;
-    kube.wait_until("the Secret of pod-b exists", PATIENCE, |_| secret("solo").is_some())
-        .await;
+    // The Secret is applied first, its owners are added right after.
+    kube.wait_until("the Secret of pod-b has its owner", PATIENCE, |_| {
+        secret("solo").is_some_and(|s| s["metadata"]["ownerReferences"].is_array())
+    })
+    .await;
     let status = pod_status(&setup, "pod-b", "spc-solo").expect("pod status");
     assert_eq!(
         secret("solo").expect("solo")["metadata"]["ownerReferences"],
@@ -810,8 +815,10 @@ async fn a_first_mount_whose_pod_status_cannot_be_written_fails_and_leaves_nothi
     setup.cloud.vault.add_secret(VAULT, "s1", "v1", None).expect("s1");
     setup.add_spc("spc", &["objectName: s1\nobjectType: secret"], None);
     setup.cloud.kube.fail_requests(
-        "POST",
-        &format!("/apis/secrets-store.csi.x-k8s.io/v1/namespaces/{NAMESPACE}/secretproviderclasspodstatuses"),
+        "PATCH",
+        &format!(
+            "/apis/secrets-store.csi.x-k8s.io/v1/namespaces/{NAMESPACE}/secretproviderclasspodstatuses/pod-a-{NAMESPACE}-spc"
+        ),
         500,
         1,
     );
