@@ -240,10 +240,7 @@ impl Provider {
         };
         let versions = match read.freshness {
             Freshness::SharedRound => self.versions_read.get_or_read(&key, list).await,
-            Freshness::Fresh => list()
-                .await
-                .map(Arc::new)
-                .inspect(|v| self.versions_read.record(&key, v.clone())),
+            Freshness::Fresh => list().await.map(Arc::new),
         }
         .map_err(|source| ProviderError::KeyVault {
             object: describe(spec, None),
@@ -272,10 +269,7 @@ impl Provider {
         };
         let fetched = match read.freshness {
             Freshness::SharedRound => self.objects_read.get_or_read(&read_key, get).await,
-            Freshness::Fresh => get()
-                .await
-                .map(Arc::new)
-                .inspect(|f| self.objects_read.record(&read_key, f.clone())),
+            Freshness::Fresh => get().await.map(Arc::new),
         }
         .map_err(|source| ProviderError::KeyVault {
             object: describe(spec, key.2.as_deref()),

@@ -9,8 +9,9 @@
 //!
 //! The key must name everything that decides the answer, including who asked (the identity key of
 //! [`crate::auth`]): a read made with one identity's token is never handed to a request of another identity.
-//! First mounts always read afresh (a new pod must see what Key Vault holds now) and record what they read, so
-//! refreshes later in the round reuse it.
+//! First mounts always read afresh (a new pod must see what Key Vault holds now) and keep nothing here: their
+//! reads would expire just as the refreshes they could serve become due, and a node starting many pods with
+//! distinct identities would hold every read for an interval.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -83,17 +84,6 @@ impl<K: Hash + Eq + Clone, V> RoundCache<K, V> {
             .await
             .cloned()
     }
-
-    /// Records a value read outside the cache (a first mount's) as `key`'s newest read, starting a round.
-    pub fn record(&self, key: &K, value: Arc<V>) {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        self.insert(
-            &mut slots,
-            key,
-            Arc::new(OnceCell::new_with(Some(value))),
-            Instant::now(),
-        );
-    }
 }
 
 #[cfg(test)]
@@ -136,12 +126,16 @@ mod tests {
     #[tokio::test]
     async fn a_round_lasts_one_window_from_its_first_read() {
         let cache: RoundCache<&str, String> = RoundCache::new(Duration::from_millis(50));
-        cache.record(&"a", Arc::new("fresh".to_string()));
+        let first = cache
+            .get_or_read(&"a", || async { Ok::<_, ()>("first".to_string()) })
+            .await
+            .unwrap();
+        assert_eq!(first.as_str(), "first");
         let reused = cache
             .get_or_read(&"a", || async { Ok::<_, ()>("read".to_string()) })
             .await
             .unwrap();
-        assert_eq!(reused.as_str(), "fresh");
+        assert_eq!(reused.as_str(), "first");
         tokio::time::sleep(Duration::from_millis(60)).await;
         let next_round = cache
             .get_or_read(&"a", || async { Ok::<_, ()>("read".to_string()) })

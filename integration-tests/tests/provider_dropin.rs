@@ -252,20 +252,21 @@ async fn provider_mount_returns_what_node_publish_writes() {
     assert!(!kubelet::in_namespace_of(agent.pid(), &mount_target).exists());
     assert!(!mount_target.exists());
 
-    // A remount (the driver sends the versions it has) within the rotation round reads nothing new from Key
-    // Vault: it shares the reads just made, as a republish on the CSI socket does.
-    let reads_before = kv.traffic().counts().values().sum::<u64>();
-    let remount = MountRequest {
+    // Remounts (the driver sends the versions it has) share a rotation round's reads, as republishes on the CSI
+    // socket do: the first one reads, the next one within the round reads nothing.
+    let remount = || MountRequest {
         current_object_version: response.object_version.clone(),
         ..driver_request(&parameters, &mount_target)
     };
-    let again = provider
-        .mount(remount)
-        .await
-        .unwrap_or_else(|e| panic!("remount: {e}\n{}", agent.logs()))
-        .into_inner();
-    assert_eq!(again.object_version, response.object_version);
-    assert_eq!(kv.traffic().counts().values().sum::<u64>(), reads_before);
+    let reads = || kv.traffic().counts().values().sum::<u64>();
+    let before_first = reads();
+    let first = provider.mount(remount()).await.expect("remount").into_inner();
+    assert_eq!(first.object_version, response.object_version);
+    assert!(reads() > before_first, "the first remount of a round reads Key Vault");
+    let before_second = reads();
+    let second = provider.mount(remount()).await.expect("remount").into_inner();
+    assert_eq!(second.object_version, response.object_version);
+    assert_eq!(reads(), before_second);
 
     // A missing Key Vault object: a gRPC error with the cause and the object, and no secret value.
     let missing = spc_parameters(&kubelet::objects_parameter(&[
@@ -305,7 +306,7 @@ async fn provider_mount_returns_what_node_publish_writes() {
         .await
         .expect("metrics body");
     for line in [
-        "grpc_request_count{provider=\"azure\",os_type=\"linux\",grpc_method=\"/v1alpha1.CSIDriverProvider/Mount\",grpc_code=\"OK\"} 2",
+        "grpc_request_count{provider=\"azure\",os_type=\"linux\",grpc_method=\"/v1alpha1.CSIDriverProvider/Mount\",grpc_code=\"OK\"} 3",
         "grpc_request_count{provider=\"azure\",os_type=\"linux\",grpc_method=\"/v1alpha1.CSIDriverProvider/Mount\",grpc_code=\"Unknown\"} 2",
         "grpc_request_count{provider=\"azure\",os_type=\"linux\",grpc_method=\"/v1alpha1.CSIDriverProvider/Version\",grpc_code=\"OK\"} 1",
     ] {
