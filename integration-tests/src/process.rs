@@ -84,6 +84,20 @@ pub fn cargo_build_binary(package: &str, bin: &str) -> PathBuf {
     profile_dir.join(bin)
 }
 
+/// [`cargo_build_binary`] once per test process and binary: the first call builds (a no-op when up to date), later
+/// calls return the same path.
+pub fn built_binary(package: &str, bin: &str) -> &'static Path {
+    static BUILT: std::sync::Mutex<Vec<(String, &'static Path)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, path)) = built.iter().find(|(name, _)| name == bin) {
+        return path;
+    }
+    // Leaked once per binary, so that callers can hold the path for the whole test process.
+    let path: &'static Path = Box::leak(cargo_build_binary(package, bin).into_boxed_path());
+    built.push((bin.to_string(), path));
+    path
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago, for programs that take a port flag rather than a
 /// listening socket.
 pub fn free_port() -> u16 {

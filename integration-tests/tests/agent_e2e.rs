@@ -11,8 +11,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use base64::Engine;
@@ -25,7 +23,7 @@ use integration_tests::kubelet::csi::{NodePublishVolumeRequest, NodeUnpublishVol
 use integration_tests::kubelet::{self, AgentLaunch, PodRef, visible_files};
 use integration_tests::local_cloud::{ClientFiles, CloudNames, LocalCloud};
 use integration_tests::pki::TestPki;
-use integration_tests::process::{RunningProgram, free_port, tmpfs_mounts_available};
+use integration_tests::process::{RunningProgram, built_binary, free_port, tmpfs_mounts_available};
 use pretty_assertions::assert_eq;
 use serde_json::json;
 use tonic::transport::Channel;
@@ -42,23 +40,7 @@ const CLIENT_SP: &str = "05050505-0000-0000-0000-000000000005";
 const SP_SECRET: &str = "sp-secret-value";
 
 fn agent_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable lives in target/<profile>/deps")
-            .to_path_buf();
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "-p", "wisp-agent", "--bin", "wisp-agent"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cannot run cargo build for wisp-agent");
-        assert!(status.success(), "cargo build -p wisp-agent failed");
-        profile_dir.join("wisp-agent")
-    })
+    built_binary("wisp-agent", "wisp-agent")
 }
 
 /// The fakes and what the tests seed in them.

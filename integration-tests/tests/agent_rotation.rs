@@ -4,8 +4,7 @@
 //! agent's own registration with kubelet and `/healthz`.
 //!
 //! Like `agent_e2e.rs`, the agent runs in its own mount namespace with the fakes' names in its hosts file, and
-//! the tests look at its volumes through `/proc/<pid>/root`. The binary comes from the workspace build
-//! (`cargo build --workspace --bins`, as `scripts/test.sh` does first).
+//! the tests look at its volumes through `/proc/<pid>/root`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +21,7 @@ use integration_tests::kubelet::csi::NodePublishVolumeRequest;
 use integration_tests::kubelet::csi::node_client::NodeClient;
 use integration_tests::kubelet::{self, AgentLaunch, PodRef};
 use integration_tests::local_cloud::{ClientFiles, CloudNames, LocalCloud};
-use integration_tests::process::{RunningProgram, binary_path, free_port, tmpfs_mounts_available};
+use integration_tests::process::{RunningProgram, built_binary, free_port, tmpfs_mounts_available};
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -162,9 +161,9 @@ impl Agent {
     fn start(setup: &Setup, tmpfs: bool, extra_args: &[&str]) -> Self {
         let socket = setup.dir.path().join("csi/csi.sock");
         let (metrics_port, health_port) = (free_port(), free_port());
-        let binary = binary_path("wisp-agent");
+        let binary = built_binary("wisp-agent", "wisp-agent");
         let launch = AgentLaunch {
-            binary: &binary,
+            binary,
             socket: &socket,
             node_id: "node-1",
             tmpfs,

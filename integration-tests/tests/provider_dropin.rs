@@ -8,15 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::Duration;
 
 use integration_tests::fake_entra::FederatedCredential;
 use integration_tests::fake_keyvault::CertificateSpec;
 use integration_tests::kubelet::{self, AgentLaunch, PodRef};
 use integration_tests::local_cloud::{CloudNames, LocalCloud};
-use integration_tests::process::{cargo_build_binary, free_port, tmpfs_mounts_available};
+use integration_tests::process::{built_binary, free_port, tmpfs_mounts_available};
 use pretty_assertions::assert_eq;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -37,8 +36,7 @@ const POD: PodRef<'static> = PodRef {
 };
 
 fn agent_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| cargo_build_binary("wisp-agent", "wisp-agent"))
+    built_binary("wisp-agent", "wisp-agent")
 }
 
 /// Path → (bytes, mode) of a volume as a container sees it: everything under `..data`, which the visible

@@ -7,14 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use integration_tests::fake_kube::{FakeKube, KubeVersion};
 use integration_tests::pki::TestPki;
-use integration_tests::process::{Program, RunningProgram, free_port};
+use integration_tests::process::{Program, RunningProgram, built_binary, free_port};
 use pretty_assertions::assert_eq;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -34,21 +33,7 @@ const SERVICE_LONG_NAME: &str = "wisp-webhook.wisp-system.svc.cluster.local";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn webhook_program() -> Program {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let release = std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent()?.parent().map(|dir| dir.ends_with("release")))
-            .unwrap_or(false);
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "-p", "wisp-webhook", "--bin", "wisp-webhook"]);
-        if release {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cannot run cargo build for wisp-webhook");
-        assert!(status.success(), "cargo build -p wisp-webhook failed");
-    });
-    Program::new("wisp-webhook")
+    Program::from_path("wisp-webhook", built_binary("wisp-webhook", "wisp-webhook"))
 }
 
 struct Webhook {

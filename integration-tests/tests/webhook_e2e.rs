@@ -2,14 +2,14 @@
 //! AdmissionReviews over HTTPS trusting only the test CA.
 
 use std::path::Path;
-use std::process::{Command, ExitStatus};
-use std::sync::{Arc, OnceLock};
+use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use integration_tests::fake_kube::{FakeKube, KubeVersion, RecordedRequest};
 use integration_tests::pki::TestPki;
-use integration_tests::process::{Program, RunningProgram, free_port};
+use integration_tests::process::{Program, RunningProgram, built_binary, free_port};
 use pretty_assertions::assert_eq;
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
@@ -20,21 +20,7 @@ const TOKEN_FILE: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
 
 /// Builds the binary once per test process (a no-op when it is up to date), so a stale binary is never tested.
 fn webhook_program() -> Program {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let release = std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent()?.parent().map(|dir| dir.ends_with("release")))
-            .unwrap_or(false);
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "-p", "wisp-webhook", "--bin", "wisp-webhook"]);
-        if release {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cannot run cargo build for wisp-webhook");
-        assert!(status.success(), "cargo build -p wisp-webhook failed");
-    });
-    Program::new("wisp-webhook")
+    Program::from_path("wisp-webhook", built_binary("wisp-webhook", "wisp-webhook"))
 }
 
 struct Webhook {

@@ -1,31 +1,18 @@
 //! `wisp-local`, the README's first command, run as a user runs it: its output and exit code.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
+use integration_tests::process::built_binary;
 use pretty_assertions::assert_eq;
 
 /// Builds the webhook and agent binaries once per test process (a no-op when up to date) and returns the
 /// directory holding them, next to this test's executable.
 fn bin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable lives in target/<profile>/deps")
-            .to_path_buf();
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "-p", "wisp-webhook", "-p", "wisp-agent"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cannot run cargo build");
-        assert!(status.success(), "cargo build -p wisp-webhook -p wisp-agent failed");
-        profile_dir
-    })
+    built_binary("wisp-webhook", "wisp-webhook");
+    built_binary("wisp-agent", "wisp-agent")
+        .parent()
+        .expect("binaries live in target/<profile>")
 }
 
 fn wisp_local(args: &[&str]) -> Output {
