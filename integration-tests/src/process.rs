@@ -98,6 +98,39 @@ pub fn built_binary(package: &str, bin: &str) -> &'static Path {
     path
 }
 
+/// How the end-to-end tests start the real `wisp-webhook`: its three listeners on loopback ports, serving the
+/// certificate files of `cert_dir` (polled every 100 ms), reaching the API server through `kubeconfig`, with a
+/// default tenant and the public cloud, debug logs, and no proxy images or `RUST_LOG` from the caller's
+/// environment. Add flags with [`Program::args`], then [`Program::spawn`].
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookLaunch<'a> {
+    pub kubeconfig: &'a Path,
+    pub cert_dir: &'a Path,
+    pub port: u16,
+    pub health_port: u16,
+    pub metrics_port: u16,
+}
+
+impl WebhookLaunch<'_> {
+    pub fn program(&self) -> Program {
+        Program::from_path("wisp-webhook", built_binary("wisp-webhook", "wisp-webhook"))
+            .args([
+                format!("--port={}", self.port),
+                format!("--health-addr=127.0.0.1:{}", self.health_port),
+                format!("--metrics-addr=127.0.0.1:{}", self.metrics_port),
+                format!("--webhook-cert-dir={}", self.cert_dir.display()),
+                "--cert-reload-interval=100ms".to_string(),
+                "--log-level=debug".to_string(),
+            ])
+            .env("KUBECONFIG", self.kubeconfig)
+            .env("AZURE_TENANT_ID", "webhook-tenant")
+            .env("AZURE_ENVIRONMENT", "AzurePublicCloud")
+            .env_remove("PROXY_IMAGE")
+            .env_remove("PROXY_INIT_IMAGE")
+            .env_remove("RUST_LOG")
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago, for programs that take a port flag rather than a
 /// listening socket.
 pub fn free_port() -> u16 {

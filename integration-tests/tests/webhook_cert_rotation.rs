@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use integration_tests::fake_kube::{FakeKube, KubeVersion};
 use integration_tests::pki::TestPki;
-use integration_tests::process::{Program, RunningProgram, built_binary, free_port};
+use integration_tests::process::{RunningProgram, WebhookLaunch, free_port};
 use pretty_assertions::assert_eq;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -32,10 +32,6 @@ const SERVICE_NAME: &str = "wisp-webhook.wisp-system.svc";
 const SERVICE_LONG_NAME: &str = "wisp-webhook.wisp-system.svc.cluster.local";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
-fn webhook_program() -> Program {
-    Program::from_path("wisp-webhook", built_binary("wisp-webhook", "wisp-webhook"))
-}
-
 struct Webhook {
     program: RunningProgram,
     port: u16,
@@ -45,24 +41,18 @@ struct Webhook {
 impl Webhook {
     fn start(kubeconfig: &Path, cert_dir: &Path, extra_args: &[&str]) -> Self {
         let (port, health_port, metrics_port) = (free_port(), free_port(), free_port());
-        let program = webhook_program()
-            .args([
-                format!("--port={port}"),
-                format!("--health-addr=127.0.0.1:{health_port}"),
-                format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-                format!("--webhook-cert-dir={}", cert_dir.display()),
-                "--cert-reload-interval=100ms".to_string(),
-                "--cert-check-interval=200ms".to_string(),
-                "--native-sidecar=false".to_string(),
-                "--log-level=debug".to_string(),
-            ])
-            .args(extra_args)
-            .env("KUBECONFIG", kubeconfig)
-            .env("AZURE_TENANT_ID", "webhook-tenant")
-            .env("AZURE_ENVIRONMENT", "AzurePublicCloud")
-            .env("POD_NAMESPACE", NAMESPACE)
-            .env_remove("RUST_LOG")
-            .spawn();
+        let program = WebhookLaunch {
+            kubeconfig,
+            cert_dir,
+            port,
+            health_port,
+            metrics_port,
+        }
+        .program()
+        .args(["--cert-check-interval=200ms", "--native-sidecar=false"])
+        .args(extra_args)
+        .env("POD_NAMESPACE", NAMESPACE)
+        .spawn();
         Self {
             program,
             port,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use integration_tests::fake_kube::{FakeKube, KubeVersion, RecordedRequest};
 use integration_tests::pki::TestPki;
-use integration_tests::process::{Program, RunningProgram, built_binary, free_port};
+use integration_tests::process::{RunningProgram, WebhookLaunch, free_port};
 use pretty_assertions::assert_eq;
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
@@ -17,11 +17,6 @@ use serde_json::{Value, json};
 /// Guards against a hang only; no test asserts on timing.
 const PATIENCE: Duration = Duration::from_secs(30);
 const TOKEN_FILE: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
-
-/// Builds the binary once per test process (a no-op when it is up to date), so a stale binary is never tested.
-fn webhook_program() -> Program {
-    Program::from_path("wisp-webhook", built_binary("wisp-webhook", "wisp-webhook"))
-}
 
 struct Webhook {
     program: RunningProgram,
@@ -33,23 +28,16 @@ struct Webhook {
 impl Webhook {
     fn start(kubeconfig: &Path, cert_dir: &Path, extra_args: &[&str]) -> Self {
         let (port, health_port, metrics_port) = (free_port(), free_port(), free_port());
-        let program = webhook_program()
-            .args([
-                format!("--port={port}"),
-                format!("--health-addr=127.0.0.1:{health_port}"),
-                format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-                format!("--webhook-cert-dir={}", cert_dir.display()),
-                "--cert-reload-interval=100ms".to_string(),
-                "--log-level=debug".to_string(),
-            ])
-            .args(extra_args)
-            .env("KUBECONFIG", kubeconfig)
-            .env("AZURE_TENANT_ID", "webhook-tenant")
-            .env("AZURE_ENVIRONMENT", "AzurePublicCloud")
-            .env_remove("PROXY_IMAGE")
-            .env_remove("PROXY_INIT_IMAGE")
-            .env_remove("RUST_LOG")
-            .spawn();
+        let program = WebhookLaunch {
+            kubeconfig,
+            cert_dir,
+            port,
+            health_port,
+            metrics_port,
+        }
+        .program()
+        .args(extra_args)
+        .spawn();
         Self {
             program,
             port,
