@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod grpc_socket;
 pub mod health;
 pub mod http;
 pub mod keyvault;

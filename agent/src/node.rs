@@ -16,6 +16,7 @@ use wisp_shared::contract::secrets_store::{
 use crate::cluster::SharedClusterSink;
 use crate::metrics::Metrics;
 use crate::mount::Mounter;
+use crate::proto::controller_server::Controller;
 use crate::proto::identity_server::Identity;
 use crate::proto::node_server::Node;
 use crate::proto::*;
@@ -668,6 +669,29 @@ pub struct IdentityService {
 impl IdentityService {
     pub fn new(driver: Arc<Driver>) -> Self {
         Self { driver }
+    }
+}
+
+/// The Controller service of a node plugin: only `ControllerGetCapabilities`, answered as the upstream driver
+/// answers it (one `RPC UNKNOWN` capability). csi-sanity's node suite asks it before every spec and refuses an
+/// empty list (it decodes as nil); the agent does not advertise CONTROLLER_SERVICE, so nothing else asks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ControllerService;
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn controller_get_capabilities(
+        &self,
+        _request: Request<ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        use controller_service_capability::{Rpc, Type, rpc};
+        Ok(Response::new(ControllerGetCapabilitiesResponse {
+            capabilities: vec![ControllerServiceCapability {
+                r#type: Some(Type::Rpc(Rpc {
+                    r#type: rpc::Type::Unknown as i32,
+                })),
+            }],
+        }))
     }
 }
 

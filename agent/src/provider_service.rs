@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use tokio::net::UnixListener;
 use tokio::time::Instant;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Code, Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
@@ -36,7 +35,7 @@ use crate::params::{self, ObjectSpec};
 use crate::provider::{Freshness, MountContent, MountInput, Provider};
 use crate::provider_proto::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
 use crate::provider_proto::{File, MountRequest, MountResponse, ObjectVersion, VersionRequest, VersionResponse};
-use crate::server::{self, RunError};
+use crate::server::RunError;
 
 /// The protocol version, answered in `VersionResponse.version` as provider-azure does.
 pub const PROTOCOL_VERSION: &str = "v1alpha1";
@@ -388,7 +387,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(CsiDriverProviderServer::new(service))
         .add_service(HealthServer::new(AlwaysServing))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::grpc_socket::incoming(listener), shutdown)
         .await
         .map_err(|e| RunError::Grpc(e.to_string()))
 }
@@ -396,7 +395,7 @@ pub async fn serve(
 /// Binds `path` (a stale socket is replaced; owner-only, as provider-azure's under umask 0077) and serves there
 /// in the background until SIGTERM/SIGINT, then removes the socket.
 pub fn spawn(path: &Path, service: ProviderService) -> Result<(), RunError> {
-    let listener = server::bind_socket(path)?;
+    let listener = crate::grpc_socket::bind_socket(path)?;
     tracing::info!(socket = %path.display(), "provider endpoint listening (v1alpha1.CSIDriverProvider)");
     let path = path.to_path_buf();
     tokio::spawn(async move {

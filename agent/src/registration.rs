@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::UnixListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
-use crate::server::{RunError, bind_socket};
+use crate::grpc_socket::{self, SocketError, bind_socket};
+use crate::server::RunError;
 
 /// The kubelet plugin registration messages and service (package `pluginregistration`), generated from
 /// `proto/pluginregistration.proto`.
@@ -156,14 +156,14 @@ pub async fn serve_registration_on(
 ) -> Result<(), RunError> {
     let served = tonic::transport::Server::builder()
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(grpc_socket::incoming(listener), shutdown)
         .await
         .map_err(|e| RunError::Grpc(e.to_string()));
     let removed = match std::fs::remove_file(socket_path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RunError::Socket {
-            path: socket_path.display().to_string(),
-            reason: format!("cannot remove the registration socket at shutdown: {e}"),
-        }),
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => Err(RunError::Socket(SocketError::Remove {
+            path: socket_path.to_path_buf(),
+            source,
+        })),
         _ => Ok(()),
     };
     served.and(removed)

@@ -3,22 +3,22 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::cluster::{KubeCluster, SharedClusterSink};
 use crate::config::Cli;
+use crate::grpc_socket::{self, SocketError, bind_socket};
 use crate::health::{self, HealthCheck};
 use crate::http::{RetryPolicy, build_client};
 use crate::metrics::Metrics;
 use crate::mount::Mounter;
-use crate::node::{Driver, DriverInfo, DriverOptions, IdentityService, NodeService};
+use crate::node::{ControllerService, Driver, DriverInfo, DriverOptions, IdentityService, NodeService};
+use crate::proto::controller_server::ControllerServer;
 use crate::proto::identity_server::IdentityServer;
 use crate::proto::node_server::NodeServer;
 use crate::provider::{self, Provider, ProviderConfig};
@@ -36,8 +36,8 @@ pub enum RunError {
     Http(#[from] crate::http::HttpError),
     #[error("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG): {0}")]
     Kube(String),
-    #[error("socket {path}: {reason}")]
-    Socket { path: String, reason: String },
+    #[error(transparent)]
+    Socket(#[from] SocketError),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: SocketAddr, reason: String },
     #[error("the gRPC server failed: {0}")]
@@ -92,6 +92,8 @@ pub fn driver_with(
     provider: Arc<Provider>,
     cluster: Option<SharedClusterSink>,
 ) -> Result<Arc<Driver>, RunError> {
+    let socket = cli.socket_path().map_err(RunError::Config)?;
+    let socket = socket.as_path();
     Ok(Arc::new(Driver::new(
         DriverInfo {
             name: cli.drivername.clone(),
@@ -104,42 +106,15 @@ pub fn driver_with(
         metrics,
         DriverOptions {
             rotation: cli.enable_secret_rotation.then_some(cli.rotation_poll_interval),
-            state: (!cli.state_dir.as_os_str().is_empty()).then(|| StateFile::in_dir(&cli.state_dir)),
+            state: (!cli.state_dir.as_os_str().is_empty())
+                .then(|| StateFile::for_agent(&cli.state_dir, &cli.drivername, socket)),
             cluster,
             sync_secrets: cli.sync_secrets,
         },
     )))
 }
 
-/// Binds the CSI socket: a stale socket from a previous run is removed, anything else at the path is an error,
-/// and the socket is only accessible to its owner (kubelet runs as root).
-pub fn bind_socket(path: &Path) -> Result<UnixListener, RunError> {
-    let fail = |reason: String| RunError::Socket {
-        path: path.display().to_string(),
-        reason,
-    };
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            std::fs::remove_file(path).map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
-        }
-        Ok(_) => {
-            return Err(fail(
-                "exists and is not a socket; remove it or choose another --endpoint".into(),
-            ));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(fail(e.to_string())),
-    }
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| fail(format!("cannot create its directory: {e}")))?;
-    }
-    let listener = UnixListener::bind(path).map_err(|e| fail(format!("cannot listen: {e}")))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| fail(format!("cannot set mode 0600: {e}")))?;
-    Ok(listener)
-}
-
-/// Serves the CSI Identity and Node services on `listener` until `shutdown` resolves.
+/// Serves the CSI Identity, Node and Controller (capabilities only) services on `listener` until `shutdown` resolves.
 pub async fn serve_csi(
     listener: UnixListener,
     driver: Arc<Driver>,
@@ -148,7 +123,8 @@ pub async fn serve_csi(
     tonic::transport::Server::builder()
         .add_service(IdentityServer::new(IdentityService::new(driver.clone())))
         .add_service(NodeServer::new(NodeService::new(driver)))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .add_service(ControllerServer::new(ControllerService))
+        .serve_with_incoming_shutdown(grpc_socket::incoming(listener), shutdown)
         .await
         .map_err(|e| RunError::Grpc(e.to_string()))
 }
@@ -248,29 +224,4 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         }
     }
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn stale_sockets_are_replaced_and_other_files_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/csi.sock");
-        drop(bind_socket(&path).unwrap());
-        // The first listener's socket file is still there: a stale socket.
-        let _listener = bind_socket(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let file = dir.path().join("file.sock");
-        std::fs::write(&file, b"x").unwrap();
-        assert_eq!(
-            bind_socket(&file).unwrap_err().to_string(),
-            format!(
-                "socket {}: exists and is not a socket; remove it or choose another --endpoint",
-                file.display()
-            )
-        );
-    }
 }

@@ -2,6 +2,9 @@
 //! what is mounted where, for which pod and SecretProviderClass, and when it was last refreshed: rotation keeps
 //! its pace and unpublish keeps working. The record holds names, paths and versions, never file contents or
 //! tokens. The file is replaced by a rename, so a reader finds the old or the new record, never a mix.
+//!
+//! Each agent has its own record, named for its driver name and CSI socket: two agents on one host (another
+//! `--endpoint` or `--drivername`, the same `--state-dir`) never read, rewrite or forget each other's volumes.
 
 use std::fs;
 use std::io::{self, Write};
@@ -12,9 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::provider::ObjectVersion;
 
-/// Name of the record inside `--state-dir`.
-pub const STATE_FILE_NAME: &str = "volumes.json";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
 /// A volume this agent published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,9 +44,21 @@ pub enum StateError {
     Write { path: String, source: io::Error },
 }
 
+/// The agent a record belongs to, written into it and checked when it is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Owner {
+    driver_name: String,
+    endpoint: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct RecordVersion {
+    version: u32,
+}
+
 #[derive(Deserialize)]
 struct Record {
-    version: u32,
+    owner: Owner,
     volumes: Vec<MountedVolume>,
 }
 
@@ -53,19 +66,38 @@ struct Record {
 #[derive(Serialize)]
 struct RecordRef<'a> {
     version: u32,
+    owner: &'a Owner,
     volumes: &'a [&'a MountedVolume],
 }
 
-/// The record file in a state directory.
+/// The record file of one agent in a state directory.
 #[derive(Debug, Clone)]
 pub struct StateFile {
     path: PathBuf,
+    owner: Owner,
 }
 
 impl StateFile {
-    pub fn in_dir(dir: &Path) -> Self {
+    /// The record of the agent serving CSI driver `driver_name` on the socket `endpoint`:
+    /// `<dir>/volumes-<driver name>-<first 8 bytes of SHA-256 of the socket path, hex>.json`.
+    pub fn for_agent(dir: &Path, driver_name: &str, endpoint: &Path) -> Self {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, endpoint.as_os_str().as_encoded_bytes());
+        let driver: String = driver_name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         Self {
-            path: dir.join(STATE_FILE_NAME),
+            path: dir.join(format!("volumes-{driver}-{}.json", hex::encode(&digest.as_ref()[..8]))),
+            owner: Owner {
+                driver_name: driver_name.to_string(),
+                endpoint: endpoint.to_path_buf(),
+            },
         }
     }
 
@@ -81,14 +113,27 @@ impl StateFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(source) => return Err(StateError::Read { path: shown(), source }),
         };
-        let record: Record = serde_json::from_slice(&bytes).map_err(|e| StateError::Invalid {
+        let invalid = |e: serde_json::Error| StateError::Invalid {
             path: shown(),
             reason: e.to_string(),
-        })?;
-        if record.version != FORMAT_VERSION {
+        };
+        // The version first, so that a record of another format is named as such, not as a missing field.
+        let RecordVersion { version } = serde_json::from_slice(&bytes).map_err(invalid)?;
+        if version != FORMAT_VERSION {
             return Err(StateError::Invalid {
                 path: shown(),
-                reason: format!("format version {} is not {FORMAT_VERSION}", record.version),
+                reason: format!("format version {version} is not {FORMAT_VERSION}"),
+            });
+        }
+        let record: Record = serde_json::from_slice(&bytes).map_err(invalid)?;
+        if record.owner != self.owner {
+            return Err(StateError::Invalid {
+                path: shown(),
+                reason: format!(
+                    "written by the agent of driver {} on {}, not this one",
+                    record.owner.driver_name,
+                    record.owner.endpoint.display()
+                ),
             });
         }
         Ok(record.volumes)
@@ -103,6 +148,7 @@ impl StateFile {
         };
         let record = RecordRef {
             version: FORMAT_VERSION,
+            owner: &self.owner,
             volumes,
         };
         if let Some(dir) = self.path.parent() {
@@ -125,6 +171,9 @@ mod tests {
 
     use super::*;
 
+    const DRIVER: &str = "secrets-store.csi.k8s.io";
+    const ENDPOINT: &str = "/csi/csi.sock";
+
     fn volume(n: u32) -> MountedVolume {
         MountedVolume {
             volume_id: format!("csi-{n}"),
@@ -146,7 +195,7 @@ mod tests {
     #[test]
     fn saves_and_loads_the_volumes() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateFile::in_dir(&dir.path().join("sub"));
+        let state = StateFile::for_agent(&dir.path().join("sub"), DRIVER, Path::new(ENDPOINT));
         assert_eq!(state.load().unwrap(), vec![]);
         state.save(&[&volume(1), &volume(2)]).unwrap();
         assert_eq!(state.load().unwrap(), vec![volume(1), volume(2)]);
@@ -156,14 +205,17 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(names, vec![STATE_FILE_NAME.to_string()]);
+        assert_eq!(
+            names,
+            vec!["volumes-secrets-store.csi.k8s.io-304d01758995dd42.json".to_string()]
+        );
     }
 
     #[test]
     fn a_damaged_record_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateFile::in_dir(dir.path());
-        fs::write(state.path(), b"{\"version\": 1, \"volumes\": [").unwrap();
+        let state = StateFile::for_agent(dir.path(), DRIVER, Path::new(ENDPOINT));
+        fs::write(state.path(), b"{\"version\": 2, \"volumes\": [").unwrap();
         let message = state.load().unwrap_err().to_string();
         assert_eq!(
             message,
@@ -179,7 +231,39 @@ mod tests {
                 .load()
                 .unwrap_err()
                 .to_string()
-                .contains("format version 7 is not 1")
+                .contains("format version 7 is not 2")
+        );
+    }
+
+    #[test]
+    fn agents_on_one_host_keep_separate_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateFile::for_agent(dir.path(), DRIVER, Path::new(ENDPOINT));
+        let other_socket = StateFile::for_agent(dir.path(), DRIVER, Path::new("/csi-2/csi.sock"));
+        let other_driver = StateFile::for_agent(dir.path(), "other.csi.k8s.io", Path::new(ENDPOINT));
+        first.save(&[&volume(1)]).unwrap();
+        other_socket.save(&[&volume(2)]).unwrap();
+        assert_eq!(other_driver.load().unwrap(), vec![]);
+        assert_eq!(first.load().unwrap(), vec![volume(1)]);
+        assert_eq!(other_socket.load().unwrap(), vec![volume(2)]);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_record_of_another_agent_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = StateFile::for_agent(dir.path(), DRIVER, Path::new(ENDPOINT));
+        let theirs = StateFile::for_agent(dir.path(), DRIVER, Path::new("/csi-2/csi.sock"));
+        theirs.save(&[&volume(2)]).unwrap();
+        fs::copy(theirs.path(), mine.path()).unwrap();
+        assert_eq!(
+            mine.load().unwrap_err().to_string(),
+            format!(
+                "the agent's volume record {} is not valid (written by the agent of driver secrets-store.csi.k8s.io \
+                 on /csi-2/csi.sock, not this one); remove it and the agent relearns the volumes from kubelet's \
+                 republish calls",
+                mine.path().display()
+            )
         );
     }
 }

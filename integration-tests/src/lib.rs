@@ -4,6 +4,7 @@
 pub mod fake_entra;
 pub mod fake_keyvault;
 pub mod fake_kube;
+pub mod foreign_clients;
 pub mod issuer;
 pub mod kubelet;
 pub mod local_cloud;

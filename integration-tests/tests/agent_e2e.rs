@@ -17,6 +17,7 @@ use base64::Engine;
 use integration_tests::fake_entra::{FakeEntra, FederatedCredential};
 use integration_tests::fake_keyvault::{CertificateSpec, EcCurve, FakeKeyVault, KeyVaultConfig, ObjectKind};
 use integration_tests::fake_kube::FakeKube;
+use integration_tests::foreign_clients::{ClientAuthority, ForeignCall, ForeignClients, authority_forms};
 use integration_tests::issuer::TestIssuer;
 use integration_tests::kubelet::csi::node_client::NodeClient;
 use integration_tests::kubelet::csi::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
@@ -25,7 +26,7 @@ use integration_tests::local_cloud::{ClientFiles, CloudNames, LocalCloud};
 use integration_tests::pki::TestPki;
 use integration_tests::process::{RunningProgram, built_binary, free_port, tmpfs_mounts_available};
 use pretty_assertions::assert_eq;
-use serde_json::json;
+use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 /// Guards against a hang only; no test asserts on timing.
@@ -699,4 +700,295 @@ async fn vm_managed_identity_through_imds_and_metrics() {
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }
+}
+
+/// Waits for `socket` to appear (the agent binds its sockets one after another at start-up).
+async fn wait_for_socket(agent: &Agent, socket: &Path) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !socket.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} did not appear:\n{}",
+            socket.display(),
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// kubelet's plugin watcher, Python `grpcio`, grpc-java and grpcurl each send another `:authority` over a unix
+/// socket (none, `localhost`, the raw path, the percent-encoded path); every socket of the agent must answer
+/// them all, as node-driver-registrar, the upstream driver and provider-azure (all grpc-go) do. The clients
+/// here are Python's (`integration_tests::foreign_clients`), not tonic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_socket_answers_foreign_clients_whatever_authority_they_send() {
+    let clients = ForeignClients::find();
+    let env = Env::new().await;
+    let version = env
+        .kv
+        .add_secret(VAULT, "s1", "from a foreign client", None)
+        .expect("secret");
+    env.add_spc(
+        "ns-a",
+        "spc-a",
+        &[("clientID", CLIENT_A)],
+        &["objectName: s1\nobjectType: secret"],
+    );
+    let provider_socket = env.dir.path().join("providers/azure.sock");
+    let mut agent = Agent::start_with(
+        &env,
+        &[format!("--provider-endpoint=unix://{}", provider_socket.display())],
+    );
+    agent.client().await;
+    let registration_socket = agent
+        .socket
+        .with_file_name("plugins_registry")
+        .join("secrets-store.csi.k8s.io-reg.sock");
+    wait_for_socket(&agent, &registration_socket).await;
+    wait_for_socket(&agent, &provider_socket).await;
+
+    let ok = |response: Value| json!({"code": "OK", "message": "", "response": response});
+    let mut calls = Vec::new();
+    let mut expected = Vec::new();
+    let mut targets = Vec::new();
+    let mut call = |socket: &Path, client: &ClientAuthority, method: &'static str, request: Value, outcome: Value| {
+        calls.push(ForeignCall {
+            socket: socket.to_path_buf(),
+            client: client.clone(),
+            method,
+            request,
+        });
+        expected.push(outcome);
+    };
+    for client in authority_forms(&registration_socket) {
+        call(
+            &registration_socket,
+            &client,
+            "/pluginregistration.Registration/GetInfo",
+            json!({}),
+            ok(json!({
+                "type": "CSIPlugin",
+                "name": "secrets-store.csi.k8s.io",
+                "endpoint": agent.socket.display().to_string(),
+                "supported_versions": ["1.0.0"],
+            })),
+        );
+        call(
+            &registration_socket,
+            &client,
+            "/pluginregistration.Registration/NotifyRegistrationStatus",
+            json!({"plugin_registered": true}),
+            ok(json!({})),
+        );
+    }
+    let tokens = env.tokens_json(POD_A.namespace, POD_A.service_account, POD_A.name);
+    for (n, client) in authority_forms(&agent.socket).iter().enumerate() {
+        let socket = agent.socket.clone();
+        call(
+            &socket,
+            client,
+            "/csi.v1.Identity/GetPluginInfo",
+            json!({}),
+            ok(json!({"name": "secrets-store.csi.k8s.io", "vendor_version": env!("CARGO_PKG_VERSION")})),
+        );
+        call(
+            &socket,
+            client,
+            "/csi.v1.Identity/Probe",
+            json!({}),
+            ok(json!({"ready": true})),
+        );
+        call(
+            &socket,
+            client,
+            "/csi.v1.Controller/ControllerGetCapabilities",
+            json!({}),
+            ok(json!({"capabilities": [{"rpc": {}}]})),
+        );
+        let target = env
+            .dir
+            .path()
+            .join(format!("pods/uid-pod-a/volumes/kubernetes.io~csi/secrets-{n}/mount"));
+        let context = kubelet::volume_context(
+            [("secretProviderClass".to_string(), "spc-a".to_string())],
+            &PodRef {
+                namespace: POD_A.namespace,
+                name: POD_A.name,
+                uid: "uid-pod-a",
+                service_account: POD_A.service_account,
+            },
+            tokens.clone(),
+        );
+        call(
+            &socket,
+            client,
+            "/csi.v1.Node/NodePublishVolume",
+            json!({
+                "volume_id": format!("csi-pod-a-{n}"),
+                "target_path": target.display().to_string(),
+                "volume_capability": {"mount": {}, "access_mode": {"mode": "SINGLE_NODE_READER_ONLY"}},
+                "readonly": true,
+                "volume_context": context,
+            }),
+            ok(json!({})),
+        );
+        targets.push(target);
+    }
+    let mount_attributes = {
+        let mut attributes: BTreeMap<String, String> = BTreeMap::from([
+            ("keyvaultName".to_string(), VAULT.to_string()),
+            ("tenantID".to_string(), TENANT.to_string()),
+            ("clientID".to_string(), CLIENT_A.to_string()),
+            ("cloudName".to_string(), "AzureStackCloud".to_string()),
+            ("cloudEnvFileName".to_string(), env.cloud_env.display().to_string()),
+            (
+                "objects".to_string(),
+                kubelet::objects_parameter(&["objectName: s1\nobjectType: secret"]),
+            ),
+            ("secretProviderClass".to_string(), "spc-a".to_string()),
+        ]);
+        attributes.extend(kubelet::volume_context(
+            [],
+            &PodRef {
+                namespace: POD_A.namespace,
+                name: POD_A.name,
+                uid: "uid-pod-a",
+                service_account: POD_A.service_account,
+            },
+            tokens.clone(),
+        ));
+        serde_json::to_string(&attributes).expect("attributes JSON")
+    };
+    let s1 = base64::engine::general_purpose::STANDARD.encode("from a foreign client");
+    for client in authority_forms(&provider_socket) {
+        call(
+            &provider_socket,
+            &client,
+            "/v1alpha1.CSIDriverProvider/Version",
+            json!({"version": "v1alpha1"}),
+            ok(json!({
+                "version": "v1alpha1",
+                "runtime_name": "wisp-agent",
+                "runtime_version": env!("CARGO_PKG_VERSION"),
+            })),
+        );
+        call(
+            &provider_socket,
+            &client,
+            "/v1alpha1.CSIDriverProvider/Mount",
+            json!({
+                "attributes": mount_attributes,
+                "secrets": "null",
+                "target_path": env.dir.path().join("driver/mount").display().to_string(),
+                "permission": "420",
+            }),
+            ok(json!({
+                "object_version": [{"id": "secret/s1", "version": version}],
+                "files": [{"path": "s1", "mode": 420, "contents": s1}],
+            })),
+        );
+    }
+
+    let outcomes = clients.call(&calls);
+    for ((call, outcome), expected) in calls.iter().zip(&outcomes).zip(&expected) {
+        assert_eq!(
+            outcome,
+            expected,
+            "{} on {} with {:?}\n{}",
+            call.method,
+            call.socket.display(),
+            call.client,
+            agent.log()
+        );
+    }
+    for target in &targets {
+        assert_eq!(
+            visible_files(&agent.view(target)),
+            BTreeMap::from([("s1".to_string(), (b"from a foreign client".to_vec(), 0o644))]),
+            "{}",
+            target.display()
+        );
+    }
+    // Every call reached a service: none was reset at the HTTP/2 layer.
+    assert!(!agent.log().contains("malformed authority"), "{}", agent.log());
+}
+
+/// Every call csi-sanity's Identity and Node suites make of a node-only plugin (kubernetes-csi/csi-test
+/// `pkg/sanity/{identity,node}.go`; each Node spec's `BeforeEach` asks GetPluginCapabilities, NodeGetCapabilities
+/// and ControllerGetCapabilities, which must be a non-empty list), sent as csi-sanity's grpc-go sends them
+/// (`:authority` localhost), with the answers the suite accepts; a refused publish leaves nothing at the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_every_call_of_the_csi_sanity_node_suite() {
+    let clients = ForeignClients::find();
+    let env = Env::new().await;
+    let mut agent = Agent::start(&env);
+    agent.client().await;
+    let mount_dir = env.dir.path().join("csi-mount");
+    std::fs::create_dir(&mount_dir).expect("mount dir");
+    let target = mount_dir.join("target").display().to_string();
+    let secrets = json!({"secret": "value"});
+    let capability = json!({"mount": {}, "access_mode": {"mode": "SINGLE_NODE_WRITER"}});
+    let ok = |response: Value| json!({"code": "OK", "message": "", "response": response});
+    let invalid = |message: &str| json!({"code": "INVALID_ARGUMENT", "message": message, "response": null});
+    let cases: Vec<(&'static str, Value, Value)> = vec![
+        ("/csi.v1.Identity/GetPluginCapabilities", json!({}), ok(json!({}))),
+        ("/csi.v1.Identity/Probe", json!({}), ok(json!({"ready": true}))),
+        (
+            "/csi.v1.Identity/GetPluginInfo",
+            json!({}),
+            ok(json!({"name": "secrets-store.csi.k8s.io", "vendor_version": env!("CARGO_PKG_VERSION")})),
+        ),
+        ("/csi.v1.Node/NodeGetCapabilities", json!({}), ok(json!({}))),
+        (
+            "/csi.v1.Controller/ControllerGetCapabilities",
+            json!({}),
+            ok(json!({"capabilities": [{"rpc": {}}]})),
+        ),
+        ("/csi.v1.Node/NodeGetInfo", json!({}), ok(json!({"node_id": "node-1"}))),
+        (
+            "/csi.v1.Node/NodePublishVolume",
+            json!({"secrets": secrets}),
+            invalid("Volume capability missing in request"),
+        ),
+        (
+            "/csi.v1.Node/NodePublishVolume",
+            json!({"volume_id": "fake-vol-id-1b4e28ba-2", "secrets": secrets, "volume_capability": capability}),
+            invalid("Target path missing in request"),
+        ),
+        (
+            "/csi.v1.Node/NodePublishVolume",
+            json!({"volume_id": "fake-vol-id-1b4e28ba-2", "target_path": target, "secrets": secrets}),
+            invalid("Volume capability missing in request"),
+        ),
+        (
+            "/csi.v1.Node/NodePublishVolume",
+            json!({"target_path": target, "secrets": secrets, "volume_capability": capability}),
+            invalid("Volume ID missing in request"),
+        ),
+        (
+            "/csi.v1.Node/NodeUnpublishVolume",
+            json!({}),
+            invalid("Volume ID missing in request"),
+        ),
+        (
+            "/csi.v1.Node/NodeUnpublishVolume",
+            json!({"volume_id": "fake-vol-id-1b4e28ba-2"}),
+            invalid("Target path missing in request"),
+        ),
+    ];
+    let calls: Vec<ForeignCall> = cases
+        .iter()
+        .map(|(method, request, _)| ForeignCall {
+            socket: agent.socket.clone(),
+            client: ClientAuthority::Grpcio("localhost".into()),
+            method,
+            request: request.clone(),
+        })
+        .collect();
+    let outcomes = clients.call(&calls);
+    for ((method, request, expected), outcome) in cases.iter().zip(&outcomes) {
+        assert_eq!(outcome, expected, "{method} {request}");
+    }
+    // csi-sanity's next spec creates the mount directory again: nothing may be left in it.
+    assert_eq!(std::fs::read_dir(&mount_dir).expect("mount dir").count(), 0);
 }

@@ -159,7 +159,13 @@ struct Agent {
 
 impl Agent {
     fn start(setup: &Setup, tmpfs: bool, extra_args: &[&str]) -> Self {
-        let socket = setup.dir.path().join("csi/csi.sock");
+        Self::start_at(setup, "csi.sock", tmpfs, extra_args)
+    }
+
+    /// An agent whose CSI socket is `csi/<socket_name>`; its state directory is `csi/wisp-agent-state` whatever
+    /// the name, as two agents on one host may share theirs.
+    fn start_at(setup: &Setup, socket_name: &str, tmpfs: bool, extra_args: &[&str]) -> Self {
+        let socket = setup.dir.path().join("csi").join(socket_name);
         let (metrics_port, health_port) = (free_port(), free_port());
         let binary = built_binary("wisp-agent", "wisp-agent");
         let launch = AgentLaunch {
@@ -182,6 +188,21 @@ impl Agent {
             metrics_port,
             health_port,
         }
+    }
+
+    /// This agent's volume record in the shared state directory: the one whose owner is this agent's socket.
+    fn record(&self) -> (PathBuf, Value) {
+        let dir = self.socket.with_file_name("wisp-agent-state");
+        let mut mine = std::fs::read_dir(&dir).expect("state directory").filter_map(|entry| {
+            let path = entry.expect("entry").path();
+            let record: Value = serde_json::from_slice(&std::fs::read(&path).expect("record")).expect("record JSON");
+            (record["owner"]["endpoint"] == json!(self.socket.display().to_string())).then_some((path, record))
+        });
+        let found = mine
+            .next()
+            .unwrap_or_else(|| panic!("no record of {} in {}", self.socket.display(), dir.display()));
+        assert!(mine.next().is_none(), "two records of {}", self.socket.display());
+        found
     }
 
     async fn client(&mut self) -> NodeClient<Channel> {
@@ -540,8 +561,7 @@ async fn a_restarted_agent_keeps_rotating_and_unpublishing_its_volumes() {
         agent.program.terminate(PATIENCE).await.is_some(),
         "the agent did not stop"
     );
-    let record = std::fs::read_to_string(setup.dir.path().join("csi/wisp-agent-state/volumes.json")).expect("state");
-    let record: Value = serde_json::from_str(&record).expect("state JSON");
+    let (_, record) = agent.record();
     assert_eq!(record["volumes"][0]["target_path"], json!(target.display().to_string()));
     assert_eq!(record["volumes"][0]["pod_uid"], json!("uid-pod-a"));
 
@@ -566,10 +586,55 @@ async fn a_restarted_agent_keeps_rotating_and_unpublishing_its_volumes() {
         agent.program.terminate(PATIENCE).await.is_some(),
         "the agent did not stop"
     );
-    let record = std::fs::read_to_string(setup.dir.path().join("csi/wisp-agent-state/volumes.json")).expect("state");
-    assert_eq!(
-        serde_json::from_str::<Value>(&record).expect("JSON")["volumes"],
-        json!([])
+    assert_eq!(agent.record().1["volumes"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_the_host_leaves_the_first_agents_record_alone() {
+    let setup = Setup::new().await;
+    let vault = &setup.cloud.vault;
+    vault.add_secret(VAULT, "s1", "first", None).expect("s1");
+    setup.add_spc("spc", &["objectName: s1\nobjectType: secret"], None);
+    let args = ["--rotation-poll-interval=1h"];
+    let mut first = Agent::start(&setup, false, &args);
+    let mut client = first.client().await;
+    first.publish(&mut client, setup.request("pod-a", "spc")).await;
+    assert!(
+        first.program.terminate(PATIENCE).await.is_some(),
+        "the agent did not stop"
+    );
+    let (first_record, record) = first.record();
+    assert_eq!(record["volumes"][0]["pod_uid"], json!("uid-pod-a"));
+    let first_bytes = std::fs::read(&first_record).expect("record");
+
+    // Another agent (another --endpoint, the same --state-dir) starts and stops while the first is away.
+    let mut second = Agent::start_at(&setup, "csi-2.sock", false, &args);
+    second.client().await;
+    assert!(
+        second.program.terminate(PATIENCE).await.is_some(),
+        "the agent did not stop"
+    );
+    assert!(
+        !second.program.logs().contains("forgotten"),
+        "the second agent touched the first one's volumes:\n{}",
+        second.program.logs()
+    );
+    assert_eq!(std::fs::read(&first_record).expect("record"), first_bytes);
+    let (second_record, record) = second.record();
+    assert_ne!(second_record, first_record);
+    assert_eq!(record["volumes"], json!([]));
+
+    // The first agent comes back and takes its volume over: at its pace, a republish reads nothing.
+    let mut first = Agent::start(&setup, false, &args);
+    let mut client = first.client().await;
+    let reads = setup.secret_versions(&["s1"]);
+    first.publish(&mut client, setup.request("pod-a", "spc")).await;
+    assert_eq!(setup.secret_versions(&["s1"]), reads);
+    assert!(
+        first
+            .program
+            .logs()
+            .contains("recovered the volumes of the previous run")
     );
 }
 
