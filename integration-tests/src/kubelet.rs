@@ -22,6 +22,19 @@ pub mod csi {
     tonic::include_proto!("csi.v1");
 }
 
+/// kubelet plugin registration client types, generated from the agent's `pluginregistration.proto`.
+pub mod registration {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("pluginregistration");
+}
+
+/// The Secrets Store provider protocol's client types (`v1alpha1`), generated from the agent's `provider.proto`:
+/// what the upstream driver calls.
+pub mod provider {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("v1alpha1");
+}
+
 use csi::node_client::NodeClient;
 
 #[derive(Debug, thiserror::Error)]

@@ -791,8 +791,8 @@ async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_registers_with_kubelet_and_healthz_follows_probe_and_registration() {
-    use wisp_agent::registration::proto::registration_client::RegistrationClient;
-    use wisp_agent::registration::proto::{InfoRequest, PluginInfo, RegistrationStatus};
+    use integration_tests::kubelet::registration::registration_client::RegistrationClient;
+    use integration_tests::kubelet::registration::{InfoRequest, PluginInfo, RegistrationStatus};
 
     let setup = Setup::new().await;
     let mut agent = Agent::start(&setup, false, &[]);

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use integration_tests::fake_entra::FederatedCredential;
 use integration_tests::fake_keyvault::CertificateSpec;
+use integration_tests::kubelet::provider::csi_driver_provider_client::CsiDriverProviderClient;
+use integration_tests::kubelet::provider::{MountRequest, ObjectVersion, VersionRequest, VersionResponse};
 use integration_tests::kubelet::{self, AgentLaunch, PodRef};
 use integration_tests::local_cloud::{CloudNames, LocalCloud};
 use integration_tests::process::{built_binary, free_port, tmpfs_mounts_available};
@@ -20,8 +22,6 @@ use pretty_assertions::assert_eq;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use wisp_agent::provider_proto::csi_driver_provider_client::CsiDriverProviderClient;
-use wisp_agent::provider_proto::{MountRequest, ObjectVersion, VersionRequest, VersionResponse};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
