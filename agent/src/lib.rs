@@ -1,48 +1,35 @@
 //! wisp-agent: a CSI node plugin that mounts Azure Key Vault objects with the pod's own identity.
 //!
-//! Pure parts (no I/O): [`params`] turns SecretProviderClass parameters into a typed mount request,
-//! [`render`] turns fetched Key Vault objects into file bytes. [`writer`] writes a set of files atomically.
+//! Start reading at [`app`] (what `main` runs), then [`csi::node`] (kubelet's NodePublishVolume) and [`driver`]
+//! (what a publish does). Modules are listed from the top down: each uses only modules listed below it.
 //!
-//! Runtime: [`node`] serves the CSI Identity and Node services ([`proto`]); [`provider`] runs one mount's
-//! Azure side ([`auth`] for tokens, [`keyvault`] for objects, over the shared client of [`http`]); [`spc`] finds
-//! SecretProviderClasses; [`mount`] owns the target directory; [`metrics`] and [`server`] wire it together
-//! from the flags in [`config`].
+//! - [`app`] — the wiring: flags to sockets, servers and the driver; [`app::RunError`].
+//! - [`cli`] — the flags ([`cli::Cli`]).
+//! - [`csi`] — what kubelet talks to: the Node, Identity and Controller services, plugin registration, `/healthz`.
+//! - [`dropin`] — the upstream driver's `v1alpha1.CSIDriverProvider`, served from the in-process provider.
+//! - [`driver`] — what a publish does on this node: first mount, rotation, unpublish, the volume registry.
+//! - [`cluster`] — what the agent reads from and writes back to the Kubernetes API: SecretProviderClasses, pod
+//!   status, synced Secrets.
+//! - [`volume`] — the target directory: mounting, the atomic writer, reading mounted files back, the state file.
+//! - [`provider`] — the Azure side: parameters, tokens, the Key Vault client, the round cache, rendering files.
+//! - The floor, used by all of the above: [`metrics`], [`content`] (rendered files, object versions, the file-path
+//!   rule), [`pem`] and [`private_key`] (Go-compatible encodings), [`grpc_socket`] (unix sockets that take any
+//!   `:authority`), [`proto`] (the generated gRPC code).
 
-pub mod auth;
-pub mod cluster;
-pub mod config;
-pub mod grpc_socket;
-pub mod health;
-pub mod http;
-pub mod keyvault;
-pub mod metrics;
-pub mod mount;
-pub mod mounted_files;
-pub mod node;
-pub mod params;
-pub mod pod_status;
-pub mod provider;
-pub mod provider_service;
-pub mod registration;
-pub mod render;
-pub mod round_cache;
-pub mod secret_sync;
-pub mod server;
-pub mod spc;
-pub mod state;
-pub mod writer;
-
-/// The CSI v1 messages and services (package `csi.v1`), generated from `proto/csi.proto`.
-pub mod proto {
-    #![allow(clippy::all, clippy::pedantic, missing_docs)]
-    tonic::include_proto!("csi.v1");
-}
-
-/// The Secrets Store CSI driver's provider protocol (package `v1alpha1`), generated from `proto/provider.proto`.
-pub mod provider_proto {
-    #![allow(clippy::all, clippy::pedantic, missing_docs)]
-    tonic::include_proto!("v1alpha1");
-}
+pub mod app;
+pub mod cli;
+pub(crate) mod cluster;
+pub(crate) mod content;
+pub(crate) mod csi;
+pub(crate) mod driver;
+pub(crate) mod dropin;
+pub(crate) mod grpc_socket;
+pub(crate) mod metrics;
+pub(crate) mod pem;
+pub(crate) mod private_key;
+pub(crate) mod proto;
+pub(crate) mod provider;
+pub(crate) mod volume;
 
 #[cfg(test)]
 pub(crate) mod test_support {

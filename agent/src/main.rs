@@ -13,7 +13,7 @@ const MAX_BLOCKING_THREADS: usize = 4;
 const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 fn main() -> anyhow::Result<()> {
-    let cli = wisp_agent::config::Cli::parse();
+    let cli = wisp_agent::cli::Cli::parse();
     wisp_shared::runtime::install_crypto_provider();
     wisp_shared::runtime::init_logging(&cli.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -22,6 +22,6 @@ fn main() -> anyhow::Result<()> {
         .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .enable_all()
         .build()?;
-    runtime.block_on(wisp_agent::server::run(cli))?;
+    runtime.block_on(wisp_agent::app::run(cli))?;
     Ok(())
 }

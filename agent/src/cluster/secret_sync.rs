@@ -1,6 +1,6 @@
 //! Sync of mounted files to Kubernetes Secrets (`spec.secretObjects`), as the driver's secret sync controller
 //! does it: the same validation and texts, type and label handling, data taken from the mounted files, and the
-//! `kubernetes.io/tls` conversions. Pure: the caller reads the files ([`crate::mounted_files`]), applies the
+//! `kubernetes.io/tls` conversions. Pure: the caller reads the files ([`crate::volume::mounted_files`]), applies the
 //! body with server-side apply and patches the owner references.
 //!
 //! Owner references are not part of the apply body. Several pods (on several nodes, all applying as
@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use der::asn1::{AnyRef, ObjectIdentifier};
+use der::asn1::AnyRef;
 use der::{Decode, Encode};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -23,9 +23,10 @@ use spki::AlgorithmIdentifierRef;
 use wisp_shared::contract::secrets_store::{API_VERSION, CTX_SECRET_PROVIDER_CLASS, DRIVER_NAME, MANAGED_SECRET_LABEL};
 use zeroize::Zeroizing;
 
-use crate::mounted_files::MountedFiles;
-use crate::pod_status::KIND as POD_STATUS_KIND;
-use crate::render::{RenderProblem, decode_go_base64, normalize_private_key, pem_blocks, pem_encode};
+use crate::cluster::pod_status::KIND as POD_STATUS_KIND;
+use crate::pem::{decode_go_base64, pem_blocks, pem_encode};
+use crate::private_key::{EC_PUBLIC_KEY, KeyProblem, normalize_private_key};
+use crate::volume::mounted_files::MountedFiles;
 
 #[cfg(test)]
 mod tests;
@@ -54,7 +55,6 @@ const KNOWN_SECRET_TYPES: [&str; 8] = [
 const CERTIFICATE_LABEL: &str = "CERTIFICATE";
 const RSA_PRIVATE_KEY_LABEL: &str = "RSA PRIVATE KEY";
 const EC_PRIVATE_KEY_LABEL: &str = "EC PRIVATE KEY";
-const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 
 /// One entry of `spec.secretObjects`, as written (fields are trimmed when used, as the driver does).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
@@ -93,7 +93,7 @@ pub struct SecretObjectsError {
     pub reason: String,
 }
 
-/// Reads `spec.secretObjects` (kept verbatim by [`crate::spc`]); absent or null means nothing to sync.
+/// Reads `spec.secretObjects` (kept verbatim by [`crate::cluster::spc`]); absent or null means nothing to sync.
 pub fn parse_secret_objects(
     spc_namespace: &str,
     spc_name: &str,
@@ -469,7 +469,7 @@ fn reencode_private_key(der: &[u8]) -> Result<Zeroizing<Vec<u8>>, TlsProblem> {
 fn pkcs8_to_traditional(der: &[u8]) -> Result<Zeroizing<Vec<u8>>, TlsProblem> {
     let invalid = |e: der::Error| TlsProblem::InvalidPrivateKey(e.to_string());
     let normalized = normalize_private_key(der).map_err(|problem| match problem {
-        RenderProblem::PrivateKeyAlgorithm(algorithm) => TlsProblem::UnsupportedKeyType(algorithm),
+        KeyProblem::Algorithm(algorithm) => TlsProblem::UnsupportedKeyType(algorithm),
         other => TlsProblem::InvalidPrivateKey(other.to_string()),
     })?;
     let info =

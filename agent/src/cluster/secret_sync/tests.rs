@@ -2,6 +2,7 @@
 //! with other implementations (the pkcs1/sec1 crates, aws-lc-rs) and PEM is encoded independently
 //! (pem-rfc7468 through `der::pem`).
 
+use der::asn1::ObjectIdentifier;
 use der::pem::LineEnding;
 use pretty_assertions::assert_eq;
 use rcgen::{

@@ -1,4 +1,4 @@
-//! The Secrets Store CSI driver's provider protocol (`v1alpha1.CSIDriverProvider`, [`crate::provider_proto`])
+//! The Secrets Store CSI driver's provider protocol (`v1alpha1.CSIDriverProvider`, [`crate::proto::provider`])
 //! served from the in-process provider, so that an existing upstream driver install can use wisp in place of
 //! provider-azure: with `--provider-endpoint unix:///var/run/secrets-store-csi-providers/azure.sock` the driver
 //! finds wisp where it looks for the `azure` provider.
@@ -30,12 +30,12 @@ use wisp_shared::contract::secrets_store::{
     CTX_POD_NAME, CTX_POD_NAMESPACE, CTX_SERVICE_ACCOUNT_NAME, CTX_SERVICE_ACCOUNT_TOKENS,
 };
 
+use crate::app::RunError;
 use crate::metrics::Metrics;
-use crate::params::{self, ObjectSpec};
+use crate::proto::provider::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
+use crate::proto::provider::{File, MountRequest, MountResponse, ObjectVersion, VersionRequest, VersionResponse};
+use crate::provider::params::{self, ObjectSpec};
 use crate::provider::{Freshness, MountContent, MountInput, Provider};
-use crate::provider_proto::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
-use crate::provider_proto::{File, MountRequest, MountResponse, ObjectVersion, VersionRequest, VersionResponse};
-use crate::server::RunError;
 
 /// The protocol version, answered in `VersionResponse.version` as provider-azure does.
 pub const PROTOCOL_VERSION: &str = "v1alpha1";
@@ -410,9 +410,9 @@ pub fn spawn(path: &Path, service: ProviderService) -> Result<(), RunError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::{ObjectEncoding, ObjectFormat, ObjectType};
-    use crate::provider::ObjectVersion as Version;
-    use crate::render::RenderedFile;
+    use crate::content::ObjectVersion as Version;
+    use crate::content::RenderedFile;
+    use crate::provider::params::{ObjectEncoding, ObjectFormat, ObjectType};
     use pretty_assertions::assert_eq;
 
     fn request(attributes: &str, secrets: &str, permission: &str) -> MountRequest {
@@ -730,13 +730,13 @@ mod tests {
         crate::provider::build(
             crate::provider::ProviderConfig {
                 default_cloud: "AzurePublicCloud".into(),
-                render: crate::render::RenderOptions::default(),
+                render: crate::provider::render::RenderOptions::default(),
                 max_parallel: 1,
                 rotation_round: Duration::from_secs(120),
             },
             reqwest::Client::new(),
             "http://127.0.0.1:9",
-            crate::http::RetryPolicy::none(),
+            crate::provider::http::RetryPolicy::none(),
             Arc::new(Metrics::new()),
         )
     }

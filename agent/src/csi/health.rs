@@ -12,9 +12,9 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::proto::ProbeRequest;
-use crate::proto::identity_client::IdentityClient;
-use crate::registration::{RegistrationHealth, RegistrationState};
+use crate::csi::registration::{RegistrationHealth, RegistrationState};
+use crate::proto::csi::ProbeRequest;
+use crate::proto::csi::identity_client::IdentityClient;
 
 /// livenessprobe's default `--probe-timeout`.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);

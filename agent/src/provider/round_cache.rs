@@ -8,7 +8,7 @@
 //! burst of refreshes that follows the interval shares the first one's reads.
 //!
 //! The key must name everything that decides the answer, including who asked (the identity key of
-//! [`crate::auth`]): a read made with one identity's token is never handed to a request of another identity.
+//! [`crate::provider::auth`]): a read made with one identity's token is never handed to a request of another identity.
 //! First mounts always read afresh (a new pod must see what Key Vault holds now) and keep nothing here: their
 //! reads would expire just as the refreshes they could serve become due, and a node starting many pods with
 //! distinct identities would hold every read for an interval.

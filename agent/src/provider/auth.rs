@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use wisp_shared::cloud::CloudEnvironment;
 use wisp_shared::contract::workload_identity::DEFAULT_AUDIENCE;
 
-use crate::http::{Outcome, RetryPolicy, send_with_retry};
+use crate::provider::http::{Outcome, RetryPolicy, send_with_retry};
 
 const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const IMDS_API_VERSION: &str = "2018-02-01";

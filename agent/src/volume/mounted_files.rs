@@ -30,19 +30,18 @@ impl MountedFiles {
     }
 
     /// Relative paths, sorted.
+    #[cfg(test)]
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         self.files.keys().map(String::as_str)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.files.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
-
-    /// Builds the set from known contents, for callers that already hold the rendered files and for tests.
+    /// Builds the set from known contents (tests).
+    #[cfg(test)]
     pub fn from_files<I, P, B>(files: I) -> Self
     where
         I: IntoIterator<Item = (P, B)>,
@@ -165,8 +164,8 @@ mod tests {
     use pretty_assertions::assert_eq;
 
     use super::*;
-    use crate::render::RenderedFile;
-    use crate::writer::write_atomically;
+    use crate::content::RenderedFile;
+    use crate::volume::writer::write_atomically;
 
     fn file(path: &str, contents: &str) -> RenderedFile {
         RenderedFile {
@@ -246,7 +245,7 @@ mod tests {
     fn empty_target_gives_no_files() {
         let dir = tempfile::tempdir().unwrap();
         let mounted = read_mounted_files(dir.path()).unwrap();
-        assert!(mounted.is_empty());
+        assert_eq!(mounted.len(), 0);
         assert_eq!(format!("{mounted:?}"), "MountedFiles { paths: [], .. }");
     }
 

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::provider::ObjectVersion;
+use crate::content::ObjectVersion;
 
 const FORMAT_VERSION: u32 = 2;
 

@@ -1,16 +1,12 @@
 //! What Key Vault returned to the bytes of the files a mount shows, exactly as provider-azure writes them.
 //! Pure: no I/O.
 
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_ASN1_SIGNING,
-    ECDSA_P521_SHA512_ASN1, ECDSA_P521_SHA512_ASN1_SIGNING, EcdsaKeyPair, EcdsaSigningAlgorithm,
-    EcdsaVerificationAlgorithm, KeyPair, ParsedPublicKey,
-};
+use aws_lc_rs::signature::ParsedPublicKey;
 use base64::Engine;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use der::Encode;
 use der::asn1::{AnyRef, BitStringRef, ObjectIdentifier};
-use der::{Decode, Encode};
 use p12_keystore::Pkcs12Archive;
 use secrecy::{ExposeSecret, SecretString};
 use spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
@@ -18,7 +14,10 @@ use wisp_shared::contract::provider_azure as pa;
 use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 use zeroize::Zeroizing;
 
-use crate::params::{ObjectEncoding, ObjectFormat, ObjectSpec, ObjectType};
+use crate::content::RenderedFile;
+use crate::pem::{decode_go_base64, pem_blocks, pem_encode};
+use crate::private_key::{Curve, EC_PUBLIC_KEY, KeyProblem, RSA_ENCRYPTION, normalize_private_key};
+use crate::provider::params::{ObjectEncoding, ObjectFormat, ObjectSpec, ObjectType};
 
 /// One object version as fetched from Key Vault.
 #[derive(Debug, Clone)]
@@ -52,25 +51,6 @@ impl Default for RenderOptions {
     }
 }
 
-/// One file of a mount.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RenderedFile {
-    /// Relative, `/`-separated.
-    pub path: String,
-    pub contents: Zeroizing<Vec<u8>>,
-    pub mode: u32,
-}
-
-impl std::fmt::Debug for RenderedFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RenderedFile")
-            .field("path", &self.path)
-            .field("contents", &format_args!("<{} bytes redacted>", self.contents.len()))
-            .field("mode", &format_args!("{:#o}", self.mode))
-            .finish()
-    }
-}
-
 /// One entry of a Key Vault version list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionInfo {
@@ -91,7 +71,7 @@ pub enum RenderError {
         object_type: ObjectType,
         problem: RenderProblem,
     },
-    /// From [`select_history_versions`], which does not know the object; [`history_versions`] wraps it.
+    /// From [`select_history_versions`], which does not know the object.
     #[error("{0}")]
     History(RenderProblem),
 }
@@ -143,19 +123,21 @@ pub enum RenderProblem {
     NoEnabledVersions,
 }
 
+impl From<KeyProblem> for RenderProblem {
+    fn from(problem: KeyProblem) -> Self {
+        match problem {
+            KeyProblem::Invalid(reason) => RenderProblem::PrivateKey(reason),
+            KeyProblem::Algorithm(algorithm) => RenderProblem::PrivateKeyAlgorithm(algorithm),
+        }
+    }
+}
+
 const CONTENT_TYPE_PEM: &str = "application/x-pem-file";
 const CONTENT_TYPE_PFX: &str = "application/x-pkcs12";
 const CERTIFICATE_LABEL: &str = "CERTIFICATE";
 const PRIVATE_KEY_LABEL: &str = "PRIVATE KEY";
 const PUBLIC_KEY_LABEL: &str = "PUBLIC KEY";
 
-/// Go's `encoding/base64.StdEncoding`: padded, and lenient about non-zero trailing bits.
-const GO_STD_BASE64: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::STANDARD,
-    GeneralPurposeConfig::new()
-        .with_decode_allow_trailing_bits(true)
-        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
-);
 /// JWK members are base64url without padding; padded input is accepted too.
 const JWK_BASE64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::URL_SAFE,
@@ -163,59 +145,6 @@ const JWK_BASE64: GeneralPurpose = GeneralPurpose::new(
         .with_decode_allow_trailing_bits(true)
         .with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
-
-/// Go's `StdEncoding.DecodeString`, which skips `\r` and `\n`.
-pub(crate) fn decode_go_base64(text: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    let compact: Zeroizing<Vec<u8>> =
-        Zeroizing::new(text.iter().copied().filter(|b| *b != b'\r' && *b != b'\n').collect());
-    GO_STD_BASE64.decode(compact.as_slice()).ok().map(Zeroizing::new)
-}
-
-/// Go's `pem.EncodeToMemory` of a block without headers.
-pub(crate) fn pem_encode(label: &str, der: &[u8]) -> Zeroizing<Vec<u8>> {
-    let body = Zeroizing::new(GO_STD_BASE64.encode(der));
-    let mut out = Zeroizing::new(Vec::with_capacity(body.len() + body.len() / 64 + 2 * label.len() + 32));
-    out.extend_from_slice(format!("-----BEGIN {label}-----\n").as_bytes());
-    for line in body.as_bytes().chunks(64) {
-        out.extend_from_slice(line);
-        out.push(b'\n');
-    }
-    out.extend_from_slice(format!("-----END {label}-----\n").as_bytes());
-    out
-}
-
-/// The PEM blocks of `text` in order, as Go's `pem.Decode` finds them: a `-----BEGIN X-----` line, optional
-/// `Key: value` header lines, base64 lines, `-----END X-----`. Blocks that do not decode are skipped; headers
-/// are dropped.
-pub(crate) fn pem_blocks(text: &[u8]) -> Vec<(String, Zeroizing<Vec<u8>>)> {
-    let mut blocks = Vec::new();
-    let mut lines = text.split(|b| *b == b'\n').map(|line| line.trim_ascii_end());
-    while let Some(line) = lines.next() {
-        let Some(label) = line
-            .strip_prefix(b"-----BEGIN ")
-            .and_then(|rest| rest.strip_suffix(b"-----"))
-            .and_then(|label| std::str::from_utf8(label).ok())
-        else {
-            continue;
-        };
-        let end = format!("-----END {label}-----");
-        let mut body = Zeroizing::new(Vec::new());
-        let mut complete = false;
-        for line in lines.by_ref() {
-            if line == end.as_bytes() {
-                complete = true;
-                break;
-            }
-            if !line.contains(&b':') {
-                body.extend(line.iter().copied().filter(|b| !b.is_ascii_whitespace()));
-            }
-        }
-        if complete && let Ok(der) = GO_STD_BASE64.decode(body.as_slice()) {
-            blocks.push((label.to_string(), Zeroizing::new(der)));
-        }
-    }
-    blocks
-}
 
 /// provider-azure's `splitCertAndKey`: every `CERTIFICATE` block to the `.crt` file, every other block to the
 /// `.key` file, each re-encoded.
@@ -335,124 +264,6 @@ fn pfx_to_pem(base64_pfx: &[u8], construct_chain: bool) -> Result<Zeroizing<Vec<
         out.extend_from_slice(&pem_encode(CERTIFICATE_LABEL, certs[index]));
     }
     Ok(out)
-}
-
-/// Re-encodes a PKCS#8 key as Go's `x509.MarshalPKCS8PrivateKey` does after upstream parsed it: version 1
-/// without attributes or public key; RSA with NULL parameters around the PKCS#1 key; EC with the named curve
-/// in the algorithm and an inner SEC1 key (version 1) without parameters, with the public key, and the private
-/// scalar padded to the curve's size.
-pub(crate) fn normalize_private_key(der: &[u8]) -> Result<Zeroizing<Vec<u8>>, RenderProblem> {
-    let invalid = |e: der::Error| RenderProblem::PrivateKey(e.to_string());
-    let info = pkcs8::PrivateKeyInfo::from_der(der).map_err(|e| RenderProblem::PrivateKey(e.to_string()))?;
-    if info.algorithm.oid == RSA_ENCRYPTION {
-        let normalized = pkcs8::PrivateKeyInfo::new(
-            AlgorithmIdentifierRef {
-                oid: RSA_ENCRYPTION,
-                parameters: Some(AnyRef::NULL),
-            },
-            info.private_key,
-        );
-        return normalized.to_der().map(Zeroizing::new).map_err(invalid);
-    }
-    if info.algorithm.oid != EC_PUBLIC_KEY {
-        return Err(RenderProblem::PrivateKeyAlgorithm(info.algorithm.oid.to_string()));
-    }
-    let inner = sec1::EcPrivateKey::try_from(info.private_key).map_err(|e| RenderProblem::PrivateKey(e.to_string()))?;
-    let curve_oid = match info.algorithm.parameters_oid() {
-        Ok(oid) => oid,
-        Err(_) => inner
-            .parameters
-            .and_then(|p| p.named_curve())
-            .ok_or_else(|| RenderProblem::PrivateKey("the EC key names no curve".into()))?,
-    };
-    let curve = Curve::from_oid(curve_oid)
-        .ok_or_else(|| RenderProblem::PrivateKeyAlgorithm(format!("EC on curve {curve_oid}")))?;
-    let scalar = der::asn1::UintRef::new(inner.private_key).map_err(invalid)?;
-    let scalar = scalar.as_bytes();
-    if scalar.len() > curve.size {
-        return Err(RenderProblem::PrivateKey(format!(
-            "the private scalar is longer than {} allows",
-            curve.name
-        )));
-    }
-    let mut padded = Zeroizing::new(vec![0u8; curve.size]);
-    padded[curve.size - scalar.len()..].copy_from_slice(scalar);
-    let computed_public;
-    let public_key = match inner.public_key {
-        Some(public_key) => public_key,
-        None => {
-            let pair = EcdsaKeyPair::from_private_key_der(curve.signing, info.private_key)
-                .map_err(|e| RenderProblem::PrivateKey(format!("the EC key is not valid: {e}")))?;
-            computed_public = pair.public_key().as_ref().to_vec();
-            &computed_public
-        }
-    };
-    let sec1_der = Zeroizing::new(
-        sec1::EcPrivateKey {
-            private_key: &padded,
-            parameters: None,
-            public_key: Some(public_key),
-        }
-        .to_der()
-        .map_err(invalid)?,
-    );
-    let curve_any = AnyRef::from(&curve.oid);
-    pkcs8::PrivateKeyInfo::new(
-        AlgorithmIdentifierRef {
-            oid: EC_PUBLIC_KEY,
-            parameters: Some(curve_any),
-        },
-        &sec1_der,
-    )
-    .to_der()
-    .map(Zeroizing::new)
-    .map_err(invalid)
-}
-
-const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-
-struct Curve {
-    name: &'static str,
-    oid: ObjectIdentifier,
-    /// Bytes of a coordinate and of the private scalar.
-    size: usize,
-    signing: &'static EcdsaSigningAlgorithm,
-    verifying: &'static EcdsaVerificationAlgorithm,
-}
-
-const CURVES: [Curve; 3] = [
-    Curve {
-        name: "P-256",
-        oid: ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7"),
-        size: 32,
-        signing: &ECDSA_P256_SHA256_ASN1_SIGNING,
-        verifying: &ECDSA_P256_SHA256_ASN1,
-    },
-    Curve {
-        name: "P-384",
-        oid: ObjectIdentifier::new_unwrap("1.3.132.0.34"),
-        size: 48,
-        signing: &ECDSA_P384_SHA384_ASN1_SIGNING,
-        verifying: &ECDSA_P384_SHA384_ASN1,
-    },
-    Curve {
-        name: "P-521",
-        oid: ObjectIdentifier::new_unwrap("1.3.132.0.35"),
-        size: 66,
-        signing: &ECDSA_P521_SHA512_ASN1_SIGNING,
-        verifying: &ECDSA_P521_SHA512_ASN1,
-    },
-];
-
-impl Curve {
-    fn from_oid(oid: ObjectIdentifier) -> Option<&'static Curve> {
-        CURVES.iter().find(|curve| curve.oid == oid)
-    }
-
-    fn from_name(name: &str) -> Option<&'static Curve> {
-        CURVES.iter().find(|curve| curve.name == name)
-    }
 }
 
 /// provider-azure's `fetchCertChains`, as an order over `certs`: a certificate's parent is the first other
@@ -615,37 +426,6 @@ pub fn select_history_versions(
     };
     let count = usize::try_from(count.max(1)).unwrap_or(usize::MAX);
     Ok(enabled.iter().skip(start).take(count).map(|v| v.id.clone()).collect())
-}
-
-/// One file of a version-history object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryFile {
-    /// `alias/N`, N = 0 for the newest.
-    pub file_path: String,
-    pub version: String,
-}
-
-/// [`select_history_versions`] for `spec`, with the file path of each version and errors naming the object.
-pub fn history_versions(spec: &ObjectSpec, versions: &[VersionInfo]) -> Result<Vec<HistoryFile>, RenderError> {
-    let selected = select_history_versions(versions, spec.version.as_deref(), spec.version_history).map_err(|e| {
-        let problem = match e {
-            RenderError::History(problem) | RenderError::Object { problem, .. } => problem,
-        };
-        RenderError::Object {
-            index: spec.index,
-            name: spec.name.clone(),
-            object_type: spec.object_type,
-            problem,
-        }
-    })?;
-    Ok(selected
-        .into_iter()
-        .enumerate()
-        .map(|(index, version)| HistoryFile {
-            file_path: format!("{}/{index}", spec.alias),
-            version,
-        })
-        .collect())
 }
 
 #[cfg(test)]

@@ -7,7 +7,15 @@ use std::path::{Path, PathBuf};
 
 use rustix::mount::{MountFlags, UnmountFlags};
 
-use crate::config::MountMode;
+/// How a volume's files reach the target directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MountMode {
+    /// Mount a tmpfs at the target path (as the upstream driver does); needs CAP_SYS_ADMIN.
+    Tmpfs,
+    /// Write into the plain target directory. For unprivileged test runs only: the files then live on the
+    /// node's disk instead of in memory.
+    Directory,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {

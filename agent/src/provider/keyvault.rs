@@ -15,11 +15,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::auth::error_chain;
-use crate::http::{Outcome, RetryPolicy, send_with_retry};
 use crate::metrics::Metrics;
-use crate::params::ObjectType;
-use crate::render::{FetchedObject, VersionInfo};
+use crate::provider::auth::error_chain;
+use crate::provider::http::{Outcome, RetryPolicy, send_with_retry};
+use crate::provider::params::ObjectType;
+use crate::provider::render::{FetchedObject, VersionInfo};
 
 /// The Key Vault data-plane API version wisp speaks: the one upstream provider-azure's SDK clients send.
 pub const API_VERSION: &str = "7.4";

@@ -7,18 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Parser, ValueEnum};
+use crate::volume::mount::MountMode;
+use clap::{ArgAction, Parser};
 use wisp_shared::contract::secrets_store::DRIVER_NAME;
-
-/// How a volume's files reach the target directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MountMode {
-    /// Mount a tmpfs at the target path (as the upstream driver does); needs CAP_SYS_ADMIN.
-    Tmpfs,
-    /// Write into the plain target directory. For unprivileged test runs only: the files then live on the
-    /// node's disk instead of in memory.
-    Directory,
-}
 
 #[derive(Debug, Clone, Parser)]
 #[command(

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use wisp_shared::cloud::CloudEnvironment;
 use wisp_shared::contract::provider_azure as pa;
 
-use crate::writer::validate_file_path;
+use crate::content::validate_file_path;
 
 /// What one mount asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

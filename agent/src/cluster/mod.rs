@@ -2,7 +2,11 @@
 //! Kubernetes Secrets of `spec.secretObjects` built from the mounted files. [`ClusterSink`] is the seam: the
 //! node service calls it after every successful publish or refresh; [`KubeCluster`] writes through the
 //! Kubernetes API; unit tests run without one. The object bodies come from the pure modules
-//! [`crate::pod_status`] and [`crate::secret_sync`].
+//! [`crate::cluster::pod_status`] and [`crate::cluster::secret_sync`].
+
+pub(crate) mod pod_status;
+pub(crate) mod secret_sync;
+pub(crate) mod spc;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,12 +18,12 @@ use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
+use crate::cluster::pod_status::PodStatusInput;
+use crate::cluster::secret_sync::{EVENT_REASON_FAILED, FIELD_MANAGER};
+use crate::cluster::spc::SecretProviderClass;
 use crate::metrics::Metrics;
-use crate::mounted_files::read_mounted_files;
-use crate::pod_status::{self, PodStatusInput};
-use crate::secret_sync::{self, EVENT_REASON_FAILED, FIELD_MANAGER};
-use crate::spc::SecretProviderClass;
-use crate::state::MountedVolume;
+use crate::volume::mounted_files::read_mounted_files;
+use crate::volume::state::MountedVolume;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -49,7 +53,7 @@ enum SyncSkipped {
     )]
     NotThePodsVolume { target: String, pod: String, spc: String },
     #[error(transparent)]
-    Files(#[from] crate::mounted_files::MountedFilesError),
+    Files(#[from] crate::volume::mounted_files::MountedFilesError),
     #[error("reading the mounted files failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }

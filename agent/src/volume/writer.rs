@@ -22,12 +22,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
-use crate::render::RenderedFile;
+use crate::content::{FilePathError, RenderedFile, validate_file_path};
 
 const DATA_DIR_NAME: &str = "..data";
 const DATA_DIR_TMP_NAME: &str = "..data_tmp";
-const MAX_PATH_LENGTH: usize = 4096;
-const MAX_FILE_NAME_LENGTH: usize = 255;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
@@ -43,23 +41,10 @@ impl WriteOutcome {
     }
 }
 
-/// Path errors carry kubelet's texts.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("invalid path: must not be empty")]
-    PathEmpty,
-    #[error("invalid path: must be relative path: {0}")]
-    PathAbsolute(String),
-    #[error("invalid path: must be less than or equal to {MAX_PATH_LENGTH} characters")]
-    PathTooLong,
-    #[error("invalid path: must not contain '..': {0}")]
-    PathDotDot(String),
-    #[error("invalid path: filenames must be less than or equal to {MAX_FILE_NAME_LENGTH} characters")]
-    FileNameTooLong,
-    #[error("invalid path: must not start with '..': {0}")]
-    PathLeadingDotDot(String),
-    #[error("invalid filepath: {0:?}")]
-    NotClean(String),
+    #[error(transparent)]
+    Path(#[from] FilePathError),
     #[error("file {0:?} is listed twice in one mount")]
     DuplicatePath(String),
     #[error("file {file:?} would have to be a directory too, for {nested:?}")]
@@ -82,36 +67,6 @@ fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> W
         path,
         source,
     }
-}
-
-/// kubelet's `validatePath` followed by the driver's `filepath.Clean(path) == path` check.
-pub fn validate_file_path(path: &str) -> Result<(), WriteError> {
-    if path.is_empty() {
-        return Err(WriteError::PathEmpty);
-    }
-    if path.starts_with('/') {
-        return Err(WriteError::PathAbsolute(path.to_string()));
-    }
-    if path.len() > MAX_PATH_LENGTH {
-        return Err(WriteError::PathTooLong);
-    }
-    let elements: Vec<&str> = path.split('/').collect();
-    for element in &elements {
-        if *element == ".." {
-            return Err(WriteError::PathDotDot(path.to_string()));
-        }
-        if element.len() > MAX_FILE_NAME_LENGTH {
-            return Err(WriteError::FileNameTooLong);
-        }
-    }
-    if elements[0].starts_with("..") && elements[0].len() > 2 {
-        return Err(WriteError::PathLeadingDotDot(path.to_string()));
-    }
-    // A relative path without `..` elements is clean exactly when it has no empty and no `.` elements.
-    if elements.iter().any(|element| element.is_empty() || *element == ".") {
-        return Err(WriteError::NotClean(path.to_string()));
-    }
-    Ok(())
 }
 
 fn validate_payload(files: &[RenderedFile]) -> Result<BTreeMap<&str, &RenderedFile>, WriteError> {

@@ -4,37 +4,22 @@
 //! `NotifyRegistrationStatus`. Removing the socket is how a plugin deregisters, so it is removed at shutdown.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::grpc_socket::{self, SocketError, bind_socket};
-use crate::server::RunError;
+use crate::app::RunError;
+use crate::grpc_socket::{self, SocketError};
 
-/// The kubelet plugin registration messages and service (package `pluginregistration`), generated from
-/// `proto/pluginregistration.proto`.
-pub mod proto {
-    #![allow(clippy::all, clippy::pedantic, missing_docs)]
-    tonic::include_proto!("pluginregistration");
-}
-
-use proto::registration_server::{Registration, RegistrationServer};
-use proto::{InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse};
+use crate::proto::registration::registration_server::{Registration, RegistrationServer};
+use crate::proto::registration::{InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse};
 
 /// The plugin type kubelet hands to its CSI plugin handler.
 pub const CSI_PLUGIN_TYPE: &str = "CSIPlugin";
 /// CSI spec versions served on the endpoint; kubelet refuses a driver that lists none it knows.
 pub const SUPPORTED_VERSIONS: [&str; 1] = ["1.0.0"];
-/// kubelet's default registration directory.
-pub const DEFAULT_PLUGINS_REGISTRY_DIR: &str = "/var/lib/kubelet/plugins_registry";
-
-/// Where kubelet expects the registration socket of `driver_name`: `<registry_dir>/<driver_name>-reg.sock`.
-pub fn registration_socket_path(registry_dir: &Path, driver_name: &str) -> PathBuf {
-    registry_dir.join(format!("{driver_name}-reg.sock"))
-}
-
 /// What kubelet last said about the registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistrationState {
@@ -43,13 +28,6 @@ pub enum RegistrationState {
     Registered,
     /// kubelet refused the registration, with its reason.
     Failed(String),
-}
-
-impl RegistrationState {
-    /// Only a refusal is unhealthy: a restart registers afresh, as node-driver-registrar's exit would.
-    pub fn is_healthy(&self) -> bool {
-        !matches!(self, RegistrationState::Failed(_))
-    }
 }
 
 /// A read handle on the registration state, for `/healthz`.
@@ -61,15 +39,6 @@ pub struct RegistrationHealth {
 impl RegistrationHealth {
     pub fn state(&self) -> RegistrationState {
         self.state.borrow().clone()
-    }
-
-    pub fn is_healthy(&self) -> bool {
-        self.state.borrow().is_healthy()
-    }
-
-    /// Waits for the next report from kubelet; `false` once the service is gone.
-    pub async fn changed(&mut self) -> bool {
-        self.state.changed().await.is_ok()
     }
 }
 
@@ -136,19 +105,9 @@ impl Registration for RegistrationService {
     }
 }
 
-/// Binds `socket_path` (a stale socket is replaced) and serves `service` until `shutdown` resolves, then
-/// removes the socket so kubelet deregisters the driver.
+/// Serves `service` on `listener`, bound at `socket_path`, until `shutdown` resolves, then removes the socket so
+/// kubelet deregisters the driver.
 pub async fn serve_registration(
-    socket_path: &Path,
-    service: RegistrationService,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), RunError> {
-    let listener = bind_socket(socket_path)?;
-    serve_registration_on(listener, socket_path, service, shutdown).await
-}
-
-/// [`serve_registration`] on a socket already bound at `socket_path`.
-pub async fn serve_registration_on(
     listener: UnixListener,
     socket_path: &Path,
     service: RegistrationService,
@@ -175,13 +134,16 @@ mod tests {
     use tokio::sync::oneshot;
     use tonic::transport::Channel;
 
-    use super::proto::registration_client::RegistrationClient;
+    use crate::proto::registration::registration_client::RegistrationClient;
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::grpc_socket::bind_socket;
 
     const DRIVER: &str = "secrets-store.csi.k8s.io";
 
     async fn client(path: PathBuf) -> RegistrationClient<Channel> {
-        RegistrationClient::new(crate::health::unix_channel(path).await.unwrap())
+        RegistrationClient::new(crate::csi::health::unix_channel(path).await.unwrap())
     }
 
     struct Running {
@@ -195,7 +157,7 @@ mod tests {
     /// Binds before spawning, so the client can connect as soon as this returns.
     fn start(prepare: impl FnOnce(&Path)) -> Running {
         let dir = tempfile::tempdir().unwrap();
-        let socket = registration_socket_path(dir.path(), DRIVER);
+        let socket = dir.path().join(format!("{DRIVER}-reg.sock"));
         prepare(&socket);
         let (service, health) =
             RegistrationService::new(DRIVER, "unix:///var/lib/kubelet/plugins/csi-secrets-store/csi.sock");
@@ -203,7 +165,7 @@ mod tests {
         let (stop, stopped) = oneshot::channel();
         let path = socket.clone();
         let task = tokio::spawn(async move {
-            serve_registration_on(listener, &path, service, async {
+            serve_registration(listener, &path, service, async {
                 let _ = stopped.await;
             })
             .await
@@ -215,14 +177,6 @@ mod tests {
             health,
             _dir: dir,
         }
-    }
-
-    #[test]
-    fn socket_path_is_kubelets() {
-        assert_eq!(
-            registration_socket_path(Path::new(DEFAULT_PLUGINS_REGISTRY_DIR), DRIVER),
-            PathBuf::from("/var/lib/kubelet/plugins_registry/secrets-store.csi.k8s.io-reg.sock")
-        );
     }
 
     #[tokio::test]
@@ -252,7 +206,6 @@ mod tests {
         let running = start(|_| {});
         let health = running.health.clone();
         assert_eq!(health.state(), RegistrationState::Pending);
-        assert!(health.is_healthy());
 
         let mut client = client(running.socket.clone()).await;
         let refused = RegistrationStatus {
@@ -265,7 +218,6 @@ mod tests {
             health.state(),
             RegistrationState::Failed("plugin secrets-store.csi.k8s.io already registered".into())
         );
-        assert!(!health.is_healthy());
 
         let accepted = RegistrationStatus {
             plugin_registered: true,
@@ -273,7 +225,6 @@ mod tests {
         };
         client.notify_registration_status(accepted).await.unwrap();
         assert_eq!(health.state(), RegistrationState::Registered);
-        assert!(health.is_healthy());
 
         drop(client);
         running.stop.send(()).unwrap();
@@ -297,43 +248,5 @@ mod tests {
         running.stop.send(()).unwrap();
         running.task.await.unwrap().unwrap();
         assert!(!running.socket.exists());
-    }
-
-    #[tokio::test]
-    async fn a_file_at_the_socket_path_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = registration_socket_path(dir.path(), DRIVER);
-        std::fs::write(&socket, b"not a socket").unwrap();
-        let (service, _health) = RegistrationService::new(DRIVER, "/csi/csi.sock");
-        let error = serve_registration(&socket, service, async {}).await.unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            format!(
-                "socket {}: exists and is not a socket; remove it or choose another --endpoint",
-                socket.display()
-            )
-        );
-        assert_eq!(std::fs::read(&socket).unwrap(), b"not a socket");
-    }
-
-    #[tokio::test]
-    async fn health_sees_each_report() {
-        let running = start(|_| {});
-        let mut watcher = running.health.clone();
-        let mut client = client(running.socket.clone()).await;
-        client
-            .notify_registration_status(RegistrationStatus {
-                plugin_registered: true,
-                error: String::new(),
-            })
-            .await
-            .unwrap();
-        assert!(watcher.changed().await);
-        assert_eq!(watcher.state(), RegistrationState::Registered);
-        drop(client);
-        running.stop.send(()).unwrap();
-        running.task.await.unwrap().unwrap();
-        // The service (the sender) is gone with the server.
-        assert!(!watcher.changed().await);
     }
 }

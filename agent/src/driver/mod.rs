@@ -14,18 +14,18 @@ use wisp_shared::contract::secrets_store::{
 };
 
 use crate::cluster::SharedClusterSink;
+use crate::cluster::spc::{SecretProviderClass, SharedSpcStore};
+use crate::dropin::{MountData, grpc_timeout};
 use crate::metrics::Metrics;
-use crate::mount::Mounter;
-use crate::proto::controller_server::Controller;
-use crate::proto::identity_server::Identity;
-use crate::proto::node_server::Node;
-use crate::proto::*;
+use crate::proto::csi::controller_server::Controller;
+use crate::proto::csi::identity_server::Identity;
+use crate::proto::csi::node_server::Node;
+use crate::proto::csi::*;
 use crate::provider::{Freshness, MountContent, Provider};
-use crate::provider_service::{MountData, grpc_timeout};
-use crate::spc::{SecretProviderClass, SharedSpcStore};
-pub use crate::state::MountedVolume;
-use crate::state::StateFile;
-use crate::writer;
+use crate::volume::mount::Mounter;
+pub use crate::volume::state::MountedVolume;
+use crate::volume::state::StateFile;
+use crate::volume::writer;
 
 /// How long the volume record writer waits after a change for more changes to write with it.
 const STATE_WRITE_DELAY: Duration = Duration::from_millis(200);
@@ -196,7 +196,7 @@ impl Driver {
 
     /// Takes over the volumes of the state file that are still published (a restarted agent), and rewrites
     /// the record without the others. Returns how many were recovered.
-    pub fn recover(&self) -> Result<usize, crate::state::StateError> {
+    pub fn recover(&self) -> Result<usize, crate::volume::state::StateError> {
         let Some(state) = &self.state else {
             return Ok(0);
         };
@@ -539,7 +539,7 @@ impl Driver {
         &self,
         req: &NodePublishVolumeRequest,
         target: &Path,
-        objects: Vec<crate::provider::ObjectVersion>,
+        objects: Vec<crate::content::ObjectVersion>,
     ) -> MountedVolume {
         let context = &req.volume_context;
         MountedVolume {
@@ -837,11 +837,11 @@ impl Node for NodeService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::MountMode;
-    use crate::http::RetryPolicy;
+    use crate::cluster::spc::{MemorySpcStore, SecretProviderClass};
     use crate::provider::ProviderConfig;
-    use crate::render::RenderOptions;
-    use crate::spc::{MemorySpcStore, SecretProviderClass};
+    use crate::provider::http::RetryPolicy;
+    use crate::provider::render::RenderOptions;
+    use crate::volume::mount::MountMode;
     use wisp_shared::contract::secrets_store::CTX_SERVICE_ACCOUNT_NAME;
 
     struct Fixture {
@@ -860,7 +860,7 @@ mod tests {
                 max_parallel: 4,
                 rotation_round: Duration::from_secs(120),
             },
-            crate::http::build_client().unwrap(),
+            crate::provider::http::build_client().unwrap(),
             "http://127.0.0.1:1",
             RetryPolicy::none(),
             metrics.clone(),

@@ -10,30 +10,30 @@ use axum::Router;
 use axum::routing::get;
 use tokio::net::UnixListener;
 
+use crate::cli::Cli;
+use crate::cluster::spc::{KubeSpcStore, SharedSpcStore};
 use crate::cluster::{KubeCluster, SharedClusterSink};
-use crate::config::Cli;
+use crate::csi::health::{self, HealthCheck};
+use crate::csi::registration::{RegistrationService, serve_registration};
+use crate::driver::{ControllerService, Driver, DriverInfo, DriverOptions, IdentityService, NodeService};
+use crate::dropin::{self, ProviderService};
 use crate::grpc_socket::{self, SocketError, bind_socket};
-use crate::health::{self, HealthCheck};
-use crate::http::{RetryPolicy, build_client};
 use crate::metrics::Metrics;
-use crate::mount::Mounter;
-use crate::node::{ControllerService, Driver, DriverInfo, DriverOptions, IdentityService, NodeService};
-use crate::proto::controller_server::ControllerServer;
-use crate::proto::identity_server::IdentityServer;
-use crate::proto::node_server::NodeServer;
+use crate::proto::csi::controller_server::ControllerServer;
+use crate::proto::csi::identity_server::IdentityServer;
+use crate::proto::csi::node_server::NodeServer;
+use crate::provider::http::{RetryPolicy, build_client};
+use crate::provider::render::RenderOptions;
 use crate::provider::{self, Provider, ProviderConfig};
-use crate::provider_service::{self, ProviderService};
-use crate::registration::{RegistrationService, serve_registration_on};
-use crate::render::RenderOptions;
-use crate::spc::{KubeSpcStore, SharedSpcStore};
-use crate::state::StateFile;
+use crate::volume::mount::Mounter;
+use crate::volume::state::StateFile;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("{0}")]
     Config(String),
     #[error("{0}")]
-    Http(#[from] crate::http::HttpError),
+    Http(#[from] crate::provider::http::HttpError),
     #[error("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG): {0}")]
     Kube(String),
     #[error(transparent)]
@@ -169,7 +169,7 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     let provider = provider_from_cli(&cli, metrics.clone())?;
     if let Some(path) = cli.provider_socket_path().map_err(RunError::Config)? {
-        provider_service::spawn(&path, ProviderService::new(provider.clone(), metrics.clone()))?;
+        dropin::spawn(&path, ProviderService::new(provider.clone(), metrics.clone()))?;
     }
     let driver = driver_from_cli(&cli, metrics.clone(), provider).await?;
     let listener = bind_socket(&socket)?;
@@ -189,7 +189,7 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         let path = cli.registration_socket.clone();
         tracing::info!(socket = %path.display(), endpoint = %reported.display(), "kubelet registration socket listening");
         let task = tokio::spawn(async move {
-            serve_registration_on(
+            serve_registration(
                 registration_listener,
                 &path,
                 service,

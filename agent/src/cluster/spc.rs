@@ -2,8 +2,12 @@
 //! and a Kubernetes one (a reflector watching every SecretProviderClass, with a live GET when the cache misses,
 //! e.g. for an object created a moment before the pod).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+#[cfg(test)]
+use std::collections::HashMap;
+use std::sync::Arc;
+#[cfg(test)]
+use std::sync::RwLock;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -43,12 +47,14 @@ pub trait SpcStore: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<SecretProviderClass>, SpcError>>;
 }
 
-/// A map of SecretProviderClasses, for tests and for callers that already hold the objects.
+/// A map of SecretProviderClasses: the store of unit tests.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct MemorySpcStore {
     objects: RwLock<HashMap<(String, String), SecretProviderClass>>,
 }
 
+#[cfg(test)]
 impl MemorySpcStore {
     pub fn new() -> Self {
         Self::default()
@@ -67,6 +73,7 @@ impl MemorySpcStore {
     }
 }
 
+#[cfg(test)]
 impl SpcStore for MemorySpcStore {
     fn get<'a>(
         &'a self,

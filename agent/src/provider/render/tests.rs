@@ -1,6 +1,7 @@
 //! Keys, certificates and PFX files are generated here at test time; expectations are computed by other
 //! implementations (rcgen/aws-lc for keys and SPKI, x509-parser to read certificates) wherever possible.
 
+use der::Decode;
 use pretty_assertions::assert_eq;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
@@ -10,7 +11,7 @@ use rstest::rstest;
 use serde_json::json;
 
 use super::*;
-use crate::params::{ObjectEncoding, ObjectFormat, ObjectSpec, ObjectType};
+use crate::provider::params::{ObjectEncoding, ObjectFormat, ObjectSpec, ObjectType};
 
 fn spec(object_type: ObjectType) -> ObjectSpec {
     ObjectSpec {
@@ -808,33 +809,6 @@ fn history_selection_errors() {
     assert_eq!(
         select_history_versions(&[], None, 2).unwrap_err().to_string(),
         "the object has no enabled versions"
-    );
-}
-
-#[test]
-fn history_files_are_alias_slash_index() {
-    let mut spec = spec(ObjectType::Secret);
-    spec.alias = "dir/alias".into();
-    spec.version_history = 2;
-    let list = versions(&[("v1", true, 1), ("v2", true, 2), ("v3", true, 3)]);
-    assert_eq!(
-        history_versions(&spec, &list).unwrap(),
-        vec![
-            HistoryFile {
-                file_path: "dir/alias/0".into(),
-                version: "v3".into()
-            },
-            HistoryFile {
-                file_path: "dir/alias/1".into(),
-                version: "v2".into()
-            },
-        ]
-    );
-    spec.version = Some("nope".into());
-    assert_eq!(
-        history_versions(&spec, &list).unwrap_err().to_string(),
-        "objects array index 2 (objectName \"obj\", objectType secret): objectVersion nope is not an enabled version \
-         of this object; set objectVersion to an enabled version or remove it"
     );
 }
 

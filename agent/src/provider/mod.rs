@@ -2,6 +2,13 @@
 //! fetched (in parallel, bounded, each distinct version once) → rendered files. Nothing here touches the mount;
 //! the caller writes the files only once all of them exist.
 
+pub(crate) mod auth;
+pub(crate) mod http;
+pub(crate) mod keyvault;
+pub(crate) mod params;
+pub(crate) mod render;
+pub(crate) mod round_cache;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -10,11 +17,12 @@ use tokio::time::Instant;
 use wisp_shared::cloud::CloudEnvironment;
 use wisp_shared::contract::secrets_store::CTX_SERVICE_ACCOUNT_TOKENS;
 
-use crate::auth::{self, AuthError, Authenticator, Identity, IdentityKey, ServiceAccountRef};
-use crate::keyvault::{Fetched, KeyVaultClient, KeyVaultError, VaultAccess, type_label};
-use crate::params::{self, CloudSelection, IdentityMode, MountParams, ObjectSpec, ObjectType, ParamError};
-use crate::render::{self, RenderError, RenderOptions, RenderedFile, VersionInfo};
-use crate::round_cache::RoundCache;
+use crate::content::{ObjectVersion, RenderedFile};
+use crate::provider::auth::{AuthError, Authenticator, Identity, IdentityKey, ServiceAccountRef};
+use crate::provider::keyvault::{Fetched, KeyVaultClient, KeyVaultError, VaultAccess, type_label};
+use crate::provider::params::{CloudSelection, IdentityMode, MountParams, ObjectSpec, ObjectType, ParamError};
+use crate::provider::render::{RenderError, RenderOptions, VersionInfo};
+use crate::provider::round_cache::RoundCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -53,14 +61,6 @@ pub struct MountInput<'a> {
     pub pod_namespace: &'a str,
     /// `csi.storage.k8s.io/serviceAccount.name` as kubelet sent it.
     pub service_account_name: Option<&'a str>,
-}
-
-/// One mounted object version, as the SecretProviderClassPodStatus lists it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ObjectVersion {
-    /// `<type>/<name>` or `<type>/<name>/<index>` for version history.
-    pub id: String,
-    pub version: String,
 }
 
 /// The files of a mount and the versions they came from.
@@ -402,7 +402,7 @@ pub fn build(
     config: ProviderConfig,
     http: reqwest::Client,
     imds_endpoint: &str,
-    retry: crate::http::RetryPolicy,
+    retry: crate::provider::http::RetryPolicy,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> Provider {
     let auth = Authenticator::new(http.clone(), imds_endpoint, retry.clone());
