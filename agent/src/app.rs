@@ -13,9 +13,12 @@ use tokio::net::UnixListener;
 use crate::cli::Cli;
 use crate::cluster::spc::{KubeSpcStore, SharedSpcStore};
 use crate::cluster::{KubeCluster, SharedClusterSink};
+use crate::csi::controller::ControllerService;
 use crate::csi::health::{self, HealthCheck};
+use crate::csi::identity::IdentityService;
+use crate::csi::node::NodeService;
 use crate::csi::registration::{RegistrationService, serve_registration};
-use crate::driver::{ControllerService, Driver, DriverInfo, DriverOptions, IdentityService, NodeService};
+use crate::driver::{Driver, DriverInfo, DriverOptions};
 use crate::dropin::{self, ProviderService};
 use crate::grpc_socket::{self, SocketError, bind_socket};
 use crate::metrics::Metrics;
@@ -45,7 +48,7 @@ pub enum RunError {
 }
 
 /// Builds the driver from flags, with SecretProviderClasses from the Kubernetes API.
-pub async fn driver_from_cli(
+pub(crate) async fn driver_from_cli(
     cli: &Cli,
     metrics: Arc<Metrics>,
     provider: Arc<Provider>,
@@ -65,7 +68,7 @@ pub async fn driver_from_cli(
 }
 
 /// The in-process provider from flags, shared by the CSI node service and the provider protocol endpoint.
-pub fn provider_from_cli(cli: &Cli, metrics: Arc<Metrics>) -> Result<Arc<Provider>, RunError> {
+pub(crate) fn provider_from_cli(cli: &Cli, metrics: Arc<Metrics>) -> Result<Arc<Provider>, RunError> {
     let http = build_client()?;
     Ok(Arc::new(provider::build(
         ProviderConfig {
@@ -85,7 +88,7 @@ pub fn provider_from_cli(cli: &Cli, metrics: Arc<Metrics>) -> Result<Arc<Provide
 }
 
 /// Builds the driver from flags with the given SecretProviderClass store, provider and cluster sink.
-pub fn driver_with(
+pub(crate) fn driver_with(
     cli: &Cli,
     metrics: Arc<Metrics>,
     spcs: SharedSpcStore,
@@ -115,7 +118,7 @@ pub fn driver_with(
 }
 
 /// Serves the CSI Identity, Node and Controller (capabilities only) services on `listener` until `shutdown` resolves.
-pub async fn serve_csi(
+pub(crate) async fn serve_csi(
     listener: UnixListener,
     driver: Arc<Driver>,
     shutdown: impl Future<Output = ()> + Send,

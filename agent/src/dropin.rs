@@ -10,8 +10,8 @@
 //! sets `MountResponse.error`). `grpc.health.v1.Health/Check` answers `SERVING` for any service name, as
 //! provider-azure's does (`Watch` is not served).
 //!
-//! [`MountData`] is how both paths assemble the provider's input from what kubelet sent, so the driver's merge
-//! rules (volume attributes over parameters, service-account tokens from the CSI secrets first) live in one place.
+//! The request becomes the provider's input through [`MountData::from_attributes`], the same merge rules as
+//! NodePublishVolume's.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,16 +26,16 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use wisp_shared::contract::provider_azure::DEFAULT_FILE_MODE;
-use wisp_shared::contract::secrets_store::{
-    CTX_POD_NAME, CTX_POD_NAMESPACE, CTX_SERVICE_ACCOUNT_NAME, CTX_SERVICE_ACCOUNT_TOKENS,
-};
+use wisp_shared::contract::secrets_store::{CTX_POD_NAME, CTX_POD_NAMESPACE};
 
 use crate::app::RunError;
+use crate::grpc_socket::grpc_timeout;
 use crate::metrics::Metrics;
 use crate::proto::provider::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
 use crate::proto::provider::{File, MountRequest, MountResponse, ObjectVersion, VersionRequest, VersionResponse};
+use crate::provider::input::MountData;
 use crate::provider::params::{self, ObjectSpec};
-use crate::provider::{Freshness, MountContent, MountInput, Provider};
+use crate::provider::{Freshness, MountContent, Provider};
 
 /// The protocol version, answered in `VersionResponse.version` as provider-azure does.
 pub const PROTOCOL_VERSION: &str = "v1alpha1";
@@ -48,65 +48,6 @@ const VERSION_METHOD: &str = "/v1alpha1.CSIDriverProvider/Version";
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 /// Time kept back from the caller's deadline for answering.
 const DEADLINE_RESERVE: Duration = Duration::from_secs(1);
-
-/// The provider's input for one mount, owned: the SecretProviderClass parameters with every volume attribute
-/// over them and the service-account tokens (from the CSI secrets when kubelet ≥ 1.35 puts them there, else the
-/// volume attributes); the `nodePublishSecretRef` data without the tokens.
-///
-/// NodePublishVolume builds it with [`MountData::merge`]; the provider protocol's Mount, whose attributes the
-/// driver has already merged the same way, with [`MountData::from_attributes`].
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct MountData {
-    pub parameters: BTreeMap<String, String>,
-    pub secrets: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for MountData {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Keys only: parameters carry service-account tokens, secrets carry client secrets.
-        f.debug_struct("MountData")
-            .field("parameters", &self.parameters.keys().collect::<Vec<_>>())
-            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-impl MountData {
-    /// As the driver does: `parameters`, then every volume attribute over them, then the tokens from `secrets`
-    /// if present and not empty (else those of the volume attributes stay).
-    pub fn merge<'a>(
-        parameters: &BTreeMap<String, String>,
-        volume_context: impl IntoIterator<Item = (&'a String, &'a String)>,
-        secrets: impl IntoIterator<Item = (&'a String, &'a String)>,
-    ) -> Self {
-        let mut parameters = parameters.clone();
-        parameters.extend(volume_context.into_iter().map(|(k, v)| (k.clone(), v.clone())));
-        let mut secrets: BTreeMap<String, String> = secrets.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        if let Some(tokens) = secrets.remove(CTX_SERVICE_ACCOUNT_TOKENS).filter(|t| !t.is_empty()) {
-            parameters.insert(CTX_SERVICE_ACCOUNT_TOKENS.to_string(), tokens);
-        }
-        Self { parameters, secrets }
-    }
-
-    /// The provider protocol's attributes (already merged by the driver) and secrets.
-    pub fn from_attributes(attributes: BTreeMap<String, String>, secrets: &BTreeMap<String, String>) -> Self {
-        Self::merge(&attributes, std::iter::empty(), secrets)
-    }
-
-    /// The pod's namespace as kubelet sent it (empty if it did not).
-    pub fn pod_namespace(&self) -> &str {
-        self.parameters.get(CTX_POD_NAMESPACE).map(String::as_str).unwrap_or("")
-    }
-
-    pub fn input(&self) -> MountInput<'_> {
-        MountInput {
-            parameters: &self.parameters,
-            secrets: &self.secrets,
-            pod_namespace: self.pod_namespace(),
-            service_account_name: self.parameters.get(CTX_SERVICE_ACCOUNT_NAME).map(String::as_str),
-        }
-    }
-}
 
 /// A `MountRequest` that cannot be read. The first part is provider-azure's text; the JSON problem is described
 /// by position and kind only, never by content (attributes carry tokens, secrets carry client secrets).
@@ -260,23 +201,6 @@ pub fn mount_response(content: MountContent, specs: &[ObjectSpec], default_mode:
     }
 }
 
-/// The `grpc-timeout` header (e.g. `119999m`) as a duration.
-pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let unit_at = value.len().checked_sub(1)?;
-    let amount: u64 = value[..unit_at].parse().ok()?;
-    let per_unit = match &value[unit_at..] {
-        "H" => Duration::from_secs(3600),
-        "M" => Duration::from_secs(60),
-        "S" => Duration::from_secs(1),
-        "m" => Duration::from_millis(1),
-        "u" => Duration::from_micros(1),
-        "n" => Duration::from_nanos(1),
-        _ => return None,
-    };
-    Some(per_unit.saturating_mul(u32::try_from(amount).unwrap_or(u32::MAX)))
-}
-
 /// The `v1alpha1.CSIDriverProvider` service.
 #[derive(Debug, Clone)]
 pub struct ProviderService {
@@ -409,6 +333,8 @@ pub fn spawn(path: &Path, service: ProviderService) -> Result<(), RunError> {
 
 #[cfg(test)]
 mod tests {
+    use wisp_shared::contract::secrets_store::CTX_SERVICE_ACCOUNT_TOKENS;
+
     use super::*;
     use crate::content::ObjectVersion as Version;
     use crate::content::RenderedFile;
@@ -532,39 +458,6 @@ mod tests {
         assert!(!redacted.contains("jwt") && !redacted.contains("\"s\""), "{redacted}");
     }
 
-    #[test]
-    fn merge_follows_the_driver() {
-        let owned = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-        };
-        let parameters = owned(&[("keyvaultName", "kv"), ("clientID", "from-spc")]);
-        let context = owned(&[("clientID", "from-pod"), (CTX_SERVICE_ACCOUNT_TOKENS, "ctx-tokens")]);
-        // Tokens in the CSI secrets win over the volume attributes; an empty entry there does not.
-        let data = MountData::merge(
-            &parameters,
-            &context,
-            &owned(&[(CTX_SERVICE_ACCOUNT_TOKENS, "secret-tokens")]),
-        );
-        assert_eq!(
-            data,
-            MountData {
-                parameters: owned(&[
-                    ("clientID", "from-pod"),
-                    (CTX_SERVICE_ACCOUNT_TOKENS, "secret-tokens"),
-                    ("keyvaultName", "kv"),
-                ]),
-                secrets: BTreeMap::new(),
-            }
-        );
-        let data = MountData::merge(
-            &parameters,
-            &context,
-            &owned(&[(CTX_SERVICE_ACCOUNT_TOKENS, ""), ("a", "b")]),
-        );
-        assert_eq!(data.parameters[CTX_SERVICE_ACCOUNT_TOKENS], "ctx-tokens");
-        assert_eq!(data.secrets, owned(&[("a", "b")]));
-    }
-
     fn spec(alias: &str, history: u32, permission: Option<u32>) -> ObjectSpec {
         ObjectSpec {
             index: 0,
@@ -651,25 +544,6 @@ mod tests {
             .map(|f| f.mode)
             .collect();
         assert_eq!(modes, vec![0o644, 0o640, 0o640, 0o640, 0o644, 0o644]);
-    }
-
-    #[test]
-    fn grpc_timeouts() {
-        let mut md = tonic::metadata::MetadataMap::new();
-        assert_eq!(grpc_timeout(&md), None);
-        for (value, expected) in [
-            ("119999m", Some(Duration::from_millis(119_999))),
-            ("2M", Some(Duration::from_secs(120))),
-            ("1H", Some(Duration::from_secs(3600))),
-            ("5S", Some(Duration::from_secs(5))),
-            ("7u", Some(Duration::from_micros(7))),
-            ("9n", Some(Duration::from_nanos(9))),
-            ("x", None),
-            ("10", None),
-        ] {
-            md.insert("grpc-timeout", value.parse().unwrap());
-            assert_eq!(grpc_timeout(&md), expected, "{value}");
-        }
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -189,6 +190,23 @@ impl Connected for GrpcConnection {
     }
 }
 
+/// The `grpc-timeout` header (e.g. `119999m`) as a duration.
+pub(crate) fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let unit_at = value.len().checked_sub(1)?;
+    let amount: u64 = value[..unit_at].parse().ok()?;
+    let per_unit = match &value[unit_at..] {
+        "H" => Duration::from_secs(3600),
+        "M" => Duration::from_secs(60),
+        "S" => Duration::from_secs(1),
+        "m" => Duration::from_millis(1),
+        "u" => Duration::from_micros(1),
+        "n" => Duration::from_nanos(1),
+        _ => return None,
+    };
+    Some(per_unit.saturating_mul(u32::try_from(amount).unwrap_or(u32::MAX)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +229,24 @@ mod tests {
                 file.display()
             )
         );
+    }
+
+    #[test]
+    fn grpc_timeouts() {
+        let mut md = tonic::metadata::MetadataMap::new();
+        assert_eq!(grpc_timeout(&md), None);
+        for (value, expected) in [
+            ("119999m", Some(Duration::from_millis(119_999))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("5S", Some(Duration::from_secs(5))),
+            ("7u", Some(Duration::from_micros(7))),
+            ("9n", Some(Duration::from_nanos(9))),
+            ("x", None),
+            ("10", None),
+        ] {
+            md.insert("grpc-timeout", value.parse().unwrap());
+            assert_eq!(grpc_timeout(&md), expected, "{value}");
+        }
     }
 }

@@ -125,6 +125,7 @@ pub struct ServiceAccountRef {
 }
 
 /// Who asks for a Key Vault token.
+#[expect(clippy::enum_variant_names, reason = "the variants are Azure's names for the identity kinds")]
 pub enum Identity {
     WorkloadIdentity {
         tenant_id: String,

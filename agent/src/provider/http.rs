@@ -52,6 +52,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// No retries: the first answer is final.
+    #[cfg(test)]
     pub fn none() -> Self {
         Self {
             max_attempts: 1,

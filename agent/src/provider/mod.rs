@@ -4,12 +4,13 @@
 
 pub(crate) mod auth;
 pub(crate) mod http;
+pub(crate) mod input;
 pub(crate) mod keyvault;
 pub(crate) mod params;
 pub(crate) mod render;
 pub(crate) mod round_cache;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
@@ -19,6 +20,7 @@ use wisp_shared::contract::secrets_store::CTX_SERVICE_ACCOUNT_TOKENS;
 
 use crate::content::{ObjectVersion, RenderedFile};
 use crate::provider::auth::{AuthError, Authenticator, Identity, IdentityKey, ServiceAccountRef};
+use crate::provider::input::MountInput;
 use crate::provider::keyvault::{Fetched, KeyVaultClient, KeyVaultError, VaultAccess, type_label};
 use crate::provider::params::{CloudSelection, IdentityMode, MountParams, ObjectSpec, ObjectType, ParamError};
 use crate::provider::render::{RenderError, RenderOptions, VersionInfo};
@@ -36,31 +38,6 @@ pub enum ProviderError {
     KeyVault { object: String, source: KeyVaultError },
     #[error("failed to get {object}: {source}")]
     Render { object: String, source: RenderError },
-}
-
-impl ProviderError {
-    /// Key Vault's error code when that is the cause (metrics and tests).
-    pub fn key_vault_code(&self) -> Option<&str> {
-        match self {
-            ProviderError::KeyVault {
-                source: KeyVaultError::Service { code, .. },
-                ..
-            } => Some(code),
-            _ => None,
-        }
-    }
-}
-
-/// What one mount asks of the provider.
-#[derive(Debug, Clone, Copy)]
-pub struct MountInput<'a> {
-    /// SecretProviderClass parameters with the volume attributes (and tokens) merged in.
-    pub parameters: &'a BTreeMap<String, String>,
-    /// `nodePublishSecretRef` data.
-    pub secrets: &'a BTreeMap<String, String>,
-    pub pod_namespace: &'a str,
-    /// `csi.storage.k8s.io/serviceAccount.name` as kubelet sent it.
-    pub service_account_name: Option<&'a str>,
 }
 
 /// The files of a mount and the versions they came from.
@@ -276,11 +253,6 @@ impl Provider {
             source,
         })?;
         Ok((key, fetched))
-    }
-
-    /// Everything a first mount shows, read afresh, or the first error.
-    pub async fn mount_content(&self, input: MountInput<'_>, deadline: Instant) -> Result<MountContent, ProviderError> {
-        self.content(input, deadline, Freshness::Fresh).await
     }
 
     /// Everything a mount shows, with reads from `freshness`, or the first error.

@@ -54,10 +54,6 @@ impl Mounter {
         Self { mode }
     }
 
-    pub fn mode(&self) -> MountMode {
-        self.mode
-    }
-
     /// Whether `target` already holds a published volume: a mount point (tmpfs mode) or a populated directory
     /// (directory mode).
     pub fn is_published(&self, target: &Path) -> Result<bool, MountError> {
