@@ -8,14 +8,15 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
-use prometheus_client::registry::Registry;
 use tower::ServiceExt;
-use wisp_webhook::api::{self, AppState};
-use wisp_webhook::metrics::Metrics;
-use wisp_webhook::mutate::{MutationConfig, ServiceAccountInfo};
-use wisp_webhook::sa_cache::{NoServiceAccounts, ServiceAccountIndex, ServiceAccountLookup};
+use wisp_webhook::api;
+use wisp_webhook::mutate::ServiceAccountInfo;
+use wisp_webhook::sa_cache::ServiceAccountIndex;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+#[path = "../tests/fixtures/mod.rs"]
+mod fixtures;
 
 const REVIEW: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"bench-uid","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"namespace":"bench","operation":"CREATE","userInfo":{"username":"system:serviceaccount:kube-system:replicaset-controller"},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"api-7d9f8c6b5d-","namespace":"bench","labels":{"app":"api","azure.workload.identity/use":"true"}},"spec":{"serviceAccountName":"workload","initContainers":[{"name":"migrate","image":"api:1.2.3","args":["migrate"]}],"containers":[{"name":"api","image":"api:1.2.3","ports":[{"containerPort":8080,"protocol":"TCP"}],"env":[{"name":"LOG_LEVEL","value":"info"}],"volumeMounts":[{"name":"config","mountPath":"/etc/api"}],"resources":{"requests":{"cpu":"100m","memory":"128Mi"}}},{"name":"metrics","image":"exporter:0.9"}],"volumes":[{"name":"config","configMap":{"name":"api"}}]}},"dryRun":false}}"#;
 
@@ -29,21 +30,7 @@ fn router() -> axum::Router {
             ..Default::default()
         },
     );
-    let mut registry = Registry::default();
-    let state = AppState {
-        mutation: MutationConfig {
-            tenant_id: "00000000-0000-0000-0000-000000000000".to_string(),
-            authority_host: "https://login.microsoftonline.com/".to_string(),
-            audience: "api://AzureADTokenExchange".to_string(),
-            proxy_image: "mcr.microsoft.com/oss/azure/workload-identity/proxy:v1.5.1".to_string(),
-            proxy_init_image: "mcr.microsoft.com/oss/azure/workload-identity/proxy-init:v1.5.1".to_string(),
-            native_sidecar: true,
-            proxy_log_level: "info".to_string(),
-        },
-        service_accounts: ServiceAccountLookup::new(index, Arc::new(NoServiceAccounts)),
-        metrics: Metrics::register(&mut registry),
-    };
-    api::router(Arc::new(state))
+    fixtures::admission_router(index, true)
 }
 
 fn bench(c: &mut Criterion) {

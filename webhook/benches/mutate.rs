@@ -9,16 +9,11 @@ use serde_json::{Value, json};
 use wisp_webhook::mutate::{MutationConfig, ServiceAccountInfo, mutate, mutate_pod};
 use wisp_webhook::pod::{Lenient, Pod};
 
+#[path = "../tests/fixtures/mod.rs"]
+mod fixtures;
+
 fn config() -> MutationConfig {
-    MutationConfig {
-        tenant_id: "00000000-0000-0000-0000-000000000000".to_string(),
-        authority_host: "https://login.microsoftonline.com/".to_string(),
-        audience: "api://AzureADTokenExchange".to_string(),
-        proxy_image: "mcr.microsoft.com/oss/azure/workload-identity/proxy:v1.5.1".to_string(),
-        proxy_init_image: "mcr.microsoft.com/oss/azure/workload-identity/proxy-init:v1.5.1".to_string(),
-        native_sidecar: true,
-        proxy_log_level: "info".to_string(),
-    }
+    fixtures::mutation_config(true)
 }
 
 fn pod(annotations: Value) -> Value {

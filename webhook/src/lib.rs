@@ -1,15 +1,18 @@
 //! wisp's admission webhook: injects Microsoft Entra Workload ID (the upstream azure-workload-identity webhook's
 //! v1.5.1 token layout) into pods, and optionally the Secrets Store CSI volume.
 //!
-//! [`mutate`] is the pure core; [`sa_cache`], [`tls`] (with [`cert_rotation`]) and [`metrics`] are its inputs and outputs; [`api`] the HTTP
-//! handlers; [`server`] the runtime wiring that `main` calls with the [`cli::Config`].
+//! [`mutate`] is the pure core; [`sa_cache`], [`tls`] (with `cert_rotation`) and [`metrics`] are its inputs and
+//! outputs; `review` the AdmissionReview wire types; [`api`] the HTTP handlers; [`serve`] the listeners; [`app`] the
+//! runtime wiring that `main` calls with the [`cli::Config`].
 
 pub mod api;
-pub mod cert_rotation;
+pub mod app;
+pub(crate) mod cert_rotation;
 pub mod cli;
 pub mod metrics;
 pub mod mutate;
 pub mod pod;
+pub(crate) mod review;
 pub mod sa_cache;
-pub mod server;
+pub mod serve;
 pub mod tls;

@@ -8,7 +8,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     wisp_shared::runtime::init_logging(&cli.log_level);
     let config = Config::from_cli(cli).context("invalid configuration")?;
-    wisp_webhook::server::run(config, wisp_shared::runtime::shutdown_signal())
+    wisp_webhook::app::run(config, wisp_shared::runtime::shutdown_signal())
         .await
         .context("wisp-webhook failed")
 }

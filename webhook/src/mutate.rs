@@ -136,25 +136,6 @@ impl Denial {
     }
 }
 
-/// The name used for a pod in logs: its name, or its generateName marked as a prefix.
-pub fn pod_display_name(pod: &Value) -> String {
-    Pod::from_value(pod).unwrap_or_default().display_name().to_string()
-}
-
-/// `spec.serviceAccountName`, or `default` when unset or empty (the deprecated `spec.serviceAccount` is not read,
-/// as upstream).
-pub fn service_account_name(pod: &Value) -> &str {
-    match pod["spec"]["serviceAccountName"].as_str() {
-        Some(name) if !name.is_empty() => name,
-        _ => "default",
-    }
-}
-
-/// True when the pod carries `azure.workload.identity/use: "true"` (exactly, as the webhook's objectSelector).
-pub fn is_opted_in(pod: &Value) -> bool {
-    pod["metadata"]["labels"][wi::USE_LABEL].as_str() == Some("true")
-}
-
 /// Computes the patch that injects workload identity into `pod`. An empty patch means the pod already has
 /// everything (a reinvocation) or is not opted in. The webhook itself calls [`mutate_pod`] on the pod read
 /// straight from the request; this is the same mutation for a pod held as a `Value`.
@@ -761,5 +742,4 @@ fn proxy_sidecar_container(config: &MutationConfig, port: u16) -> Container {
 }
 
 #[cfg(test)]
-#[path = "mutate_tests.rs"]
 mod tests;

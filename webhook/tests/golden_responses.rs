@@ -12,12 +12,12 @@ use axum::body::Body;
 use axum::http::{Request, header};
 use base64::Engine;
 use http_body_util::BodyExt;
-use prometheus_client::registry::Registry;
 use tower::ServiceExt;
-use wisp_webhook::api::{self, AppState};
-use wisp_webhook::metrics::Metrics;
-use wisp_webhook::mutate::{MutationConfig, ServiceAccountInfo};
-use wisp_webhook::sa_cache::{NoServiceAccounts, ServiceAccountIndex, ServiceAccountLookup};
+use wisp_webhook::api;
+use wisp_webhook::mutate::ServiceAccountInfo;
+use wisp_webhook::sa_cache::ServiceAccountIndex;
+
+mod fixtures;
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/admission.txt");
 
@@ -38,21 +38,7 @@ fn router(native_sidecar: bool) -> axum::Router {
     index.apply("ns1", "no-client", ServiceAccountInfo::default());
     index.apply("ns1", "quoted\"name", sa("client \"quoted\" \u{e9}", None, None));
     index.apply("ns2", "default", sa("default-client", None, None));
-    let mut registry = Registry::default();
-    let state = AppState {
-        mutation: MutationConfig {
-            tenant_id: "00000000-0000-0000-0000-000000000000".to_string(),
-            authority_host: "https://login.microsoftonline.com/".to_string(),
-            audience: "api://AzureADTokenExchange".to_string(),
-            proxy_image: "mcr.microsoft.com/oss/azure/workload-identity/proxy:v1.5.1".to_string(),
-            proxy_init_image: "mcr.microsoft.com/oss/azure/workload-identity/proxy-init:v1.5.1".to_string(),
-            native_sidecar,
-            proxy_log_level: "info".to_string(),
-        },
-        service_accounts: ServiceAccountLookup::new(index, Arc::new(NoServiceAccounts)),
-        metrics: Metrics::register(&mut registry),
-    };
-    api::router(Arc::new(state))
+    fixtures::admission_router(index, native_sidecar)
 }
 
 /// An AdmissionReview around `object` (raw JSON text, kept byte for byte).

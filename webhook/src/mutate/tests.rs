@@ -8,6 +8,23 @@ use serde_json::json;
 
 const TOKEN_FILE: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
 
+// The mutation reads pods through the `Pod` view; these read a `Value` pod the same way.
+
+fn pod_display_name(pod: &Value) -> String {
+    Pod::from_value(pod).unwrap_or_default().display_name().to_string()
+}
+
+fn service_account_name(pod: &Value) -> String {
+    Pod::from_value(pod)
+        .unwrap_or_default()
+        .service_account_name()
+        .to_string()
+}
+
+fn is_opted_in(pod: &Value) -> bool {
+    Pod::from_value(pod).is_some_and(|pod| pod.is_opted_in())
+}
+
 fn config() -> MutationConfig {
     MutationConfig {
         tenant_id: "webhook-tenant".to_string(),
