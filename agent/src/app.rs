@@ -20,7 +20,8 @@ use crate::csi::node::NodeService;
 use crate::csi::registration::{RegistrationService, serve_registration};
 use crate::driver::{Driver, DriverInfo, DriverOptions};
 use crate::dropin::{self, ProviderService};
-use crate::grpc_socket::{self, SocketError, bind_socket};
+use crate::error_text::error_chain;
+use crate::grpc_socket::{self, ServeError, SocketError, bind_socket};
 use crate::metrics::Metrics;
 use crate::proto::csi::controller_server::ControllerServer;
 use crate::proto::csi::identity_server::IdentityServer;
@@ -37,14 +38,18 @@ pub enum RunError {
     Config(String),
     #[error("{0}")]
     Http(#[from] crate::provider::http::HttpError),
-    #[error("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG): {0}")]
-    Kube(String),
+    #[error("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")]
+    Kube(#[source] kube::Error),
     #[error(transparent)]
     Socket(#[from] SocketError),
-    #[error("cannot listen on {addr}: {reason}")]
-    Listen { addr: SocketAddr, reason: String },
-    #[error("the gRPC server failed: {0}")]
-    Grpc(String),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Serve(#[from] ServeError),
 }
 
 /// Builds the driver from flags, with SecretProviderClasses from the Kubernetes API.
@@ -53,9 +58,7 @@ pub(crate) async fn driver_from_cli(
     metrics: Arc<Metrics>,
     provider: Arc<Provider>,
 ) -> Result<Arc<Driver>, RunError> {
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| RunError::Kube(e.to_string()))?;
+    let client = kube::Client::try_default().await.map_err(RunError::Kube)?;
     let spcs: SharedSpcStore = Arc::new(KubeSpcStore::start(client.clone()));
     let cluster: SharedClusterSink = Arc::new(KubeCluster::new(client, &cli.nodeid, metrics.clone()));
     let driver = driver_with(cli, metrics, spcs, provider, Some(cluster))?;
@@ -122,14 +125,15 @@ pub(crate) async fn serve_csi(
     listener: UnixListener,
     driver: Arc<Driver>,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), RunError> {
+) -> Result<(), ServeError> {
+    let path = grpc_socket::bound_path(&listener);
     tonic::transport::Server::builder()
         .add_service(IdentityServer::new(IdentityService::new(driver.clone())))
         .add_service(NodeServer::new(NodeService::new(driver)))
         .add_service(ControllerServer::new(ControllerService))
         .serve_with_incoming_shutdown(grpc_socket::incoming(listener), shutdown)
         .await
-        .map_err(|e| RunError::Grpc(e.to_string()))
+        .map_err(|source| ServeError::Serve { path, source })
 }
 
 fn metrics_router(metrics: Arc<Metrics>) -> Router {
@@ -153,10 +157,7 @@ fn metrics_router(metrics: Arc<Metrics>) -> Router {
 async fn serve_http(addr: SocketAddr, router: Router) -> Result<(), RunError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| RunError::Listen {
-            addr,
-            reason: e.to_string(),
-        })?;
+        .map_err(|source| RunError::Listen { addr, source })?;
     tracing::info!(%addr, "HTTP endpoint listening");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
@@ -221,10 +222,10 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
     if let Some((task, _)) = registration {
         // Its socket is removed on the same signal, which is how kubelet learns the driver is gone.
         match task.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "kubelet registration server"),
+            Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "kubelet registration server"),
             Err(e) => tracing::warn!(error = %e, "kubelet registration task"),
             Ok(Ok(())) => {}
         }
     }
-    result
+    result.map_err(RunError::from)
 }

@@ -28,8 +28,8 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use wisp_shared::contract::provider_azure::DEFAULT_FILE_MODE;
 use wisp_shared::contract::secrets_store::{CTX_POD_NAME, CTX_POD_NAMESPACE};
 
-use crate::app::RunError;
-use crate::grpc_socket::grpc_timeout;
+use crate::error_text::error_chain;
+use crate::grpc_socket::{self, ServeError, SocketError, grpc_timeout};
 use crate::metrics::Metrics;
 use crate::proto::provider::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
 use crate::proto::provider::{File, MountRequest, MountResponse, ObjectVersion, VersionRequest, VersionResponse};
@@ -307,24 +307,25 @@ pub async fn serve(
     listener: UnixListener,
     service: ProviderService,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), RunError> {
+) -> Result<(), ServeError> {
+    let path = grpc_socket::bound_path(&listener);
     tonic::transport::Server::builder()
         .add_service(CsiDriverProviderServer::new(service))
         .add_service(HealthServer::new(AlwaysServing))
-        .serve_with_incoming_shutdown(crate::grpc_socket::incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(grpc_socket::incoming(listener), shutdown)
         .await
-        .map_err(|e| RunError::Grpc(e.to_string()))
+        .map_err(|source| ServeError::Serve { path, source })
 }
 
 /// Binds `path` (a stale socket is replaced; owner-only, as provider-azure's under umask 0077) and serves there
 /// in the background until SIGTERM/SIGINT, then removes the socket.
-pub fn spawn(path: &Path, service: ProviderService) -> Result<(), RunError> {
-    let listener = crate::grpc_socket::bind_socket(path)?;
+pub fn spawn(path: &Path, service: ProviderService) -> Result<(), SocketError> {
+    let listener = grpc_socket::bind_socket(path)?;
     tracing::info!(socket = %path.display(), "provider endpoint listening (v1alpha1.CSIDriverProvider)");
     let path = path.to_path_buf();
     tokio::spawn(async move {
         if let Err(e) = serve(listener, service, wisp_shared::runtime::shutdown_signal()).await {
-            tracing::error!(socket = %path.display(), error = %e, "provider endpoint failed");
+            tracing::error!(socket = %path.display(), error = %error_chain(&e), "provider endpoint failed");
         }
         let _ = std::fs::remove_file(&path);
     });

@@ -13,7 +13,7 @@
 //! - [`volume`] — the target directory: mounting, the atomic writer, reading mounted files back, the state file.
 //! - [`provider`] — the Azure side: parameters, tokens, the Key Vault client, the round cache, rendering files.
 //! - The floor, used by all of the above: [`metrics`], [`content`] (rendered files, object versions, the file-path
-//!   rule), [`pem`] and [`private_key`] (Go-compatible encodings), [`grpc_socket`] (unix sockets that take any
+//!   rule), [`pem`] and [`private_key`] (Go-compatible encodings), [`error_text`] (an error with its causes on one line), [`grpc_socket`] (unix sockets that take any
 //!   `:authority`), [`proto`] (the generated gRPC code).
 
 pub mod app;
@@ -23,6 +23,7 @@ pub(crate) mod content;
 pub(crate) mod csi;
 pub(crate) mod driver;
 pub(crate) mod dropin;
+pub(crate) mod error_text;
 pub(crate) mod grpc_socket;
 pub(crate) mod metrics;
 pub(crate) mod pem;

@@ -31,8 +31,8 @@ pub struct SecretProviderClass {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpcError {
-    #[error("the Kubernetes API refused or failed the request: {0}")]
-    Api(String),
+    #[error("the Kubernetes API refused or failed the request")]
+    Api(#[source] kube::Error),
     #[error("the object is not a valid SecretProviderClass: {0}")]
     Invalid(String),
 }
@@ -190,7 +190,7 @@ impl SpcStore for KubeSpcStore {
             match api.get_opt(name).await {
                 Ok(Some(obj)) => from_dynamic(&obj).map(Some),
                 Ok(None) => Ok(None),
-                Err(e) => Err(SpcError::Api(e.to_string())),
+                Err(e) => Err(SpcError::Api(e)),
             }
         }
         .boxed()

@@ -10,8 +10,7 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::app::RunError;
-use crate::grpc_socket::{self, SocketError};
+use crate::grpc_socket::{self, ServeError, SocketError};
 
 use crate::proto::registration::registration_server::{Registration, RegistrationServer};
 use crate::proto::registration::{InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse};
@@ -112,14 +111,17 @@ pub async fn serve_registration(
     socket_path: &Path,
     service: RegistrationService,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), RunError> {
+) -> Result<(), ServeError> {
     let served = tonic::transport::Server::builder()
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(grpc_socket::incoming(listener), shutdown)
         .await
-        .map_err(|e| RunError::Grpc(e.to_string()));
+        .map_err(|source| ServeError::Serve {
+            path: socket_path.to_path_buf(),
+            source,
+        });
     let removed = match std::fs::remove_file(socket_path) {
-        Err(source) if source.kind() != std::io::ErrorKind::NotFound => Err(RunError::Socket(SocketError::Remove {
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => Err(ServeError::Socket(SocketError::Remove {
             path: socket_path.to_path_buf(),
             source,
         })),
@@ -149,7 +151,7 @@ mod tests {
     struct Running {
         socket: PathBuf,
         stop: oneshot::Sender<()>,
-        task: tokio::task::JoinHandle<Result<(), RunError>>,
+        task: tokio::task::JoinHandle<Result<(), ServeError>>,
         health: RegistrationHealth,
         _dir: tempfile::TempDir,
     }

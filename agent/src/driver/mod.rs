@@ -19,6 +19,7 @@ use wisp_shared::contract::secrets_store::{CTX_POD_NAME, CTX_POD_NAMESPACE, PROV
 use crate::cluster::SharedClusterSink;
 use crate::cluster::spc::{SecretProviderClass, SharedSpcStore};
 use crate::content::ObjectVersion;
+use crate::error_text::error_chain;
 use crate::metrics::Metrics;
 use crate::provider::input::MountData;
 use crate::provider::{Freshness, MountContent, Provider};
@@ -234,7 +235,10 @@ impl Driver {
             Err(e) => {
                 return Err(PublishFailure::unknown(
                     "SecretProviderClassNotFound",
-                    format!("failed to get secretproviderclass {pod_namespace}/{spc_name}, error: {e}"),
+                    format!(
+                        "failed to get secretproviderclass {pod_namespace}/{spc_name}, error: {}",
+                        error_chain(&e)
+                    ),
                 ));
             }
         };

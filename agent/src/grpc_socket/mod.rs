@@ -62,6 +62,19 @@ pub enum SocketError {
     },
 }
 
+/// Why a gRPC server on a socket stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error("the gRPC server on {} failed", path.display())]
+    Serve {
+        path: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
 /// Binds a socket: a stale socket from a previous run is removed, anything else at the path is an error, and
 /// the socket is only accessible to its owner (kubelet runs as root).
 pub fn bind_socket(path: &Path) -> Result<UnixListener, SocketError> {
@@ -99,6 +112,15 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, SocketError> {
         }
     })?;
     Ok(listener)
+}
+
+/// The path `listener` is bound at, for messages.
+pub(crate) fn bound_path(listener: &UnixListener) -> PathBuf {
+    listener
+        .local_addr()
+        .ok()
+        .and_then(|address| address.as_pathname().map(Path::to_path_buf))
+        .unwrap_or_default()
 }
 
 /// The connections accepted on `listener`, for tonic's `serve_with_incoming*`.

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use wisp_shared::cloud::CloudEnvironment;
 use wisp_shared::contract::workload_identity::DEFAULT_AUDIENCE;
 
+use crate::error_text::error_chain;
 use crate::provider::http::{Outcome, RetryPolicy, send_with_retry};
 
 const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -125,7 +126,10 @@ pub struct ServiceAccountRef {
 }
 
 /// Who asks for a Key Vault token.
-#[expect(clippy::enum_variant_names, reason = "the variants are Azure's names for the identity kinds")]
+#[expect(
+    clippy::enum_variant_names,
+    reason = "the variants are Azure's names for the identity kinds"
+)]
 pub enum Identity {
     WorkloadIdentity {
         tenant_id: String,
@@ -490,22 +494,6 @@ async fn read(outcome: Outcome, url: &str) -> Result<(u16, Vec<u8>), AuthError> 
             Ok((status, body.to_vec()))
         }
     }
-}
-
-/// An error and its sources on one line (reqwest's top-level message alone says little, e.g. "error sending
-/// request").
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }
 
 fn parse_token(url: &str, status: u16, body: &[u8]) -> Result<AccessToken, AuthError> {

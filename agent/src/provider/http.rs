@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("building the HTTP client failed: {0}")]
-    Client(String),
+    #[error("building the HTTP client failed")]
+    Client(#[source] reqwest::Error),
 }
 
 /// One client for the process: connection pools and TLS sessions are shared by every mount.
@@ -22,7 +22,7 @@ pub fn build_client() -> Result<reqwest::Client, HttpError> {
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(90))
         .build()
-        .map_err(|e| HttpError::Client(e.to_string()))
+        .map_err(HttpError::Client)
 }
 
 /// Retries for transient failures, as the Azure SDKs do (408, 429, 500, 502, 503, 504 and transport errors),

@@ -15,8 +15,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::error_text::error_chain;
 use crate::metrics::Metrics;
-use crate::provider::auth::error_chain;
 use crate::provider::http::{Outcome, RetryPolicy, send_with_retry};
 use crate::provider::params::ObjectType;
 use crate::provider::render::{FetchedObject, VersionInfo};
