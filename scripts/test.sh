@@ -11,6 +11,9 @@ python3 -m venv .venv
   -r helm/tests/requirements.txt -r integration-tests/python/requirements.txt
 export WISP_TEST_PYTHON="$PWD/.venv/bin/python"
 
+# Each crate's modules import only downward (no cycle, no module importing its ancestor).
+python3 scripts/check-imports.py agent/src webhook/src certs/src shared/src
+
 # The end-to-end tests start the binaries of other packages, so build them all first.
 cargo build --workspace --bins
 cargo test --workspace

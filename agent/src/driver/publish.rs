@@ -6,8 +6,8 @@ use std::path::Path;
 
 use tokio::time::Instant;
 
+use super::common::{Driver, PublishFailure};
 use super::request::PublishRequest;
-use super::{Driver, PublishFailure};
 use crate::provider::Freshness;
 use crate::volume::mount::Mounter;
 use crate::volume::writer;

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::common::{Driver, PublishFailure};
 use super::request::PublishRequest;
-use super::{Driver, PublishFailure};
 use crate::provider::Freshness;
 use crate::volume::state::MountedVolume;
 use crate::volume::writer;
