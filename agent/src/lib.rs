@@ -16,6 +16,9 @@
 //!   rule), [`pem`] and [`private_key`] (Go-compatible encodings), [`error_text`] (an error with its causes on one line), [`grpc_socket`] (unix sockets that take any
 //!   `:authority`), [`proto`] (the generated gRPC code).
 
+// The map above links the crate-private modules: it is read with `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod app;
 pub mod cli;
 pub(crate) mod cluster;
