@@ -114,14 +114,6 @@ pub fn collection(object_type: ObjectType) -> &'static str {
     }
 }
 
-pub fn type_label(object_type: ObjectType) -> &'static str {
-    match object_type {
-        ObjectType::Secret => "secret",
-        ObjectType::Key => "key",
-        ObjectType::Cert => "cert",
-    }
-}
-
 /// One fetched version and its identifier.
 #[derive(Debug)]
 pub struct Fetched {
@@ -171,7 +163,7 @@ impl KeyVaultClient {
         .await;
         let code = result.as_ref().err().map(KeyVaultError::metric_code).unwrap_or("");
         self.metrics
-            .keyvault_request(type_label(object_type), name, code, started.elapsed().as_secs_f64());
+            .keyvault_request(object_type.as_str(), name, code, started.elapsed().as_secs_f64());
         result
     }
 
@@ -187,7 +179,7 @@ impl KeyVaultClient {
         let result = self.list_pages(vault, object_type, name, deadline).await;
         let code = result.as_ref().err().map(KeyVaultError::metric_code).unwrap_or("");
         self.metrics
-            .keyvault_request(type_label(object_type), name, code, started.elapsed().as_secs_f64());
+            .keyvault_request(object_type.as_str(), name, code, started.elapsed().as_secs_f64());
         result
     }
 

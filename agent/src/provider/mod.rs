@@ -21,7 +21,7 @@ use wisp_shared::contract::secrets_store::CTX_SERVICE_ACCOUNT_TOKENS;
 use crate::content::{ObjectVersion, RenderedFile};
 use crate::provider::auth::{AuthError, Authenticator, Identity, IdentityKey, ServiceAccountRef};
 use crate::provider::input::MountInput;
-use crate::provider::keyvault::{Fetched, KeyVaultClient, KeyVaultError, VaultAccess, type_label};
+use crate::provider::keyvault::{Fetched, KeyVaultClient, KeyVaultError, VaultAccess};
 use crate::provider::params::{CloudSelection, IdentityMode, MountParams, ObjectSpec, ObjectType, ParamError};
 use crate::provider::render::{RenderError, RenderOptions, VersionInfo};
 use crate::provider::round_cache::RoundCache;
@@ -95,7 +95,7 @@ impl std::fmt::Debug for Provider {
 fn describe(spec: &ObjectSpec, version: Option<&str>) -> String {
     format!(
         "objectType:{}, objectName:{}, objectVersion:{}",
-        type_label(spec.object_type),
+        spec.object_type.as_str(),
         spec.name,
         version.or(spec.version.as_deref()).unwrap_or("")
     )
@@ -354,8 +354,8 @@ impl Provider {
                     }
                 })?;
             let id = match job.history_index {
-                Some(n) => format!("{}/{}/{n}", type_label(spec.object_type), spec.name),
-                None => format!("{}/{}", type_label(spec.object_type), spec.name),
+                Some(n) => format!("{}/{}/{n}", spec.object_type.as_str(), spec.name),
+                None => format!("{}/{}", spec.object_type.as_str(), spec.name),
             };
             for _ in &rendered {
                 objects.push(ObjectVersion {

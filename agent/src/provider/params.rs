@@ -464,13 +464,21 @@ fn validate_file_name(path: &str) -> Result<(), ObjectProblem> {
     })
 }
 
-impl std::fmt::Display for ObjectType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl ObjectType {
+    /// The canonical lower-case name (`secret`, `key`, `cert`), whatever case the SecretProviderClass used: in
+    /// messages, object ids and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
             ObjectType::Secret => "secret",
             ObjectType::Key => "key",
             ObjectType::Cert => "cert",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
