@@ -15,8 +15,6 @@
 //! absolute-form request here; a custom transport does the same with `reqwest::Proxy::http(imds_proxy_url)`.
 //! Only plain-http requests go to the proxy, so HTTPS calls to Entra and Key Vault are unaffected.
 
-pub mod server;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,9 +32,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::https_server::{LoopbackServer, ServerError, ServerTls};
 use crate::issuer::{IssuerError, RsaSigningKey, random_uuid, unverified_claims, unverified_header};
-pub use server::{Fault, FaultAction, RunningServer, ServerError, ServerTls, Traffic};
-use server::{TrafficLayer, traffic_middleware};
+use crate::traffic::{self, Fault, FaultAction, Traffic, TrafficLayer, traffic_middleware};
 
 /// The assertion type `azure_identity` and every MSAL send for federated credentials.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -113,8 +111,8 @@ struct Inner {
     state: Mutex<EntraState>,
     traffic: Traffic,
     trace_counter: AtomicU64,
-    https: Mutex<Option<RunningServer>>,
-    imds: Mutex<Option<RunningServer>>,
+    https: Mutex<Option<LoopbackServer>>,
+    imds: Mutex<Option<LoopbackServer>>,
 }
 
 impl Inner {
@@ -177,8 +175,8 @@ impl FakeEntra {
                 traffic_middleware,
             ))
             .with_state(inner.clone());
-        let https = server::serve_https(entra_router, tls).await?;
-        let imds = server::serve_http(imds_router).await?;
+        let https = LoopbackServer::https_pem(entra_router, tls).await?;
+        let imds = LoopbackServer::http(imds_router)?;
         let (https_addr, imds_addr) = (https.addr(), imds.addr());
         *inner.https.lock().unwrap_or_else(|p| p.into_inner()) = Some(https);
         *inner.imds.lock().unwrap_or_else(|p| p.into_inner()) = Some(imds);
@@ -522,7 +520,7 @@ async fn entra_handler(
             if !inner.state().tenants.contains(*tenant) {
                 return inner.respond(tenant_not_found(tenant), &headers);
             }
-            let base = format!("https://{}", server::host_with_port(&headers, &uri));
+            let base = format!("https://{}", traffic::host_with_port(&headers, &uri));
             Json(json!({
                 "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),
                 "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],

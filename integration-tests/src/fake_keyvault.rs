@@ -24,10 +24,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use crate::fake_entra::server::{
-    self, Fault, FaultAction, RunningServer, ServerError, ServerTls, Traffic, TrafficLayer,
-};
+use crate::https_server::{LoopbackServer, ServerError, ServerTls};
 use crate::issuer::{hex_lower, random_bytes, unverified_claims, unverified_header};
+use crate::traffic::{self, Fault, FaultAction, Traffic, TrafficLayer};
 pub use material::{CertContentType, CertificateSpec, EcCurve, KeyType, MaterialError};
 
 /// The newest api-version the fake knows, named in Key Vault's "not recognized" error.
@@ -229,7 +228,7 @@ struct Inner {
     entra_keys: JwkSet,
     state: Mutex<KvState>,
     traffic: Traffic,
-    server: Mutex<Option<RunningServer>>,
+    server: Mutex<Option<LoopbackServer>>,
 }
 
 impl Inner {
@@ -296,7 +295,7 @@ impl std::fmt::Debug for FakeKeyVault {
 }
 
 fn traffic_key(headers: &HeaderMap, uri: &Uri) -> String {
-    let host = server::host_without_port(headers, uri);
+    let host = traffic::host_without_port(headers, uri);
     let vault = host.split('.').next().unwrap_or_default().to_string();
     format!("{vault}{}", uri.path())
 }
@@ -319,10 +318,10 @@ impl FakeKeyVault {
                     traffic: inner.traffic.clone(),
                     key: traffic_key,
                 },
-                server::traffic_middleware,
+                traffic::traffic_middleware,
             ))
             .with_state(inner.clone());
-        let running = server::serve_https(router, tls).await?;
+        let running = LoopbackServer::https_pem(router, tls).await?;
         let addr = running.addr();
         *inner.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(running);
         Ok(Self { inner, addr })
@@ -830,7 +829,7 @@ async fn handler(
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
-    let host = server::host_without_port(&headers, &uri);
+    let host = traffic::host_without_port(&headers, &uri);
     let suffix = format!(".{}", inner.config.dns_suffix);
     let Some(vault_name) = host.strip_suffix(&suffix).filter(|v| !v.is_empty() && !v.contains('.')) else {
         // A real client would fail name resolution; say which host was unexpected.
@@ -954,7 +953,7 @@ async fn handler(
             Some("AccessDenied"),
         );
     }
-    let base = format!("https://{}", server::host_with_port(&headers, &uri));
+    let base = format!("https://{}", traffic::host_with_port(&headers, &uri));
     let api_version = q("api-version").unwrap_or(LATEST_API_VERSION);
     match op {
         Op::Get { name, version } => get_object(vault, &base, kind, name, version, q("outContentType")),

@@ -68,7 +68,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::pki::{HttpsServer, TestPki};
+use crate::https_server::LoopbackServer;
+use crate::pki::TestPki;
 use store::{ApiError, Change, FieldSelector, LabelSelector, ResourceType, Store, meta_str};
 
 /// Media type of the metadata API's single objects (and their watch events).
@@ -146,7 +147,7 @@ impl Shared {
 /// The fake API server. Stops serving when dropped.
 pub struct FakeKube {
     shared: Arc<Shared>,
-    server: HttpsServer,
+    server: LoopbackServer,
     ca_pem: String,
 }
 
@@ -177,7 +178,7 @@ impl FakeKube {
             requests: Mutex::new(Vec::new()),
         });
         let router = axum::Router::new().fallback(handle).with_state(shared.clone());
-        let server = HttpsServer::start(pki, router, &[]).await;
+        let server = pki.serve(router, &[]);
         Self {
             shared,
             server,

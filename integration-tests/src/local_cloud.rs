@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::fake_entra::{EntraError, FakeEntra, ServerTls};
+use crate::fake_entra::{EntraError, FakeEntra};
 use crate::fake_keyvault::{FakeKeyVault, KeyVaultConfig, KeyVaultError};
 use crate::fake_kube::FakeKube;
+use crate::https_server::ServerTls;
 use crate::issuer::{IssuerError, TestIssuer};
 use crate::pki::TestPki;
 use crate::process::{CloudEndpoints, write_cloud_env_file};

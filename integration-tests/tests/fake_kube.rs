@@ -440,12 +440,11 @@ async fn list_pages_with_limit_and_continue() {
 /// `SSL_CERT_FILE` and resolves `.test` names only through the hosts file of its mount namespace.
 #[tokio::test]
 async fn child_processes_trust_the_ca_via_ssl_cert_file_and_resolve_fake_names() {
-    use integration_tests::pki::HttpsServer;
     use integration_tests::process::Program;
 
     let pki = TestPki::new();
     let router = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello from the fake" }));
-    let server = HttpsServer::start(&pki, router, &["kv1.vault.wisp.test"]).await;
+    let server = pki.serve(router, &["kv1.vault.wisp.test"]);
     let dir = tempfile::tempdir().unwrap();
     let ca_file = pki.write_ca_cert(dir.path());
     let url = format!("https://kv1.vault.wisp.test:{}/hello", server.port());

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use integration_tests::fake_entra::{FakeEntra, FederatedCredential, ServerTls};
+use integration_tests::fake_entra::{FakeEntra, FederatedCredential};
 use integration_tests::fake_keyvault::{
     CertContentType, CertificateSpec, EcCurve, FakeKeyVault, KeyType, KeyVaultConfig, ObjectKind,
 };
+use integration_tests::https_server::ServerTls;
 use integration_tests::issuer::{SaTokenSpec, TestIssuer, tokens_json, unverified_claims};
 use integration_tests::pki::TestPki;
 use pretty_assertions::assert_eq;
