@@ -1,5 +1,5 @@
 //! The fake API server's state: objects by resource, one global resourceVersion counter (as etcd's revision),
-//! and the history of changes that watches replay. No I/O here; the HTTP layer in the parent module maps
+//! and the history of changes that watches replay. No I/O here; the HTTP layer (`wire.rs`) maps
 //! requests to these operations and [`ApiError`]s to `Status` responses.
 
 use std::collections::BTreeMap;
@@ -599,6 +599,87 @@ impl FieldSelector {
             (actual == value) == *equal
         })
     }
+}
+
+/// The Kubernetes version `/version` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Default for KubeVersion {
+    fn default() -> Self {
+        Self { major: 1, minor: 33 }
+    }
+}
+
+/// Five characters from the API server's `generateName` alphabet (no vowels, no look-alikes).
+pub(super) fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut bytes = [0u8; 5];
+    rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .expect("the system random generator works");
+    bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect()
+}
+
+/// Checks a written object's `apiVersion`/`kind` (when given) against the URL's resource.
+pub(super) fn check_type(rt: &ResourceType, object: &Value) -> Result<(), ApiError> {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    if (!api_version.is_empty() && api_version != rt.api_version()) || (!kind.is_empty() && kind != rt.kind) {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            rt.api_version()
+        )));
+    }
+    if !object.is_object() {
+        return Err(ApiError::bad_request("the request body is not a JSON object"));
+    }
+    Ok(())
+}
+
+pub(super) fn check_namespace(rt: &ResourceType, namespace: &str, object: &Value) -> Result<(), ApiError> {
+    let given = meta_str(object, "namespace");
+    if rt.namespaced && !given.is_empty() && given != namespace {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    Ok(())
+}
+
+/// Strategic merge of `metadata.ownerReferences`, whose patch merge key is `uid`: entries of the patch replace the
+/// object's entries with the same uid, others are appended, the object's other entries stay. The merged list
+/// goes into `patch`, for the JSON merge of the rest.
+pub(super) fn merge_owner_references_by_uid(object: &Value, patch: &mut Value) {
+    let Some(patched) = patch
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .cloned()
+    else {
+        return;
+    };
+    let mut merged: Vec<Value> = object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for entry in patched {
+        match merged
+            .iter_mut()
+            .find(|existing| existing.get("uid") == entry.get("uid"))
+        {
+            Some(existing) => *existing = entry,
+            None => merged.push(entry),
+        }
+    }
+    patch["metadata"]["ownerReferences"] = Value::Array(merged);
 }
 
 #[cfg(test)]
