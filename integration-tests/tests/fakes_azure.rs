@@ -833,22 +833,13 @@ async fn api_version_is_required_and_checked() {
     let env = env().await;
     env.kv.add_secret(VAULT, "s1", SECRET, None).unwrap();
     let token = vault_token(&env).await;
-    let cases = [
-        (
-            "secrets/s1",
-            kv_error("BadParameter", "The 'api-version' query parameter is missing."),
-        ),
-        (
-            "secrets/s1?api-version=7.3",
-            kv_error(
-                "BadParameter",
-                "The specified version (7.3) is not recognized. Consider using the latest supported version (2025-07-01).",
-            ),
-        ),
-    ];
-    for (path, body) in cases {
-        assert_kv_answer(&env, VAULT, path, Some(&token), (400, body)).await;
-    }
+    let missing = kv_error("BadParameter", "The 'api-version' query parameter is missing.");
+    assert_kv_answer(&env, VAULT, "secrets/s1", Some(&token), (400, missing)).await;
+    let unknown = kv_error(
+        "BadParameter",
+        "The specified version (7.3) is not recognized. Consider using the latest supported version (2025-07-01).",
+    );
+    assert_kv_answer(&env, VAULT, "secrets/s1?api-version=7.3", Some(&token), (400, unknown)).await;
 }
 
 #[tokio::test]
@@ -886,24 +877,26 @@ async fn secrets_are_served_by_latest_and_by_version_with_404_and_403_bodies() {
     assert_eq!(body["contentType"], "text/plain");
     assert_eq!(body["id"], format!("{base}secrets/db-password/{v1}"));
 
-    let cases = [
-        (
-            "secrets/nope?api-version=7.4",
-            kv_error(
-                "SecretNotFound",
-                "A secret with (name/id) nope was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182",
-            ),
-        ),
-        (
-            "keys/nope/0123?api-version=7.4",
-            kv_error(
-                "KeyNotFound",
-                "A key with (name/id) nope/0123 was not found in this key vault. If you recently deleted this key you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182",
-            ),
-        ),
-    ];
-    for (path, body) in cases {
-        assert_kv_answer(&env, VAULT, path, Some(&token), (404, body)).await;
+    // Key Vault's NotFound message names the object's kind and what the request named.
+    let not_found = |noun: &str, id: &str| {
+        format!(
+            "A {noun} with (name/id) {id} was not found in this key vault. If you recently deleted this {noun} you may \
+             be able to recover it using the correct recovery command. For help resolving this issue, please see \
+             https://go.microsoft.com/fwlink/?linkid=2125182"
+        )
+    };
+    for (path, code, noun, id) in [
+        ("secrets/nope?api-version=7.4", "SecretNotFound", "secret", "nope"),
+        ("keys/nope/0123?api-version=7.4", "KeyNotFound", "key", "nope/0123"),
+    ] {
+        assert_kv_answer(
+            &env,
+            VAULT,
+            path,
+            Some(&token),
+            (404, kv_error(code, &not_found(noun, id))),
+        )
+        .await;
     }
     let (status, _, body) = kv_get(&env, VAULT, "certificates/nope?api-version=7.4", Some(&token)).await;
     assert_eq!(status, 404);

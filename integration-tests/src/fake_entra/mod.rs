@@ -29,7 +29,7 @@ use jsonwebtoken::jwk::JwkSet;
 use crate::https_server::{LoopbackServer, ServerError, ServerTls};
 use crate::issuer::{IssuerError, RsaSigningKey};
 use crate::traffic::{Fault, FaultAction, Traffic};
-use state::{EntraState, ImdsNode, Service};
+use state::{App, EntraState, ImdsNode, Service};
 pub use state::{FederatedCredential, IMDS_API_VERSIONS, JWT_BEARER};
 pub use wire::IMDS_TOKEN_PATH;
 
@@ -141,26 +141,19 @@ impl FakeEntra {
     }
 
     pub fn add_client_secret(&self, tenant: &str, client_id: &str, secret: &str) {
-        self.register_app(tenant, client_id);
-        if let Some(app) = self
-            .inner
-            .state()
-            .apps
-            .get_mut(&(tenant.to_string(), client_id.to_string()))
-        {
-            app.secrets.push(secret.to_string());
-        }
+        self.with_app(tenant, client_id, |app| app.secrets.push(secret.to_string()));
     }
 
     pub fn add_federated_credential(&self, tenant: &str, client_id: &str, credential: FederatedCredential) {
-        self.register_app(tenant, client_id);
-        if let Some(app) = self
-            .inner
-            .state()
-            .apps
-            .get_mut(&(tenant.to_string(), client_id.to_string()))
-        {
-            app.federated.push(credential);
+        self.with_app(tenant, client_id, |app| app.federated.push(credential));
+    }
+
+    /// Changes the app `client_id` of `tenant`, registering it first if needed.
+    fn with_app(&self, tenant: &str, client_id: &str, change: impl FnOnce(&mut App)) {
+        let mut state = self.inner.state();
+        state.register_app(tenant, client_id);
+        if let Some(app) = state.apps.get_mut(&(tenant.to_string(), client_id.to_string())) {
+            change(app);
         }
     }
 

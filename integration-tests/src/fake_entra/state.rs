@@ -433,8 +433,13 @@ fn verify_assertion(inner: &Service, app: &App, assertion: &str) -> Result<(), E
 
 fn assertion_time(t: OffsetDateTime) -> String {
     // The times inside AADSTS700024 messages: .NET round-trip format with 7 fractional digits.
+    utc_time(t, 'T', ".0000000Z")
+}
+
+/// `t` as `YYYY-MM-DD{separator}hh:mm:ss{suffix}`, the shapes of Entra's times.
+pub(super) fn utc_time(t: OffsetDateTime, separator: char, suffix: &str) -> String {
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.0000000Z",
+        "{:04}-{:02}-{:02}{separator}{:02}:{:02}:{:02}{suffix}",
         t.year(),
         u8::from(t.month()),
         t.day(),

@@ -13,7 +13,7 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::state::{EntraFailure, Params, Service, fail, imds_token, tenant_not_found, token};
+use super::state::{EntraFailure, Params, Service, fail, imds_token, tenant_not_found, token, utc_time};
 use crate::traffic::{self, TrafficLayer, traffic_middleware};
 
 /// Path of the token endpoint on IMDS.
@@ -48,15 +48,7 @@ pub(super) fn imds_router(service: Arc<Service>) -> Router {
 
 fn entra_time(t: OffsetDateTime) -> String {
     // Entra's `timestamp` field: `2026-01-02 03:04:05Z`.
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    utc_time(t, ' ', "Z")
 }
 
 /// Entra's error body; trace ids count up, so bodies are assertable byte for byte.

@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 
 use super::material::{self, KeyType};
 use super::state::{
-    API_VERSIONS, Attributes, CertVersion, KeyVersion, LATEST_API_VERSION, MAX_PAGE_SIZE, ObjectKind, Service, Vault,
-    pick,
+    API_VERSIONS, Attributes, CertVersion, Entry, KeyVersion, LATEST_API_VERSION, MAX_PAGE_SIZE, ObjectKind,
+    SecretVersion, Service, Vault, pick,
 };
 use crate::traffic::{self, TrafficLayer};
 
@@ -401,67 +401,13 @@ fn list_versions(vault: &Vault, kind: ObjectKind, name: &str, page: &PageRequest
             }
         },
     };
-    let (stored_name, items): (String, Vec<Value>) = match kind {
-        ObjectKind::Secret => match vault.secrets.get(&lname) {
-            None => return not_found(kind, name),
-            Some(e) => (
-                e.name.clone(),
-                e.versions
-                    .iter()
-                    .map(|s| {
-                        let mut item = json!({
-                            "id": format!("{}/secrets/{}/{}", page.base, e.name, s.version),
-                            "attributes": attributes_json(&s.attributes),
-                            "tags": {},
-                        });
-                        if let Some(ct) = &s.content_type {
-                            item["contentType"] = json!(ct);
-                        }
-                        if s.certificate.is_some() {
-                            item["managed"] = json!(true);
-                        }
-                        item
-                    })
-                    .collect(),
-            ),
-        },
-        ObjectKind::Key => match vault.keys.get(&lname) {
-            None => return not_found(kind, name),
-            Some(e) => (
-                e.name.clone(),
-                e.versions
-                    .iter()
-                    .map(|k| {
-                        let mut item = json!({
-                            "kid": format!("{}/keys/{}/{}", page.base, e.name, k.version),
-                            "attributes": attributes_json(&k.attributes),
-                            "tags": {},
-                        });
-                        if k.managed {
-                            item["managed"] = json!(true);
-                        }
-                        item
-                    })
-                    .collect(),
-            ),
-        },
-        ObjectKind::Certificate => match vault.certificates.get(&lname) {
-            None => return not_found(kind, name),
-            Some(e) => (
-                e.name.clone(),
-                e.versions
-                    .iter()
-                    .map(|c| {
-                        json!({
-                            "id": format!("{}/certificates/{}/{}", page.base, e.name, c.version),
-                            "x5t": material::x5t(&c.cer),
-                            "attributes": attributes_json(&c.attributes),
-                            "tags": {},
-                        })
-                    })
-                    .collect(),
-            ),
-        },
+    let listed = match kind {
+        ObjectKind::Secret => list_items(vault.secrets.get(&lname), |n, s| secret_item(page.base, n, s)),
+        ObjectKind::Key => list_items(vault.keys.get(&lname), |n, k| key_item(page.base, n, k)),
+        ObjectKind::Certificate => list_items(vault.certificates.get(&lname), |n, c| certificate_item(page.base, n, c)),
+    };
+    let Some((stored_name, items)) = listed else {
+        return not_found(kind, name);
     };
     let end = (offset + max).min(items.len());
     let value: Vec<Value> = items
@@ -479,6 +425,51 @@ fn list_versions(vault: &Vault, kind: ObjectKind, name: &str, page: &PageRequest
         )
     });
     Json(json!({ "value": value, "nextLink": next_link })).into_response()
+}
+
+/// An object's stored name and its versions as list items, oldest first.
+fn list_items<T>(entry: Option<&Entry<T>>, item: impl Fn(&str, &T) -> Value) -> Option<(String, Vec<Value>)> {
+    let entry = entry?;
+    Some((
+        entry.name.clone(),
+        entry.versions.iter().map(|v| item(&entry.name, v)).collect(),
+    ))
+}
+
+fn secret_item(base: &str, name: &str, s: &SecretVersion) -> Value {
+    let mut item = json!({
+        "id": format!("{base}/secrets/{name}/{}", s.version),
+        "attributes": attributes_json(&s.attributes),
+        "tags": {},
+    });
+    if let Some(ct) = &s.content_type {
+        item["contentType"] = json!(ct);
+    }
+    if s.certificate.is_some() {
+        item["managed"] = json!(true);
+    }
+    item
+}
+
+fn key_item(base: &str, name: &str, k: &KeyVersion) -> Value {
+    let mut item = json!({
+        "kid": format!("{base}/keys/{name}/{}", k.version),
+        "attributes": attributes_json(&k.attributes),
+        "tags": {},
+    });
+    if k.managed {
+        item["managed"] = json!(true);
+    }
+    item
+}
+
+fn certificate_item(base: &str, name: &str, c: &CertVersion) -> Value {
+    json!({
+        "id": format!("{base}/certificates/{name}/{}", c.version),
+        "x5t": material::x5t(&c.cer),
+        "attributes": attributes_json(&c.attributes),
+        "tags": {},
+    })
 }
 
 fn encode_skiptoken(offset: usize) -> String {

@@ -161,9 +161,7 @@ impl FakeKube {
             store.create(rt, &namespace, object, false)
         };
         let (stored, change) = result.unwrap_or_else(|e| panic!("upsert of {} {name}: {}", rt.kind, e.message));
-        if let Some(change) = change {
-            self.shared.publish(&store, change);
-        }
+        self.shared.publish(&store, change);
         stored
     }
 
@@ -196,9 +194,7 @@ impl FakeKube {
         let rt = resource_type(api_version, kind);
         let mut store = self.shared.store();
         let (object, change) = store.delete(rt, namespace.unwrap_or(""), name).ok()?;
-        if let Some(change) = change {
-            self.shared.publish(&store, change);
-        }
+        self.shared.publish(&store, change);
         Some(object)
     }
 

@@ -71,10 +71,12 @@ impl Shared {
         self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Publishes a committed change while the store lock is still held, so watchers see changes in revision
-    /// order and a watch that subscribes under the lock misses nothing.
-    pub(super) fn publish(&self, _store: &MutexGuard<'_, Store>, change: Change) {
-        let _ = self.changes.send(Broadcast::Change(Arc::new(change)));
+    /// Publishes a committed change (`None`: the write changed nothing) while the store lock is still held, so
+    /// watchers see changes in revision order and a watch that subscribes under the lock misses nothing.
+    pub(super) fn publish(&self, _store: &MutexGuard<'_, Store>, change: Option<Change>) {
+        if let Some(change) = change {
+            let _ = self.changes.send(Broadcast::Change(Arc::new(change)));
+        }
     }
 }
 
@@ -311,9 +313,7 @@ fn route(shared: &Arc<Shared>, req: &Req, path: &str, authorization: Option<Stri
                 }
                 json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
             };
-            if let Some(change) = change {
-                shared.publish(&store, change);
-            }
+            shared.publish(&store, change);
             Ok(json_response(StatusCode::OK, &body))
         }
         _ => Err(method_not_allowed()),
@@ -658,9 +658,7 @@ fn create(shared: &Shared, req: &Req, rt: &'static ResourceType, namespace: &str
         state::ensure_metadata(&mut object).insert("name".into(), Value::from(name));
     }
     let (stored, change) = store.create(rt, namespace, object, false)?;
-    if let Some(change) = change {
-        shared.publish(&store, change);
-    }
+    shared.publish(&store, change);
     Ok(object_response(req, StatusCode::CREATED, &stored))
 }
 
@@ -682,9 +680,7 @@ fn replace(
     }
     let mut store = shared.store();
     let (stored, change) = store.replace(rt, namespace, name, object)?;
-    if let Some(change) = change {
-        shared.publish(&store, change);
-    }
+    shared.publish(&store, change);
     Ok(object_response(req, StatusCode::OK, &stored))
 }
 
@@ -726,9 +722,7 @@ fn patch(
                     let mut object = applied;
                     state::ensure_metadata(&mut object).insert("name".into(), Value::from(name));
                     let (stored, change) = store.create(rt, namespace, object, false)?;
-                    if let Some(change) = change {
-                        shared.publish(&store, change);
-                    }
+                    shared.publish(&store, change);
                     return Ok(object_response(req, StatusCode::CREATED, &stored));
                 }
                 Some(mut object) => {
@@ -769,8 +763,6 @@ fn patch(
         }
     };
     let (stored, change) = store.replace(rt, namespace, name, patched)?;
-    if let Some(change) = change {
-        shared.publish(&store, change);
-    }
+    shared.publish(&store, change);
     Ok(object_response(req, StatusCode::OK, &stored))
 }

@@ -76,7 +76,6 @@ pub(crate) fn print_rotation_report(
     report: &RotationReport,
 ) {
     let round = &report.round;
-    let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
     println!();
     println!(
         "wisp-agent rotation benchmark: {} mode, {} volumes of one SecretProviderClass ({ROTATION_OBJECTS} secrets of \
@@ -129,23 +128,11 @@ pub(crate) fn print_rotation_report(
         report.count * ROTATION_OBJECTS
     );
     println!();
-    println!("Agent memory (/proc/<pid>/status, MiB)");
-    println!("| when | VmRSS | VmHWM | RssAnon | RssFile | threads |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (when, m) in [
+    print_memory_table(&[
         ("started, idle", &started),
         ("before the round (volumes mounted)", &round.before_round),
         ("after the round", &round.after_round),
-    ] {
-        println!(
-            "| {when} | {} | {} | {} | {} | {} |",
-            mib(m.rss_kib),
-            mib(m.hwm_kib),
-            mib(m.anon_kib),
-            mib(m.file_kib),
-            m.threads
-        );
-    }
+    ]);
     let ok = round.requests.key_vault == ROTATION_OBJECTS as u64
         && round.rotated as usize == report.count
         && round.errors == 0.0
@@ -251,28 +238,18 @@ pub(crate) fn print_report(
         }
     }
     println!();
-    let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
-    println!("Agent memory (/proc/<pid>/status, MiB)");
-    println!("| when | VmRSS | VmHWM | RssAnon | RssFile | threads |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    let row = |when: &str, m: &Memory| {
-        println!(
-            "| {when} | {} | {} | {} | {} | {} |",
-            mib(m.rss_kib),
-            mib(m.hwm_kib),
-            mib(m.anon_kib),
-            mib(m.file_kib),
-            m.threads
-        );
-    };
-    row("started, idle", &started);
-    row("after the latency runs, nothing mounted", &after_latency_runs);
+    let mounted =
+        memory_report.map(|report| format!("{} volumes of {MEMORY_RUN_OBJECTS} secrets mounted", report.count));
+    let mut rows = vec![
+        ("started, idle", &started),
+        ("after the latency runs, nothing mounted", &after_latency_runs),
+    ];
+    if let (Some(report), Some(mounted)) = (memory_report, &mounted) {
+        rows.push((mounted.as_str(), &report.loaded));
+        rows.push(("after unpublishing them all", &report.after));
+    }
+    print_memory_table(&rows);
     if let Some(report) = memory_report {
-        row(
-            &format!("{} volumes of {MEMORY_RUN_OBJECTS} secrets mounted", report.count),
-            &report.loaded,
-        );
-        row("after unpublishing them all", &report.after);
         println!(
             "{} volumes published in {:.2} s and unpublished in {:.2} s ({MEMORY_RUN_PARALLEL} calls in flight); {} \
              tmpfs mounts seen in the agent's namespace; {} volumes spot-checked; none left afterwards",
@@ -291,6 +268,28 @@ pub(crate) fn print_report(
             } else {
                 "MISSED"
             }
+        );
+    }
+}
+
+/// KiB as MiB with one decimal.
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+/// The agent's memory at the moments named, one row each.
+fn print_memory_table(rows: &[(&str, &Memory)]) {
+    println!("Agent memory (/proc/<pid>/status, MiB)");
+    println!("| when | VmRSS | VmHWM | RssAnon | RssFile | threads |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (when, m) in rows {
+        println!(
+            "| {when} | {} | {} | {} | {} | {} |",
+            mib(m.rss_kib),
+            mib(m.hwm_kib),
+            mib(m.anon_kib),
+            mib(m.file_kib),
+            m.threads
         );
     }
 }
