@@ -90,10 +90,9 @@ async fn publishes_secret_key_and_certificate_with_exact_bytes_and_modes() {
     let socket_mode = std::fs::metadata(&agent.socket).expect("socket").permissions().mode() & 0o777;
     assert_eq!(socket_mode, 0o600);
 
-    client
-        .node_publish_volume(env.publish_request(&POD_A, "spc-a", &target))
-        .await
-        .unwrap_or_else(|e| panic!("publish failed: {e}\n{}", agent.logs()));
+    agent
+        .publish(&mut client, env.publish_request(&POD_A, "spc-a", &target))
+        .await;
 
     assert_eq!(agent.is_mounted(&target), agent.tmpfs);
     let files = visible_files(&agent.view(&target));
@@ -345,10 +344,9 @@ async fn throttled_key_vault_is_retried_after_retry_after() {
     let mut agent = Agent::start(&env);
     let mut client = agent.client().await;
     let target = target(&env, "pod-a");
-    client
-        .node_publish_volume(env.publish_request(&POD_A, "spc-a", &target))
-        .await
-        .unwrap_or_else(|e| panic!("publish failed: {e}\n{}", agent.logs()));
+    agent
+        .publish(&mut client, env.publish_request(&POD_A, "spc-a", &target))
+        .await;
     assert_eq!(env.cloud.vault.request_count(VAULT, "/secrets/s1"), 2);
     assert_eq!(
         visible_files(&agent.view(&target)),
@@ -380,10 +378,7 @@ async fn service_principal_from_node_publish_secret() {
         ("ClientID".to_string(), CLIENT_SP.to_string()),
         ("clientsecret".to_string(), SP_SECRET.to_string()),
     ]);
-    client
-        .node_publish_volume(request.clone())
-        .await
-        .unwrap_or_else(|e| panic!("publish failed: {e}\n{}", agent.logs()));
+    agent.publish(&mut client, request.clone()).await;
     assert_eq!(
         visible_files(&agent.view(&target)),
         BTreeMap::from([("s1".to_string(), (b"via sp".to_vec(), 0o644))])
@@ -435,10 +430,9 @@ async fn renders_pfx_secrets_ec_keys_and_version_history() {
     let mut agent = Agent::start(&env);
     let mut client = agent.client().await;
     let target = target(&env, "pod-a");
-    client
-        .node_publish_volume(env.publish_request(&POD_A, "spc-a", &target))
-        .await
-        .unwrap_or_else(|e| panic!("publish failed: {e}\n{}", agent.logs()));
+    agent
+        .publish(&mut client, env.publish_request(&POD_A, "spc-a", &target))
+        .await;
 
     let mut pfx_as_pem = pem("PRIVATE KEY", &cert.private_key_pkcs8_der);
     pfx_as_pem.push_str(&pem("CERTIFICATE", &cert.chain_der[0]));
@@ -485,10 +479,9 @@ async fn vm_managed_identity_through_imds_and_metrics() {
     );
     let mut client = agent.client().await;
     let target = target(&env, "pod-a");
-    client
-        .node_publish_volume(env.publish_request(&POD_A, "spc-mi", &target))
-        .await
-        .unwrap_or_else(|e| panic!("publish failed: {e}\n{}", agent.logs()));
+    agent
+        .publish(&mut client, env.publish_request(&POD_A, "spc-mi", &target))
+        .await;
     assert_eq!(env.cloud.entra.imds_requests(), 1);
     assert_eq!(
         visible_files(&agent.view(&target)),

@@ -155,50 +155,13 @@ async fn handler(
             None,
         );
     }
-    let segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
-    let (kind, op) = match segments.as_slice() {
-        [collection, rest @ ..] => {
-            let kind = match *collection {
-                "secrets" => ObjectKind::Secret,
-                "keys" => ObjectKind::Key,
-                "certificates" => ObjectKind::Certificate,
-                _ => {
-                    return error_response(
-                        StatusCode::NOT_FOUND,
-                        "NotFound",
-                        &format!("Path {} was not found.", uri.path()),
-                        None,
-                    );
-                }
-            };
-            match rest {
-                [name] | [name, ""] if !name.is_empty() => (kind, Op::Get { name, version: None }),
-                [name, "versions"] if !name.is_empty() => (kind, Op::Versions { name }),
-                [name, version] if !name.is_empty() => (
-                    kind,
-                    Op::Get {
-                        name,
-                        version: Some(version),
-                    },
-                ),
-                _ => {
-                    return error_response(
-                        StatusCode::NOT_FOUND,
-                        "NotFound",
-                        &format!("Path {} was not found.", uri.path()),
-                        None,
-                    );
-                }
-            }
-        }
-        _ => {
-            return error_response(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                &format!("Path {} was not found.", uri.path()),
-                None,
-            );
-        }
+    let Some((kind, op)) = parse_route(uri.path()) else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("Path {} was not found.", uri.path()),
+            None,
+        );
     };
     let state = inner.state();
     let Some(vault) = state.vaults.get(vault_name) else {
@@ -240,6 +203,31 @@ async fn handler(
             list_versions(vault, kind, name, &page)
         }
     }
+}
+
+/// The object collection and operation a path addresses: `/{collection}/{name}[/]`, `/{collection}/{name}/versions`
+/// or `/{collection}/{name}/{version}`.
+fn parse_route(path: &str) -> Option<(ObjectKind, Op<'_>)> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let [collection, rest @ ..] = segments.as_slice() else {
+        return None;
+    };
+    let kind = match *collection {
+        "secrets" => ObjectKind::Secret,
+        "keys" => ObjectKind::Key,
+        "certificates" => ObjectKind::Certificate,
+        _ => return None,
+    };
+    let op = match rest {
+        [name] | [name, ""] if !name.is_empty() => Op::Get { name, version: None },
+        [name, "versions"] if !name.is_empty() => Op::Versions { name },
+        [name, version] if !name.is_empty() => Op::Get {
+            name,
+            version: Some(version),
+        },
+        _ => return None,
+    };
+    Some((kind, op))
 }
 
 fn get_object(

@@ -106,62 +106,49 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn not_found(rt: &ResourceType, name: &str) -> Self {
+    fn new(code: u16, reason: &'static str, message: String, details: Option<Value>) -> Self {
         Self {
-            code: 404,
-            reason: "NotFound",
-            message: format!("{} \"{name}\" not found", rt.qualified()),
-            details: Some(details(rt, name)),
+            code,
+            reason,
+            message,
+            details,
         }
+    }
+
+    /// A failure about the object `name` of `rt`, which the `Status` names in its details.
+    fn about(code: u16, reason: &'static str, message: String, rt: &ResourceType, name: &str) -> Self {
+        Self::new(code, reason, message, Some(details(rt, name)))
+    }
+
+    pub fn not_found(rt: &ResourceType, name: &str) -> Self {
+        let message = format!("{} \"{name}\" not found", rt.qualified());
+        Self::about(404, "NotFound", message, rt, name)
     }
 
     pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
-        Self {
-            code: 409,
-            reason: "AlreadyExists",
-            message: format!("{} \"{name}\" already exists", rt.qualified()),
-            details: Some(details(rt, name)),
-        }
+        let message = format!("{} \"{name}\" already exists", rt.qualified());
+        Self::about(409, "AlreadyExists", message, rt, name)
     }
 
     pub fn conflict(rt: &ResourceType, name: &str) -> Self {
-        Self {
-            code: 409,
-            reason: "Conflict",
-            message: format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your \
-                 changes to the latest version and try again",
-                rt.qualified()
-            ),
-            details: Some(details(rt, name)),
-        }
+        let message = format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes \
+             to the latest version and try again",
+            rt.qualified()
+        );
+        Self::about(409, "Conflict", message, rt, name)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            code: 400,
-            reason: "BadRequest",
-            message: message.into(),
-            details: None,
-        }
+        Self::new(400, "BadRequest", message.into(), None)
     }
 
     pub fn invalid(rt: &ResourceType, name: &str, message: impl Into<String>) -> Self {
-        Self {
-            code: 422,
-            reason: "Invalid",
-            message: message.into(),
-            details: Some(details(rt, name)),
-        }
+        Self::about(422, "Invalid", message.into(), rt, name)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self {
-            code: 500,
-            reason: "InternalError",
-            message: message.into(),
-            details: None,
-        }
+        Self::new(500, "InternalError", message.into(), None)
     }
 
     /// The `Status` object the API server sends for this error.

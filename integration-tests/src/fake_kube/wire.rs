@@ -299,8 +299,12 @@ fn route(shared: &Arc<Shared>, req: &Req, path: &str, authorization: Option<Stri
                 .ok_or_else(|| ApiError::not_found(rt, &name))?;
             Ok(object_response(req, StatusCode::OK, object))
         }
-        (Target::Item { rt, namespace, name }, &Method::PUT) => replace(shared, req, rt, &namespace, &name),
-        (Target::Item { rt, namespace, name }, &Method::PATCH) => patch(shared, req, rt, &namespace, &name),
+        (Target::Item { rt, namespace, name }, &Method::PUT) => {
+            replace(shared, req, ItemRef::new(rt, &namespace, &name))
+        }
+        (Target::Item { rt, namespace, name }, &Method::PATCH) => {
+            patch(shared, req, ItemRef::new(rt, &namespace, &name))
+        }
         (Target::Item { rt, namespace, name }, &Method::DELETE) => {
             let mut store = shared.store();
             let (object, change) = store.delete(rt, &namespace, &name)?;
@@ -662,13 +666,22 @@ fn create(shared: &Shared, req: &Req, rt: &'static ResourceType, namespace: &str
     Ok(object_response(req, StatusCode::CREATED, &stored))
 }
 
-fn replace(
-    shared: &Shared,
-    req: &Req,
+/// The object a PUT or PATCH addresses.
+#[derive(Clone, Copy)]
+struct ItemRef<'a> {
     rt: &'static ResourceType,
-    namespace: &str,
-    name: &str,
-) -> Result<Response, ApiError> {
+    namespace: &'a str,
+    name: &'a str,
+}
+
+impl<'a> ItemRef<'a> {
+    fn new(rt: &'static ResourceType, namespace: &'a str, name: &'a str) -> Self {
+        Self { rt, namespace, name }
+    }
+}
+
+fn replace(shared: &Shared, req: &Req, item: ItemRef<'_>) -> Result<Response, ApiError> {
+    let ItemRef { rt, namespace, name } = item;
     let object = req.json_body()?;
     check_type(rt, &object)?;
     check_namespace(rt, namespace, &object)?;
@@ -684,13 +697,8 @@ fn replace(
     Ok(object_response(req, StatusCode::OK, &stored))
 }
 
-fn patch(
-    shared: &Shared,
-    req: &Req,
-    rt: &'static ResourceType,
-    namespace: &str,
-    name: &str,
-) -> Result<Response, ApiError> {
+fn patch(shared: &Shared, req: &Req, item: ItemRef<'_>) -> Result<Response, ApiError> {
+    let ItemRef { rt, namespace, name } = item;
     let media_type = req
         .content_type
         .split(';')

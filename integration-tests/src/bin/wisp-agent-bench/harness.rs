@@ -81,9 +81,9 @@ pub(crate) fn agent_binary(cli: &Cli) -> Result<PathBuf> {
 /// Requests seen by the fakes so far.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Counts {
-    pub(crate) entra: u64,
-    pub(crate) key_vault: u64,
-    pub(crate) kube: u64,
+    pub entra: u64,
+    pub key_vault: u64,
+    pub kube: u64,
 }
 
 impl std::ops::Sub for Counts {
@@ -100,22 +100,22 @@ impl std::ops::Sub for Counts {
 /// One timed mount.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sample {
-    pub(crate) publish: Duration,
-    pub(crate) unpublish: Duration,
-    pub(crate) requests: Counts,
+    pub publish: Duration,
+    pub unpublish: Duration,
+    pub requests: Counts,
 }
 
 /// The fakes, the agent and a CSI client to it. Fields drop in order: the agent (killed, if still running) before
 /// the fakes and the work directory.
 pub(crate) struct Bench {
-    pub(crate) node: NodeClient<Channel>,
-    pub(crate) agent: RunningProgram,
-    pub(crate) cloud: LocalCloud,
-    pub(crate) work: tempfile::TempDir,
-    pub(crate) tmpfs: bool,
-    pub(crate) metrics_port: u16,
-    pub(crate) next_pod: u64,
-    pub(crate) next_service_account: u64,
+    pub node: NodeClient<Channel>,
+    pub agent: RunningProgram,
+    pub cloud: LocalCloud,
+    pub work: tempfile::TempDir,
+    pub tmpfs: bool,
+    pub metrics_port: u16,
+    pub next_pod: u64,
+    pub next_service_account: u64,
 }
 
 impl Bench {
@@ -546,24 +546,24 @@ impl Bench {
 }
 
 pub(crate) struct RotationRound {
-    pub(crate) requests: Counts,
-    pub(crate) wall: Duration,
-    pub(crate) cpu_ms: f64,
-    pub(crate) before_round: Memory,
-    pub(crate) after_round: Memory,
-    pub(crate) checked_files: usize,
-    pub(crate) rotated: f64,
-    pub(crate) not_rotated: f64,
-    pub(crate) errors: f64,
+    pub requests: Counts,
+    pub wall: Duration,
+    pub cpu_ms: f64,
+    pub before_round: Memory,
+    pub after_round: Memory,
+    pub checked_files: usize,
+    pub rotated: f64,
+    pub not_rotated: f64,
+    pub errors: f64,
 }
 
 pub(crate) struct RotationReport {
-    pub(crate) count: usize,
-    pub(crate) parallel: usize,
-    pub(crate) interval: Duration,
-    pub(crate) publish_time: Duration,
-    pub(crate) publish_requests: Counts,
-    pub(crate) round: RotationRound,
+    pub count: usize,
+    pub parallel: usize,
+    pub interval: Duration,
+    pub publish_time: Duration,
+    pub publish_requests: Counts,
+    pub round: RotationRound,
 }
 
 /// The sum of the samples of `name` whose labels contain `label` (all of them when it is empty).
@@ -610,11 +610,11 @@ pub(crate) fn tail(program: &RunningProgram) -> String {
 }
 
 pub(crate) struct MemoryReport {
-    pub(crate) count: usize,
-    pub(crate) mounts: usize,
-    pub(crate) spot_checked: usize,
-    pub(crate) loaded: Memory,
-    pub(crate) after: Memory,
-    pub(crate) publish_time: Duration,
-    pub(crate) unpublish_time: Duration,
+    pub count: usize,
+    pub mounts: usize,
+    pub spot_checked: usize,
+    pub loaded: Memory,
+    pub after: Memory,
+    pub publish_time: Duration,
+    pub unpublish_time: Duration,
 }

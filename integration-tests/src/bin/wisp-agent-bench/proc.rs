@@ -36,11 +36,11 @@ pub(crate) fn clock_ticks_per_second() -> u64 {
 /// VmRSS (with its anonymous and file-backed parts) and VmHWM in KiB, and the thread count.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Memory {
-    pub(crate) rss_kib: u64,
-    pub(crate) hwm_kib: u64,
-    pub(crate) anon_kib: u64,
-    pub(crate) file_kib: u64,
-    pub(crate) threads: u64,
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+    pub anon_kib: u64,
+    pub file_kib: u64,
+    pub threads: u64,
 }
 
 pub(crate) fn memory(pid: u32) -> Result<Memory> {

@@ -12,10 +12,10 @@ use crate::proc::Memory;
 /// Order statistics of a set of durations.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stats {
-    pub(crate) median: Duration,
+    pub median: Duration,
     pub(crate) p90: Duration,
-    pub(crate) min: Duration,
-    pub(crate) max: Duration,
+    pub min: Duration,
+    pub max: Duration,
 }
 
 impl Stats {
@@ -41,10 +41,10 @@ pub(crate) fn ms(d: Duration) -> String {
 
 /// One row: a case measured without and with latency.
 pub(crate) struct Case {
-    pub(crate) token: &'static str,
-    pub(crate) objects: usize,
-    pub(crate) base: Vec<Sample>,
-    pub(crate) delayed: Vec<Sample>,
+    pub token: &'static str,
+    pub objects: usize,
+    pub base: Vec<Sample>,
+    pub delayed: Vec<Sample>,
 }
 
 impl Case {
