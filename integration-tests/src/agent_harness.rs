@@ -20,7 +20,7 @@ use crate::fake_keyvault::{KeyVaultConfig, ObjectKind};
 use crate::kubelet::csi::NodePublishVolumeRequest;
 use crate::kubelet::csi::node_client::NodeClient;
 use crate::kubelet::{self, AgentLaunch, PodRef};
-use crate::local_cloud::{ClientFiles, CloudNames, LocalCloud};
+use crate::local_cloud::{ClientFiles, CloudNames, LOGIN_HOST, LocalCloud};
 use crate::process::{RunningProgram, built_binary, free_port, tmpfs_mounts_available};
 
 /// How long the harness waits for the agent's socket; guards against a hang only, no test asserts on timing.
@@ -29,19 +29,12 @@ const PATIENCE: Duration = Duration::from_secs(60);
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 /// The one vault, readable by [`CLIENT`].
 pub const VAULT: &str = "kv1";
-/// Entra's authority host.
-pub const LOGIN_HOST: &str = "login.wisp.test";
 /// The workload identity: federated with `ns-a/sa-a` ([`POD_A`]'s service account), granted on [`VAULT`].
 pub const CLIENT: &str = "0a0a0a0a-0000-0000-0000-00000000000a";
 /// The SecretProviderClass API version, also that of SecretProviderClassPodStatus.
 pub const SECRETS_STORE_V1: &str = "secrets-store.csi.x-k8s.io/v1";
 
-const CLOUD_NAMES: CloudNames<'static> = CloudNames {
-    login_host: LOGIN_HOST,
-    vault_dns_suffix: "vault.wisp.test",
-    vault_resource: "https://vault.wisp.test",
-    oidc_issuer: "https://oidc.wisp.test/cluster1",
-};
+const CLOUD_NAMES: CloudNames<'static> = CloudNames::wisp_test("https://oidc.wisp.test/cluster1");
 
 /// A pod as the tests name it; its uid is the API server's if the pod exists there (see [`AgentEnv::pod_uid`]).
 #[derive(Debug, Clone, Copy)]

@@ -12,6 +12,7 @@ use integration_tests::fake_keyvault::{
 };
 use integration_tests::https_server::ServerTls;
 use integration_tests::issuer::{SaTokenSpec, TestIssuer, tokens_json, unverified_claims};
+use integration_tests::local_cloud::{LOGIN_HOST, VAULT_DNS_SUFFIX, VAULT_RESOURCE};
 use integration_tests::pki::TestPki;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
@@ -23,9 +24,6 @@ const CLIENT_ID: &str = "fad7d5b3-69d6-4b48-9259-8d12124e1cf1";
 const SECRET_CLIENT_ID: &str = "3975aeed-7d08-453b-b6f4-445f32698091";
 const MI_SYSTEM: &str = "0b5e1f0a-0000-4000-8000-00000000aaaa";
 const MI_USER: &str = "0b5e1f0a-0000-4000-8000-00000000bbbb";
-const LOGIN_HOST: &str = "login.wisp.test";
-const VAULT_SUFFIX: &str = "vault.wisp.test";
-const RESOURCE: &str = "https://vault.wisp.test";
 const OTHER_RESOURCE: &str = "https://management.wisp.test";
 const ISSUER_URL: &str = "https://oidc.wisp.test/cluster-1";
 const VAULT: &str = "kv1";
@@ -56,7 +54,7 @@ async fn env_with_page_size(page_size: usize) -> Env {
         .expect("entra");
     entra.add_tenant(TENANT);
     entra.add_tenant(OTHER_TENANT);
-    entra.add_resource(RESOURCE);
+    entra.add_resource(VAULT_RESOURCE);
     entra.add_resource(OTHER_RESOURCE);
     let issuer = TestIssuer::new(ISSUER_URL).expect("issuer");
     entra.trust_issuer(ISSUER_URL, issuer.jwks());
@@ -68,14 +66,14 @@ async fn env_with_page_size(page_size: usize) -> Env {
     entra.add_client_secret(TENANT, SECRET_CLIENT_ID, "the-client-secret");
     entra.set_node_identities(TENANT, Some(MI_SYSTEM), &[MI_USER]);
 
-    let wildcard = format!("*.{VAULT_SUFFIX}");
+    let wildcard = format!("*.{VAULT_DNS_SUFFIX}");
     let kv_tls = ServerTls::from(pki.server_cert(&[&wildcard]));
     let kv = if page_size == 25 {
-        FakeKeyVault::start_for(&entra, VAULT_SUFFIX, RESOURCE, &kv_tls)
+        FakeKeyVault::start_for(&entra, VAULT_DNS_SUFFIX, VAULT_RESOURCE, &kv_tls)
             .await
             .expect("key vault")
     } else {
-        let mut config = KeyVaultConfig::new(VAULT_SUFFIX, RESOURCE, &entra.authority_host());
+        let mut config = KeyVaultConfig::new(VAULT_DNS_SUFFIX, VAULT_RESOURCE, &entra.authority_host());
         config.page_size = page_size;
         FakeKeyVault::start(config, &kv_tls, entra.jwks())
             .await
@@ -173,7 +171,7 @@ async fn vault_token(env: &Env) -> String {
     let (status, body) = post_token(
         env,
         TENANT,
-        &assertion_form(CLIENT_ID, &assertion, &format!("{RESOURCE}/.default")),
+        &assertion_form(CLIENT_ID, &assertion, &format!("{VAULT_RESOURCE}/.default")),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -312,10 +310,10 @@ async fn federated_assertion_is_exchanged_for_a_vault_token() {
     );
     let key = jsonwebtoken::DecodingKey::from_jwk(&env.entra.jwks().keys[0]).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    validation.set_audience(&[RESOURCE]);
+    validation.set_audience(&[VAULT_RESOURCE]);
     let claims = jsonwebtoken::decode::<Value>(token, &key, &validation).unwrap().claims;
     let oid = env.entra.object_id(TENANT, CLIENT_ID).unwrap();
-    assert_eq!(claims["aud"], RESOURCE);
+    assert_eq!(claims["aud"], VAULT_RESOURCE);
     assert_eq!(claims["appid"], CLIENT_ID);
     assert_eq!(claims["appidacr"], "2");
     assert_eq!(claims["oid"], oid.as_str());
@@ -585,7 +583,7 @@ async fn client_secret_is_checked() {
             ("client_id", SECRET_CLIENT_ID.to_string()),
             ("client_secret", secret.to_string()),
             ("grant_type", "client_credentials".to_string()),
-            ("scope", format!("{RESOURCE}/.default")),
+            ("scope", format!("{VAULT_RESOURCE}/.default")),
         ]
     };
     let message = format!(
@@ -741,13 +739,13 @@ async fn imds_issues_tokens_for_system_and_user_assigned_identities() {
                 "expires_on": (not_before + 3599).to_string(),
                 "ext_expires_in": "3599",
                 "not_before": not_before.to_string(),
-                "resource": RESOURCE,
+                "resource": VAULT_RESOURCE,
                 "token_type": "Bearer",
             })
         );
         let claims = unverified_claims(token).unwrap();
         assert_eq!(claims["appid"], client);
-        assert_eq!(claims["aud"], RESOURCE);
+        assert_eq!(claims["aud"], VAULT_RESOURCE);
     }
 }
 
@@ -755,7 +753,7 @@ async fn imds_issues_tokens_for_system_and_user_assigned_identities() {
 
 fn challenge(env: &Env, tenant: &str) -> String {
     format!(
-        "Bearer authorization=\"{}{tenant}\", resource=\"{RESOURCE}\"",
+        "Bearer authorization=\"{}{tenant}\", resource=\"{VAULT_RESOURCE}\"",
         env.entra.authority_host()
     )
 }
@@ -1236,7 +1234,7 @@ async fn azure_sdk_credentials_and_secret_client_work_against_the_fakes() {
     env.kv
         .add_secret(VAULT, "ExampleSecret", "MyAKSExampleSecret", None)
         .unwrap();
-    let scope = format!("{RESOURCE}/.default");
+    let scope = format!("{VAULT_RESOURCE}/.default");
 
     let assertion = FixedAssertion(sa_token(&env.issuer, "default", "workload-identity-sa"));
     let workload = azure_identity::ClientAssertionCredential::new(
@@ -1336,7 +1334,7 @@ async fn cloud_environment_file_points_wisp_at_the_fakes() {
     let cloud = wisp_shared::cloud::CloudEnvironment::from_json("env.json", json.as_bytes()).unwrap();
     assert_eq!(cloud.active_directory_endpoint, env.entra.authority_host());
     assert_eq!(cloud.vault_url(VAULT), env.kv.vault_url(VAULT));
-    assert_eq!(cloud.key_vault_scope(), format!("{RESOURCE}/.default"));
+    assert_eq!(cloud.key_vault_scope(), format!("{VAULT_RESOURCE}/.default"));
 }
 
 #[tokio::test]
@@ -1348,7 +1346,7 @@ async fn minted_tokens_are_accepted_and_deleted_objects_are_gone() {
         .entra
         .mint_access_token(TENANT, MI_USER, "https://vault.wisp.test/")
         .unwrap();
-    assert_eq!(unverified_claims(&token).unwrap()["aud"], RESOURCE);
+    assert_eq!(unverified_claims(&token).unwrap()["aud"], VAULT_RESOURCE);
     let (status, _, _) = kv_get(&env, VAULT, "secrets/gone?api-version=7.4", Some(&token)).await;
     assert_eq!(status, 200);
     assert!(env.kv.delete_object(VAULT, ObjectKind::Certificate, "GONE").unwrap());
@@ -1500,7 +1498,7 @@ async fn imds_child_gets_a_token_with_default_options() {
         }))
         .unwrap();
     let token = credential
-        .get_token(&[&format!("{RESOURCE}/.default")], None)
+        .get_token(&[&format!("{VAULT_RESOURCE}/.default")], None)
         .await
         .unwrap();
     assert_eq!(unverified_claims(token.token.secret()).unwrap()["appid"], MI_USER);

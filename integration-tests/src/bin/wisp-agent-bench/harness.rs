@@ -10,7 +10,7 @@ use integration_tests::fake_entra::FederatedCredential;
 use integration_tests::kubelet::csi::NodePublishVolumeRequest;
 use integration_tests::kubelet::csi::node_client::NodeClient;
 use integration_tests::kubelet::{self, AgentLaunch, PodRef};
-use integration_tests::local_cloud::{ClientFiles, CloudNames, LocalCloud};
+use integration_tests::local_cloud::{ClientFiles, CloudNames, LOGIN_HOST, LocalCloud, VAULT_RESOURCE};
 use integration_tests::process::{self, RunningProgram, free_port, tmpfs_mounts_available};
 use integration_tests::traffic::{Fault, FaultAction};
 use serde_json::json;
@@ -25,10 +25,6 @@ pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 pub(crate) const TENANT: &str = "72f988bf-0000-4000-8000-0000000be4c4";
 pub(crate) const CLIENT_ID: &str = "b3b3b3b3-0000-4000-8000-000000000001";
 pub(crate) const VAULT: &str = "benchkv";
-pub(crate) const LOGIN_HOST: &str = "login.wisp.test";
-pub(crate) const VAULT_DNS_SUFFIX: &str = "vault.wisp.test";
-pub(crate) const VAULT_RESOURCE: &str = "https://vault.wisp.test";
-pub(crate) const OIDC_ISSUER: &str = "https://oidc.wisp.test/bench";
 pub(crate) const NAMESPACE: &str = "bench";
 pub(crate) const WARM_SA: &str = "sa-warm";
 pub(crate) const VOLUME_NAME: &str = "secrets-store-inline";
@@ -125,16 +121,7 @@ impl Bench {
             .tempdir()
             .context("creating a work directory")?;
         let dir = work.path();
-        let cloud = LocalCloud::start(
-            &CloudNames {
-                login_host: LOGIN_HOST,
-                vault_dns_suffix: VAULT_DNS_SUFFIX,
-                vault_resource: VAULT_RESOURCE,
-                oidc_issuer: OIDC_ISSUER,
-            },
-            |config| config,
-        )
-        .await?;
+        let cloud = LocalCloud::start(&CloudNames::wisp_test("https://oidc.wisp.test/bench"), |config| config).await?;
         let ClientFiles {
             ca_file,
             kubeconfig,
