@@ -40,6 +40,17 @@ async fn start_env() -> AgentEnv {
     env
 }
 
+/// The object `s1`, a secret, as a SecretProviderClass lists it.
+const S1: &str = "objectName: s1\nobjectType: secret";
+
+/// Secret `s1` holding `value` (returns its version), and SecretProviderClass `ns-a/spc-a` mounting it as the
+/// workload identity.
+fn seed_s1(env: &AgentEnv, value: &str) -> String {
+    let version = env.cloud.vault.add_secret(VAULT, "s1", value, None).expect("secret");
+    env.add_spc("ns-a", "spc-a", &[("clientID", CLIENT)], &[S1]);
+    version
+}
+
 /// A kubelet-style target path of pod `pod` of namespace `ns-a` under the test's directory.
 fn target(env: &AgentEnv, pod: &str) -> PathBuf {
     env.target("ns-a", pod)
@@ -156,16 +167,7 @@ async fn publishes_secret_key_and_certificate_with_exact_bytes_and_modes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_b_naming_pod_a_client_id_is_refused_although_a_token_is_cached() {
     let env = start_env().await;
-    env.cloud
-        .vault
-        .add_secret(VAULT, "s1", "for pod a only", None)
-        .expect("secret");
-    env.add_spc(
-        "ns-a",
-        "spc-a",
-        &[("clientID", CLIENT)],
-        &["objectName: s1\nobjectType: secret"],
-    );
+    seed_s1(&env, "for pod a only");
     let mut agent = Agent::start(&env);
     let mut client = agent.client().await;
 
@@ -219,35 +221,27 @@ async fn every_error_path_leaves_no_mount_and_no_file() {
         "ns-a",
         "bad-param",
         &[("clientID", CLIENT), ("keyvaultName", "k")],
-        &["objectName: s1\nobjectType: secret"],
+        &[S1],
     );
-    env.add_spc(
-        "ns-other",
-        "elsewhere",
-        &[("clientID", CLIENT)],
-        &["objectName: s1\nobjectType: secret"],
-    );
+    env.add_spc("ns-other", "elsewhere", &[("clientID", CLIENT)], &[S1]);
     env.add_spc(
         "ns-a",
         "unknown-client",
         &[("clientID", "0d0d0d0d-0000-0000-0000-00000000000d")],
-        &["objectName: s1\nobjectType: secret"],
+        &[S1],
     );
     // Registered with a federated credential for sa-a, but never granted access to the vault.
     env.add_spc(
         "ns-a",
         "no-access",
         &[("clientID", "0c0c0c0c-0000-0000-0000-00000000000c")],
-        &["objectName: s1\nobjectType: secret"],
+        &[S1],
     );
     env.add_spc(
         "ns-a",
         "missing-secret",
         &[("clientID", CLIENT)],
-        &[
-            "objectName: s1\nobjectType: secret",
-            "objectName: nope\nobjectType: secret",
-        ],
+        &[S1, "objectName: nope\nobjectType: secret"],
     );
     let mut agent = Agent::start(&env);
     let mut client = agent.client().await;
@@ -330,16 +324,7 @@ async fn every_error_path_leaves_no_mount_and_no_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_key_vault_is_retried_after_retry_after() {
     let env = start_env().await;
-    env.cloud
-        .vault
-        .add_secret(VAULT, "s1", "after the throttle", None)
-        .expect("secret");
-    env.add_spc(
-        "ns-a",
-        "spc-a",
-        &[("clientID", CLIENT)],
-        &["objectName: s1\nobjectType: secret"],
-    );
+    seed_s1(&env, "after the throttle");
     env.cloud.vault.throttle(VAULT, "/secrets/s1", 1, 1);
     let mut agent = Agent::start(&env);
     let mut client = agent.client().await;
@@ -369,7 +354,7 @@ async fn throttled_key_vault_is_retried_after_retry_after() {
 async fn service_principal_from_node_publish_secret() {
     let env = start_env().await;
     env.cloud.vault.add_secret(VAULT, "s1", "via sp", None).expect("secret");
-    env.add_spc("ns-a", "spc-sp", &[], &["objectName: s1\nobjectType: secret"]);
+    env.add_spc("ns-a", "spc-sp", &[], &[S1]);
     let mut agent = Agent::start(&env);
     let mut client = agent.client().await;
     let target = target(&env, "pod-a");
@@ -470,7 +455,7 @@ async fn vm_managed_identity_through_imds_and_metrics() {
             ("useVMManagedIdentity", "true"),
             ("userAssignedIdentityID", user_assigned),
         ],
-        &["objectName: s1\nobjectType: secret"],
+        &[S1],
     );
     let mut agent = Agent::start_with(
         &env,
@@ -542,17 +527,7 @@ async fn wait_for_socket(agent: &Agent, socket: &Path) {
 async fn every_socket_answers_foreign_clients_whatever_authority_they_send() {
     let clients = ForeignClients::find();
     let env = start_env().await;
-    let version = env
-        .cloud
-        .vault
-        .add_secret(VAULT, "s1", "from a foreign client", None)
-        .expect("secret");
-    env.add_spc(
-        "ns-a",
-        "spc-a",
-        &[("clientID", CLIENT)],
-        &["objectName: s1\nobjectType: secret"],
-    );
+    let version = seed_s1(&env, "from a foreign client");
     let provider_socket = env.dir.path().join("providers/azure.sock");
     let mut agent = Agent::start_with(
         &env,
@@ -655,7 +630,7 @@ async fn every_socket_answers_foreign_clients_whatever_authority_they_send() {
         targets.push(target);
     }
     let mount_attributes = {
-        let mut attributes = env.spc_parameters(&["objectName: s1\nobjectType: secret"], &[("clientID", CLIENT)]);
+        let mut attributes = env.spc_parameters(&[S1], &[("clientID", CLIENT)]);
         attributes.insert("secretProviderClass".to_string(), "spc-a".to_string());
         attributes.extend(kubelet::volume_context(
             [],
