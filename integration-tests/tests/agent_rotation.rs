@@ -80,6 +80,14 @@ fn add_pod(setup: &AgentEnv, pod: &str, spc: &str, owners: Value) {
     }));
 }
 
+/// Stops `agent` with SIGTERM; panics if it does not exit.
+async fn stop(agent: &mut Agent) {
+    assert!(
+        agent.program.terminate(PATIENCE).await.is_some(),
+        "the agent did not stop"
+    );
+}
+
 /// Visible files (top-level links followed) with their bytes.
 fn visible_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     kubelet::visible_files(root)
@@ -395,10 +403,7 @@ async fn a_restarted_agent_keeps_rotating_and_unpublishing_its_volumes() {
     let mut client = agent.client().await;
     let target = target(&setup, "pod-a");
     agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
-    assert!(
-        agent.program.terminate(PATIENCE).await.is_some(),
-        "the agent did not stop"
-    );
+    stop(&mut agent).await;
     let (_, record) = agent.record();
     assert_eq!(record["volumes"][0]["target_path"], json!(target.display().to_string()));
     assert_eq!(record["volumes"][0]["pod_uid"], json!("uid-pod-a"));
@@ -420,10 +425,7 @@ async fn a_restarted_agent_keeps_rotating_and_unpublishing_its_volumes() {
         .expect("unpublish");
     assert!(!target.exists());
     // The record is written shortly after a change, and at the latest when the agent stops.
-    assert!(
-        agent.program.terminate(PATIENCE).await.is_some(),
-        "the agent did not stop"
-    );
+    stop(&mut agent).await;
     assert_eq!(agent.record().1["volumes"], json!([]));
 }
 
@@ -437,10 +439,7 @@ async fn a_second_agent_on_the_host_leaves_the_first_agents_record_alone() {
     let mut first = Agent::start_with(&setup, false, &args);
     let mut client = first.client().await;
     first.publish(&mut client, request(&setup, "pod-a", "spc")).await;
-    assert!(
-        first.program.terminate(PATIENCE).await.is_some(),
-        "the agent did not stop"
-    );
+    stop(&mut first).await;
     let (first_record, record) = first.record();
     assert_eq!(record["volumes"][0]["pod_uid"], json!("uid-pod-a"));
     let first_bytes = std::fs::read(&first_record).expect("record");
@@ -448,10 +447,7 @@ async fn a_second_agent_on_the_host_leaves_the_first_agents_record_alone() {
     // Another agent (another --endpoint, the same --state-dir) starts and stops while the first is away.
     let mut second = Agent::start_at(&setup, "csi-2.sock", false, &args);
     second.client().await;
-    assert!(
-        second.program.terminate(PATIENCE).await.is_some(),
-        "the agent did not stop"
-    );
+    stop(&mut second).await;
     assert!(
         !second.program.logs().contains("forgotten"),
         "the second agent touched the first one's volumes:\n{}",
@@ -689,10 +685,7 @@ async fn the_agent_registers_with_kubelet_and_healthz_follows_probe_and_registra
     );
 
     // Stopping removes the registration socket: that is how kubelet learns the driver is gone.
-    assert!(
-        agent.program.terminate(PATIENCE).await.is_some(),
-        "the agent did not stop"
-    );
+    stop(&mut agent).await;
     assert!(!agent.registration_socket.exists());
     assert!(!agent.socket.exists());
 }

@@ -366,23 +366,19 @@ async fn server_side_apply_creates_then_merges_and_requires_a_field_manager() {
     let api: Api<Secret> = Api::namespaced(s.client.clone(), "default");
     let applied = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "applied", "labels": {"a": "1"}},
                          "data": {"k": "djE="}});
-    let created = api
-        .patch(
+    // Applying the same configuration twice: the second apply changes nothing.
+    let apply = async || {
+        api.patch(
             "applied",
             &PatchParams::apply("wisp-agent").force(),
             &Patch::Apply(&applied),
         )
         .await
-        .unwrap();
+        .unwrap()
+    };
+    let created = apply().await;
     assert_eq!(created.resource_version().as_deref(), Some("1"));
-    let again = api
-        .patch(
-            "applied",
-            &PatchParams::apply("wisp-agent").force(),
-            &Patch::Apply(&applied),
-        )
-        .await
-        .unwrap();
+    let again = apply().await;
     assert_eq!(again.resource_version().as_deref(), Some("1"));
     let merged = api
         .patch(

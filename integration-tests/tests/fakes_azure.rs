@@ -103,6 +103,13 @@ async fn env() -> Env {
     env_with_page_size(25).await
 }
 
+/// [`env`] with the secret `s1` holding [`SECRET`] in [`VAULT`].
+async fn env_with_s1() -> Env {
+    let env = env().await;
+    env.kv.add_secret(VAULT, "s1", SECRET, None).unwrap();
+    env
+}
+
 fn token_url(entra: &FakeEntra, tenant: &str) -> String {
     format!("{}{tenant}/oauth2/v2.0/token", entra.authority_host())
 }
@@ -760,8 +767,7 @@ fn challenge(env: &Env, tenant: &str) -> String {
 
 #[tokio::test]
 async fn unauthenticated_request_gets_the_bearer_challenge() {
-    let env = env().await;
-    env.kv.add_secret(VAULT, "s1", SECRET, None).unwrap();
+    let env = env_with_s1().await;
     let (status, headers, body) = kv_get(&env, VAULT, "secrets/s1/?api-version=2025-07-01", None).await;
     assert_eq!(status, 401);
     assert_eq!(headers["www-authenticate"], challenge(&env, TENANT).as_str());
@@ -775,8 +781,7 @@ async fn unauthenticated_request_gets_the_bearer_challenge() {
 
 #[tokio::test]
 async fn tokens_for_another_audience_tenant_or_signer_are_401() {
-    let env = env().await;
-    env.kv.add_secret(VAULT, "s1", SECRET, None).unwrap();
+    let env = env_with_s1().await;
     let assertion = sa_token(&env.issuer, "default", "workload-identity-sa");
     let (_, body) = post_token(
         &env,
@@ -828,8 +833,7 @@ async fn tokens_for_another_audience_tenant_or_signer_are_401() {
 
 #[tokio::test]
 async fn api_version_is_required_and_checked() {
-    let env = env().await;
-    env.kv.add_secret(VAULT, "s1", SECRET, None).unwrap();
+    let env = env_with_s1().await;
     let token = vault_token(&env).await;
     let missing = kv_error("BadParameter", "The 'api-version' query parameter is missing.");
     assert_kv_answer(&env, VAULT, "secrets/s1", Some(&token), (400, missing)).await;
@@ -924,8 +928,7 @@ async fn secrets_are_served_by_latest_and_by_version_with_404_and_403_bodies() {
 
 #[tokio::test]
 async fn identities_without_a_grant_get_403_access_denied() {
-    let env = env().await;
-    env.kv.add_secret(VAULT, "s1", SECRET, None).unwrap();
+    let env = env_with_s1().await;
     env.kv.revoke(CLIENT_ID, VAULT).unwrap();
     let token = vault_token(&env).await;
     let oid = env.entra.object_id(TENANT, CLIENT_ID).unwrap();
@@ -1017,8 +1020,7 @@ async fn version_lists_page_through_next_link() {
 
 #[tokio::test]
 async fn throttling_errors_and_dropped_connections_are_injected() {
-    let env = env().await;
-    env.kv.add_secret(VAULT, "s1", SECRET, None).unwrap();
+    let env = env_with_s1().await;
     let token = vault_token(&env).await;
     env.kv.throttle(VAULT, "/secrets/s1", 2, 3);
     for _ in 0..2 {

@@ -6,7 +6,7 @@
 //! serving (and hot-reloading) mounted files.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -60,13 +60,28 @@ fn mutating_webhook_configuration() -> Value {
     })
 }
 
-/// The fake API server with the chart's MutatingWebhookConfiguration (no caBundle on the first webhook, a stale
-/// one on a second), and a kubeconfig for it in `dir`.
-async fn cluster(pki: &TestPki, dir: &Path) -> (FakeKube, std::path::PathBuf) {
-    let kube = FakeKube::start_with(pki, KubeVersion { major: 1, minor: 33 }).await;
+/// A test's cluster: the fake API server with the chart's MutatingWebhookConfiguration (no caBundle on the
+/// first webhook, a stale one on a second), the PKI its certificate comes from, and a directory holding a
+/// kubeconfig for it.
+struct Cluster {
+    pki: TestPki,
+    dir: tempfile::TempDir,
+    kube: FakeKube,
+    kubeconfig: PathBuf,
+}
+
+async fn cluster() -> Cluster {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kube = FakeKube::start_with(&pki, KubeVersion { major: 1, minor: 33 }).await;
     kube.upsert(mutating_webhook_configuration());
-    let kubeconfig = kube.write_kubeconfig(dir);
-    (kube, kubeconfig)
+    let kubeconfig = kube.write_kubeconfig(dir.path());
+    Cluster {
+        pki,
+        dir,
+        kube,
+        kubeconfig,
+    }
 }
 
 /// The chart's Secret: created empty so that a volume could mount it before the webhook fills it.
@@ -186,9 +201,9 @@ async fn assert_settled(kube: &FakeKube, webhook: &Webhook) -> BTreeMap<String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_the_secret_patches_the_ca_bundle_and_serves_a_certificate_chaining_to_it() {
-    let pki = TestPki::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (kube, kubeconfig) = cluster(&pki, dir.path()).await;
+    let Cluster {
+        dir, kube, kubeconfig, ..
+    } = cluster().await;
     // The Secret cannot be created at first: not ready while nothing is served.
     kube.fail_requests("POST", SECRETS_PATH, 500, 2);
     let webhook = rotating_webhook(&kubeconfig, &dir.path().join("unused"));
@@ -289,9 +304,9 @@ async fn race(kube: &FakeKube, kubeconfig: &Path, dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_creating_the_secret_end_with_one_secret_and_the_same_certificate() {
-    let pki = TestPki::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (kube, kubeconfig) = cluster(&pki, dir.path()).await;
+    let Cluster {
+        dir, kube, kubeconfig, ..
+    } = cluster().await;
     race(&kube, &kubeconfig, dir.path()).await;
     // One create won; a loser got 409 AlreadyExists and adopted the winner's Secret.
     assert_eq!(
@@ -302,9 +317,9 @@ async fn two_replicas_creating_the_secret_end_with_one_secret_and_the_same_certi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_filling_the_charts_empty_secret_end_with_the_same_certificate() {
-    let pki = TestPki::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (kube, kubeconfig) = cluster(&pki, dir.path()).await;
+    let Cluster {
+        dir, kube, kubeconfig, ..
+    } = cluster().await;
     kube.upsert(empty_chart_secret());
     race(&kube, &kubeconfig, dir.path()).await;
     // One replace won at the resourceVersion both read; a loser got 409 Conflict and adopted the winner's.
@@ -316,9 +331,9 @@ async fn two_replicas_filling_the_charts_empty_secret_end_with_the_same_certific
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflicting_write_is_retried_after_a_fresh_read() {
-    let pki = TestPki::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (kube, kubeconfig) = cluster(&pki, dir.path()).await;
+    let Cluster {
+        dir, kube, kubeconfig, ..
+    } = cluster().await;
     kube.upsert(empty_chart_secret());
     // The first replace is refused as if another replica had written in between: the webhook must read again
     // (and decide on what it reads) rather than retry the same write.
@@ -346,9 +361,9 @@ async fn a_conflicting_write_is_retried_after_a_fresh_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiring_serving_certificate_is_reissued_under_the_same_ca() {
-    let pki = TestPki::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (kube, kubeconfig) = cluster(&pki, dir.path()).await;
+    let Cluster {
+        dir, kube, kubeconfig, ..
+    } = cluster().await;
     let webhook = rotating_webhook(&kubeconfig, &dir.path().join("unused"));
     webhook.wait_ready().await;
     let good = assert_settled(&kube, &webhook).await;
@@ -388,9 +403,9 @@ async fn an_expiring_serving_certificate_is_reissued_under_the_same_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_about_to_expire_is_regenerated_and_the_ca_bundle_follows() {
-    let pki = TestPki::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (kube, kubeconfig) = cluster(&pki, dir.path()).await;
+    let Cluster {
+        dir, kube, kubeconfig, ..
+    } = cluster().await;
     let mut spec = BundleSpec::new("wisp-webhook-ca", &[SERVICE_NAME, SERVICE_LONG_NAME]);
     spec.ca_validity = 10 * DAY;
     spec.serving_validity = 10 * DAY;
@@ -408,9 +423,12 @@ async fn a_ca_about_to_expire_is_regenerated_and_the_ca_bundle_follows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_cert_rotation_mounted_files_are_served_and_hot_reloaded() {
-    let pki = TestPki::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (kube, kubeconfig) = cluster(&pki, dir.path()).await;
+    let Cluster {
+        pki,
+        dir,
+        kube,
+        kubeconfig,
+    } = cluster().await;
     let cert_dir = dir.path().join("certs");
     std::fs::create_dir(&cert_dir).unwrap();
     let install = |cert_dir: &Path| {
