@@ -172,7 +172,7 @@ pub(super) struct IssuedToken {
 
 pub(super) type Params = Vec<(String, String)>;
 
-pub(super) fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
+fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, _)| k == name)
@@ -299,7 +299,7 @@ fn resource_of_scope(inner: &Service, tenant: &str, scope: &str) -> Result<Strin
     Ok(resource)
 }
 
-pub(super) fn resource_not_found(resource: &str, tenant: &str) -> EntraFailure {
+fn resource_not_found(resource: &str, tenant: &str) -> EntraFailure {
     fail(
         StatusCode::BAD_REQUEST,
         "invalid_resource",
