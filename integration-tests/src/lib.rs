@@ -1,12 +1,16 @@
 //! wisp's local fakes of the services it talks to (the Kubernetes API subset, Microsoft Entra with IMDS, Key
 //! Vault), the test PKI and SA-token issuer, and helpers to run the real binaries against them.
 
+pub mod agent_harness;
 pub mod fake_entra;
 pub mod fake_keyvault;
 pub mod fake_kube;
 pub mod foreign_clients;
+pub mod https_server;
 pub mod issuer;
 pub mod kubelet;
 pub mod local_cloud;
 pub mod pki;
 pub mod process;
+pub mod traffic;
+pub mod webhook_harness;

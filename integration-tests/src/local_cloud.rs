@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::fake_entra::{EntraError, FakeEntra, ServerTls};
+use crate::fake_entra::{EntraError, FakeEntra};
 use crate::fake_keyvault::{FakeKeyVault, KeyVaultConfig, KeyVaultError};
 use crate::fake_kube::FakeKube;
+use crate::https_server::ServerTls;
 use crate::issuer::{IssuerError, TestIssuer};
 use crate::pki::TestPki;
 use crate::process::{CloudEndpoints, write_cloud_env_file};
@@ -21,6 +22,13 @@ pub enum LocalCloudError {
     Issuer(#[from] IssuerError),
 }
 
+/// Entra's authority host in every local stack of this crate.
+pub const LOGIN_HOST: &str = "login.wisp.test";
+/// The DNS suffix of every local stack's vaults.
+pub const VAULT_DNS_SUFFIX: &str = "vault.wisp.test";
+/// Key Vault's token audience in every local stack.
+pub const VAULT_RESOURCE: &str = "https://vault.wisp.test";
+
 /// The names the fakes answer to.
 #[derive(Debug, Clone, Copy)]
 pub struct CloudNames<'a> {
@@ -32,6 +40,19 @@ pub struct CloudNames<'a> {
     pub vault_resource: &'a str,
     /// The cluster's service account issuer URL.
     pub oidc_issuer: &'a str,
+}
+
+impl<'a> CloudNames<'a> {
+    /// [`LOGIN_HOST`], [`VAULT_DNS_SUFFIX`] and [`VAULT_RESOURCE`], with the cluster's service account issuer
+    /// `oidc_issuer`.
+    pub const fn wisp_test(oidc_issuer: &'a str) -> Self {
+        Self {
+            login_host: LOGIN_HOST,
+            vault_dns_suffix: VAULT_DNS_SUFFIX,
+            vault_resource: VAULT_RESOURCE,
+            oidc_issuer,
+        }
+    }
 }
 
 /// Files that point a program at a [`LocalCloud`].

@@ -8,27 +8,25 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use integration_tests::pki::{HttpsServer, TestPki};
+//! use integration_tests::pki::TestPki;
 //! let pki = TestPki::new();
 //! let router = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
-//! let server = HttpsServer::start(&pki, router, &["login.wisp.test"]).await;
+//! let server = pki.serve(router, &["login.wisp.test"]);
 //! let body = pki.reqwest_client().get(server.url("/")).send().await.unwrap().text().await.unwrap();
 //! assert_eq!(body, "hello");
 //! # }
 //! ```
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::Handle;
-use axum_server::accept::NoDelayAcceptor;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use wisp_certs::{CertificateAuthority, ServingCert};
+
+use crate::https_server::LoopbackServer;
 
 /// Common name of every test CA, visible in certificate errors.
 pub const TEST_CA_NAME: &str = "wisp test CA";
@@ -139,6 +137,13 @@ impl TestPki {
         Arc::new(config)
     }
 
+    /// Serves `router` over HTTPS on `127.0.0.1:<ephemeral port>` with a certificate for `127.0.0.1`, `localhost`
+    /// and `extra_names`. Must run inside a Tokio runtime, which then drives the server.
+    pub fn serve(&self, router: axum::Router, extra_names: &[&str]) -> LoopbackServer {
+        LoopbackServer::https(router, self.server_config(extra_names))
+            .unwrap_or_else(|e| panic!("cannot serve HTTPS on loopback: {e}"))
+    }
+
     /// A `reqwest` client trusting only the test CA (no system roots), e.g. for tests that call a fake directly or
     /// for the Azure SDK's transport.
     pub fn reqwest_client(&self) -> reqwest::Client {
@@ -147,69 +152,6 @@ impl TestPki {
             .tls_certs_only([ca])
             .build()
             .unwrap_or_else(|e| panic!("cannot build a reqwest client trusting the test CA: {e}"))
-    }
-}
-
-/// An axum router served over HTTPS on `127.0.0.1:<ephemeral port>` with a certificate from a [`TestPki`].
-/// Stops accepting connections and closes open ones when dropped.
-#[derive(Debug)]
-pub struct HttpsServer {
-    addr: SocketAddr,
-    handle: Handle<SocketAddr>,
-}
-
-impl HttpsServer {
-    /// Binds `127.0.0.1:0` and serves `router` with a certificate for `127.0.0.1`, `localhost` and
-    /// `extra_names`. Returns once the socket is bound, so connections made afterwards are accepted. Must run
-    /// inside a Tokio runtime, which then drives the server.
-    pub async fn start(pki: &TestPki, router: axum::Router, extra_names: &[&str]) -> Self {
-        Self::start_with_config(pki.server_config(extra_names), router).await
-    }
-
-    /// As [`start`](Self::start), with a rustls config of the caller's (client auth, other certificates).
-    pub async fn start_with_config(config: Arc<ServerConfig>, router: axum::Router) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("set the listener non-blocking");
-        let addr = listener.local_addr().expect("bound listener has an address");
-        let handle = Handle::new();
-        // TCP_NODELAY, as real front ends (the API server included) set it: with Nagle's algorithm and the
-        // client's delayed ACK, a response written in two parts waits ~40 ms.
-        let acceptor = RustlsAcceptor::new(RustlsConfig::from_config(config)).acceptor(NoDelayAcceptor::new());
-        let server = axum_server::from_tcp(listener)
-            .expect("serve the bound listener")
-            .acceptor(acceptor)
-            .handle(handle.clone());
-        tokio::spawn(async move {
-            if let Err(e) = server.serve(router.into_make_service()).await {
-                tracing::error!(error = %e, %addr, "test HTTPS server stopped");
-            }
-        });
-        Self { addr, handle }
-    }
-
-    /// The bound address (`127.0.0.1:port`).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    /// `https://127.0.0.1:{port}{path}`; `path` starts with `/` or is empty.
-    pub fn url(&self, path: &str) -> String {
-        format!("https://{}{path}", self.addr)
-    }
-
-    /// Stops the server now (also done on drop).
-    pub fn shutdown(&self) {
-        self.handle.shutdown();
-    }
-}
-
-impl Drop for HttpsServer {
-    fn drop(&mut self) {
-        self.handle.shutdown();
     }
 }
 
@@ -225,7 +167,7 @@ mod tests {
     async fn https_server_is_trusted_by_the_pki_client_under_both_loopback_names() {
         let pki = TestPki::new();
         let router = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello" }));
-        let server = HttpsServer::start(&pki, router, &[]).await;
+        let server = pki.serve(router, &[]);
         let client = pki.reqwest_client();
         for base in [server.url(""), format!("https://localhost:{}", server.port())] {
             let response = client.get(format!("{base}/hello")).send().await.unwrap();

@@ -14,236 +14,46 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
-use integration_tests::fake_entra::{FakeEntra, FederatedCredential};
-use integration_tests::fake_keyvault::{CertificateSpec, EcCurve, FakeKeyVault, KeyVaultConfig, ObjectKind};
-use integration_tests::fake_kube::FakeKube;
+use integration_tests::agent_harness::{Agent, AgentEnv, CLIENT, POD_A, Pod, TENANT, VAULT, pem};
+use integration_tests::fake_entra::FederatedCredential;
+use integration_tests::fake_keyvault::{CertificateSpec, EcCurve, KeyVaultConfig, ObjectKind};
 use integration_tests::foreign_clients::{ClientAuthority, ForeignCall, ForeignClients, authority_forms};
-use integration_tests::issuer::TestIssuer;
+use integration_tests::kubelet::csi::NodeUnpublishVolumeRequest;
 use integration_tests::kubelet::csi::node_client::NodeClient;
-use integration_tests::kubelet::csi::{NodePublishVolumeRequest, NodeUnpublishVolumeRequest};
-use integration_tests::kubelet::{self, AgentLaunch, PodRef, visible_files};
-use integration_tests::local_cloud::{ClientFiles, CloudNames, LocalCloud};
-use integration_tests::pki::TestPki;
-use integration_tests::process::{RunningProgram, built_binary, free_port, tmpfs_mounts_available};
+use integration_tests::kubelet::{self, PodRef, visible_files};
+use integration_tests::process::tmpfs_mounts_available;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 /// Guards against a hang only; no test asserts on timing.
 const PATIENCE: Duration = Duration::from_secs(30);
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const VAULT: &str = "kv1";
-const DNS_SUFFIX: &str = "vault.wisp.test";
-const RESOURCE: &str = "https://vault.wisp.test";
-const LOGIN_HOST: &str = "login.wisp.test";
-const CLIENT_A: &str = "0a0a0a0a-0000-0000-0000-00000000000a";
 const CLIENT_SP: &str = "05050505-0000-0000-0000-000000000005";
 const SP_SECRET: &str = "sp-secret-value";
 
-fn agent_binary() -> &'static Path {
-    built_binary("wisp-agent", "wisp-agent")
+/// The agent's fakes with a service principal besides the workload identity, and one version per Key Vault
+/// page, so that every version list is paged through `nextLink`.
+async fn start_env() -> AgentEnv {
+    let env = AgentEnv::start(|config| KeyVaultConfig { page_size: 1, ..config }).await;
+    env.cloud.entra.add_client_secret(TENANT, CLIENT_SP, SP_SECRET);
+    env.cloud.vault.grant(CLIENT_SP, VAULT).expect("grant");
+    env
 }
 
-/// The fakes and what the tests seed in them.
-struct Env {
-    _pki: TestPki,
-    kube: FakeKube,
-    entra: FakeEntra,
-    kv: FakeKeyVault,
-    issuer: TestIssuer,
-    dir: tempfile::TempDir,
-    cloud_env: PathBuf,
-    ca_file: PathBuf,
-    kubeconfig: PathBuf,
+/// The object `s1`, a secret, as a SecretProviderClass lists it.
+const S1: &str = "objectName: s1\nobjectType: secret";
+
+/// Secret `s1` holding `value` (returns its version), and SecretProviderClass `ns-a/spc-a` mounting it as the
+/// workload identity.
+fn seed_s1(env: &AgentEnv, value: &str) -> String {
+    let version = env.cloud.vault.add_secret(VAULT, "s1", value, None).expect("secret");
+    env.add_spc("ns-a", "spc-a", &[("clientID", CLIENT)], &[S1]);
+    version
 }
 
-impl Env {
-    async fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let names = CloudNames {
-            login_host: LOGIN_HOST,
-            vault_dns_suffix: DNS_SUFFIX,
-            vault_resource: RESOURCE,
-            oidc_issuer: "https://oidc.wisp.test/cluster1",
-        };
-        // One version per page, so that every version list is paged through `nextLink`.
-        let cloud = LocalCloud::start(&names, |config| KeyVaultConfig { page_size: 1, ..config })
-            .await
-            .expect("the fakes");
-        let ClientFiles {
-            ca_file,
-            kubeconfig,
-            cloud_env,
-        } = cloud.write_client_files(dir.path());
-        let LocalCloud {
-            pki,
-            kube,
-            entra,
-            vault: kv,
-            issuer,
-            ..
-        } = cloud;
-        entra.add_tenant(TENANT);
-        entra.add_resource(RESOURCE);
-        entra.trust_issuer(issuer.issuer(), issuer.jwks());
-        entra.add_federated_credential(
-            TENANT,
-            CLIENT_A,
-            FederatedCredential::for_service_account(issuer.issuer(), "ns-a", "sa-a"),
-        );
-        entra.add_client_secret(TENANT, CLIENT_SP, SP_SECRET);
-        kv.add_vault(VAULT, TENANT);
-        kv.grant(CLIENT_A, VAULT).expect("grant");
-        kv.grant(CLIENT_SP, VAULT).expect("grant");
-
-        Self {
-            _pki: pki,
-            kube,
-            entra,
-            kv,
-            issuer,
-            dir,
-            cloud_env,
-            ca_file,
-            kubeconfig,
-        }
-    }
-
-    /// A SecretProviderClass in `namespace` reading `objects` (YAML strings) from the vault with `clientID`.
-    fn add_spc(&self, namespace: &str, name: &str, extra: &[(&str, &str)], objects: &[&str]) {
-        let array = kubelet::objects_parameter(objects);
-        let mut parameters = serde_json::Map::new();
-        parameters.insert("keyvaultName".into(), json!(VAULT));
-        parameters.insert("tenantID".into(), json!(TENANT));
-        parameters.insert("cloudName".into(), json!("AzureStackCloud"));
-        parameters.insert("cloudEnvFileName".into(), json!(self.cloud_env.display().to_string()));
-        parameters.insert("objects".into(), json!(array));
-        for (k, v) in extra {
-            parameters.insert((*k).into(), json!(v));
-        }
-        self.kube.upsert(json!({
-            "apiVersion": "secrets-store.csi.x-k8s.io/v1",
-            "kind": "SecretProviderClass",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"provider": "azure", "parameters": parameters},
-        }));
-    }
-
-    fn tokens_json(&self, namespace: &str, sa: &str, pod: &str) -> String {
-        self.issuer
-            .csi_tokens_json(namespace, sa, pod, &format!("uid-{pod}"), Duration::from_secs(3600))
-            .expect("SA token")
-    }
-}
-
-struct Agent {
-    program: RunningProgram,
-    socket: PathBuf,
-    tmpfs: bool,
-    metrics_port: u16,
-    health_port: u16,
-}
-
-impl Agent {
-    fn start(env: &Env) -> Self {
-        Self::start_with(env, &[])
-    }
-
-    fn start_with(env: &Env, extra_args: &[String]) -> Self {
-        let tmpfs = tmpfs_mounts_available();
-        let socket = env.dir.path().join("csi/csi.sock");
-        let (metrics_port, health_port) = (free_port(), free_port());
-        let program = AgentLaunch {
-            binary: agent_binary(),
-            socket: &socket,
-            node_id: "node-1",
-            tmpfs,
-            kubeconfig: &env.kubeconfig,
-            ca_file: &env.ca_file,
-            loopback_names: vec![LOGIN_HOST.to_string(), env.kv.vault_host(VAULT)],
-            log_level: "wisp_agent=debug,info",
-            metrics_port,
-            health_port,
-        }
-        .program()
-        .args(extra_args)
-        .spawn();
-        Self {
-            program,
-            socket,
-            tmpfs,
-            metrics_port,
-            health_port,
-        }
-    }
-
-    fn log(&self) -> String {
-        self.program.logs()
-    }
-
-    async fn client(&mut self) -> NodeClient<Channel> {
-        match kubelet::connect(&mut self.program, &self.socket, PATIENCE).await {
-            Ok(client) => client,
-            Err(e) => panic!("{e}:\n{}", self.log()),
-        }
-    }
-
-    /// `path` as the agent sees it (inside its mount namespace).
-    fn view(&self, path: &Path) -> PathBuf {
-        kubelet::in_namespace_of(self.program.pid(), path)
-    }
-
-    /// Whether `path` is a mount point in the agent's namespace.
-    fn is_mounted(&self, path: &Path) -> bool {
-        kubelet::is_mount_point(self.program.pid(), path)
-    }
-}
-
-struct Pod<'a> {
-    namespace: &'a str,
-    name: &'a str,
-    service_account: &'a str,
-}
-
-const POD_A: Pod<'static> = Pod {
-    namespace: "ns-a",
-    name: "pod-a",
-    service_account: "sa-a",
-};
-
-fn publish_request(env: &Env, pod: &Pod<'_>, spc: &str, target: &Path) -> NodePublishVolumeRequest {
-    let uid = format!("uid-{}", pod.name);
-    let pod_ref = PodRef {
-        namespace: pod.namespace,
-        name: pod.name,
-        uid: &uid,
-        service_account: pod.service_account,
-    };
-    let context = kubelet::volume_context(
-        [("secretProviderClass".to_string(), spc.to_string())],
-        &pod_ref,
-        env.tokens_json(pod.namespace, pod.service_account, pod.name),
-    );
-    kubelet::publish_request(&format!("csi-{}", pod.name), target, context)
-}
-
-/// A kubelet-style target path under the test's directory (not created: kubelet ≥ 1.20 leaves that to the
-/// driver).
-fn target(env: &Env, pod: &str) -> PathBuf {
-    env.dir
-        .path()
-        .join(format!("pods/uid-{pod}/volumes/kubernetes.io~csi/secrets/mount"))
-}
-
-fn pem(label: &str, der: &[u8]) -> Vec<u8> {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out.into_bytes()
+/// A kubelet-style target path of pod `pod` of namespace `ns-a` under the test's directory.
+fn target(env: &AgentEnv, pod: &str) -> PathBuf {
+    env.target("ns-a", pod)
 }
 
 async fn unpublish(client: &mut NodeClient<Channel>, target: &Path) {
@@ -264,19 +74,21 @@ fn assert_nothing_left(agent: &Agent, target: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_secret_key_and_certificate_with_exact_bytes_and_modes() {
-    let env = Env::new().await;
-    env.kv
+    let env = start_env().await;
+    env.cloud
+        .vault
         .add_secret(VAULT, "s1", "secret value\nline 2", None)
         .expect("secret");
-    let key = env.kv.add_rsa_key(VAULT, "k1").expect("key");
+    let key = env.cloud.vault.add_rsa_key(VAULT, "k1").expect("key");
     let cert = env
-        .kv
+        .cloud
+        .vault
         .add_certificate(VAULT, "c1", &CertificateSpec::self_signed("c1.wisp.test"))
         .expect("cert");
     env.add_spc(
         "ns-a",
         "spc-a",
-        &[("clientID", CLIENT_A)],
+        &[("clientID", CLIENT)],
         &[
             "objectName: s1\nobjectType: secret\nobjectAlias: app/config/s1.txt\nfilePermission: \"0600\"",
             "objectName: k1\nobjectType: key",
@@ -289,10 +101,9 @@ async fn publishes_secret_key_and_certificate_with_exact_bytes_and_modes() {
     let socket_mode = std::fs::metadata(&agent.socket).expect("socket").permissions().mode() & 0o777;
     assert_eq!(socket_mode, 0o600);
 
-    client
-        .node_publish_volume(publish_request(&env, &POD_A, "spc-a", &target))
-        .await
-        .unwrap_or_else(|e| panic!("publish failed: {e}\n{}", agent.log()));
+    agent
+        .publish(&mut client, env.publish_request(&POD_A, "spc-a", &target))
+        .await;
 
     assert_eq!(agent.is_mounted(&target), agent.tmpfs);
     let files = visible_files(&agent.view(&target));
@@ -301,8 +112,14 @@ async fn publishes_secret_key_and_certificate_with_exact_bytes_and_modes() {
             "app/config/s1.txt".to_string(),
             (b"secret value\nline 2".to_vec(), 0o600),
         ),
-        ("k1".to_string(), (pem("PUBLIC KEY", &key.public_key_spki_der), 0o644)),
-        ("tls.crt".to_string(), (pem("CERTIFICATE", &cert.chain_der[0]), 0o644)),
+        (
+            "k1".to_string(),
+            (pem("PUBLIC KEY", &key.public_key_spki_der).into_bytes(), 0o644),
+        ),
+        (
+            "tls.crt".to_string(),
+            (pem("CERTIFICATE", &cert.chain_der[0]).into_bytes(), 0o644),
+        ),
     ]);
     assert_eq!(files, expected);
     // Top-level entries are symlinks into `..data`, as kubelet's atomic writer lays them out.
@@ -317,12 +134,12 @@ async fn publishes_secret_key_and_certificate_with_exact_bytes_and_modes() {
     );
 
     // A republish (kubelet retry) changes nothing and asks Key Vault nothing.
-    let before = env.kv.request_count(VAULT, "/secrets/s1");
+    let before = env.cloud.vault.request_count(VAULT, "/secrets/s1");
     client
-        .node_publish_volume(publish_request(&env, &POD_A, "spc-a", &target))
+        .node_publish_volume(env.publish_request(&POD_A, "spc-a", &target))
         .await
         .expect("republish");
-    assert_eq!(env.kv.request_count(VAULT, "/secrets/s1"), before);
+    assert_eq!(env.cloud.vault.request_count(VAULT, "/secrets/s1"), before);
 
     unpublish(&mut client, &target).await;
     assert_nothing_left(&agent, &target);
@@ -330,11 +147,10 @@ async fn publishes_secret_key_and_certificate_with_exact_bytes_and_modes() {
     unpublish(&mut client, &target).await;
 
     // Debug logs name requests but never carry the service-account token or a secret value.
-    let log = agent.log();
+    let log = agent.logs();
     assert!(log.contains("NodePublishVolume"), "no request log:\n{log}");
     assert!(log.contains("***stripped***"), "tokens not shown as stripped:\n{log}");
-    let tokens: serde_json::Value =
-        serde_json::from_str(&env.tokens_json("ns-a", "sa-a", "pod-a")).expect("tokens JSON");
+    let tokens: serde_json::Value = serde_json::from_str(&env.tokens_json(&POD_A)).expect("tokens JSON");
     let sa_token = tokens["api://AzureADTokenExchange"]["token"]
         .as_str()
         .expect("token")
@@ -350,23 +166,17 @@ async fn publishes_secret_key_and_certificate_with_exact_bytes_and_modes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_b_naming_pod_a_client_id_is_refused_although_a_token_is_cached() {
-    let env = Env::new().await;
-    env.kv.add_secret(VAULT, "s1", "for pod a only", None).expect("secret");
-    env.add_spc(
-        "ns-a",
-        "spc-a",
-        &[("clientID", CLIENT_A)],
-        &["objectName: s1\nobjectType: secret"],
-    );
+    let env = start_env().await;
+    seed_s1(&env, "for pod a only");
     let mut agent = Agent::start(&env);
     let mut client = agent.client().await;
 
     let target_a = target(&env, "pod-a");
     client
-        .node_publish_volume(publish_request(&env, &POD_A, "spc-a", &target_a))
+        .node_publish_volume(env.publish_request(&POD_A, "spc-a", &target_a))
         .await
-        .unwrap_or_else(|e| panic!("publish A failed: {e}\n{}", agent.log()));
-    assert_eq!(env.entra.token_requests(TENANT), 1);
+        .unwrap_or_else(|e| panic!("publish A failed: {e}\n{}", agent.logs()));
+    assert_eq!(env.cloud.entra.token_requests(TENANT), 1);
 
     // Pod B runs as another service account in the same namespace and mounts the same SecretProviderClass:
     // A's token is cached, but B must earn its own, and Entra refuses B's assertion.
@@ -377,17 +187,17 @@ async fn pod_b_naming_pod_a_client_id_is_refused_although_a_token_is_cached() {
     };
     let target_b = target(&env, "pod-b");
     let status = client
-        .node_publish_volume(publish_request(&env, &pod_b, "spc-a", &target_b))
+        .node_publish_volume(env.publish_request(&pod_b, "spc-a", &target_b))
         .await
         .expect_err("pod B must be refused");
     assert_eq!(status.code(), tonic::Code::Unknown);
     let expected_prefix = format!(
         "failed to mount secrets store objects for pod ns-a/pod-b, err: SecretProviderClass ns-a/spc-a: Microsoft Entra \
-         ID refused a token for client ID {CLIENT_A} in tenant {TENANT} (HTTP 401, invalid_client): AADSTS700213: No \
+         ID refused a token for client ID {CLIENT} in tenant {TENANT} (HTTP 401, invalid_client): AADSTS700213: No \
          matching federated identity record found for presented assertion subject 'system:serviceaccount:ns-a:sa-b'."
     );
     assert!(status.message().starts_with(&expected_prefix), "{}", status.message());
-    assert_eq!(env.entra.token_requests(TENANT), 2);
+    assert_eq!(env.cloud.entra.token_requests(TENANT), 2);
     assert_nothing_left(&agent, &target_b);
     // A's volume is untouched.
     assert_eq!(
@@ -400,51 +210,47 @@ async fn pod_b_naming_pod_a_client_id_is_refused_although_a_token_is_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_path_leaves_no_mount_and_no_file() {
-    let env = Env::new().await;
-    env.kv.add_secret(VAULT, "s1", "v1", None).expect("secret");
-    env.entra.add_federated_credential(
+    let env = start_env().await;
+    env.cloud.vault.add_secret(VAULT, "s1", "v1", None).expect("secret");
+    env.cloud.entra.add_federated_credential(
         TENANT,
         "0c0c0c0c-0000-0000-0000-00000000000c",
-        FederatedCredential::for_service_account(env.issuer.issuer(), "ns-a", "sa-a"),
+        FederatedCredential::for_service_account(env.cloud.issuer.issuer(), "ns-a", "sa-a"),
     );
     env.add_spc(
         "ns-a",
         "bad-param",
-        &[("clientID", CLIENT_A), ("keyvaultName", "k")],
-        &["objectName: s1\nobjectType: secret"],
+        &[("clientID", CLIENT), ("keyvaultName", "k")],
+        &[S1],
     );
-    env.add_spc(
-        "ns-other",
-        "elsewhere",
-        &[("clientID", CLIENT_A)],
-        &["objectName: s1\nobjectType: secret"],
-    );
+    env.add_spc("ns-other", "elsewhere", &[("clientID", CLIENT)], &[S1]);
     env.add_spc(
         "ns-a",
         "unknown-client",
         &[("clientID", "0d0d0d0d-0000-0000-0000-00000000000d")],
-        &["objectName: s1\nobjectType: secret"],
+        &[S1],
     );
     // Registered with a federated credential for sa-a, but never granted access to the vault.
     env.add_spc(
         "ns-a",
         "no-access",
         &[("clientID", "0c0c0c0c-0000-0000-0000-00000000000c")],
-        &["objectName: s1\nobjectType: secret"],
+        &[S1],
     );
     env.add_spc(
         "ns-a",
         "missing-secret",
-        &[("clientID", CLIENT_A)],
-        &[
-            "objectName: s1\nobjectType: secret",
-            "objectName: nope\nobjectType: secret",
-        ],
+        &[("clientID", CLIENT)],
+        &[S1, "objectName: nope\nobjectType: secret"],
     );
     let mut agent = Agent::start(&env);
     let mut client = agent.client().await;
     let prefix = "failed to mount secrets store objects for pod ns-a/pod-a, err: ";
-    let vault_host = format!("{}:{}", env.kv.vault_host(VAULT), env.kv.addr().port());
+    let vault_host = format!(
+        "{}:{}",
+        env.cloud.vault.vault_host(VAULT),
+        env.cloud.vault.addr().port()
+    );
 
     let cases: Vec<(&str, tonic::Code, String)> = vec![
         (
@@ -499,7 +305,7 @@ async fn every_error_path_leaves_no_mount_and_no_file() {
     for (spc, code, message_prefix) in cases {
         let target = target(&env, &format!("pod-{spc}"));
         let status = client
-            .node_publish_volume(publish_request(&env, &POD_A, spc, &target))
+            .node_publish_volume(env.publish_request(&POD_A, spc, &target))
             .await
             .expect_err(&format!("{spc} must fail"));
         assert_eq!(status.code(), code, "{spc}: {}", status.message());
@@ -517,25 +323,16 @@ async fn every_error_path_leaves_no_mount_and_no_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_key_vault_is_retried_after_retry_after() {
-    let env = Env::new().await;
-    env.kv
-        .add_secret(VAULT, "s1", "after the throttle", None)
-        .expect("secret");
-    env.add_spc(
-        "ns-a",
-        "spc-a",
-        &[("clientID", CLIENT_A)],
-        &["objectName: s1\nobjectType: secret"],
-    );
-    env.kv.throttle(VAULT, "/secrets/s1", 1, 1);
+    let env = start_env().await;
+    seed_s1(&env, "after the throttle");
+    env.cloud.vault.throttle(VAULT, "/secrets/s1", 1, 1);
     let mut agent = Agent::start(&env);
     let mut client = agent.client().await;
     let target = target(&env, "pod-a");
-    client
-        .node_publish_volume(publish_request(&env, &POD_A, "spc-a", &target))
-        .await
-        .unwrap_or_else(|e| panic!("publish failed: {e}\n{}", agent.log()));
-    assert_eq!(env.kv.request_count(VAULT, "/secrets/s1"), 2);
+    agent
+        .publish(&mut client, env.publish_request(&POD_A, "spc-a", &target))
+        .await;
+    assert_eq!(env.cloud.vault.request_count(VAULT, "/secrets/s1"), 2);
     assert_eq!(
         visible_files(&agent.view(&target)),
         BTreeMap::from([("s1".to_string(), (b"after the throttle".to_vec(), 0o644))])
@@ -549,27 +346,24 @@ async fn throttled_key_vault_is_retried_after_retry_after() {
         .terminate(PATIENCE)
         .await
         .expect("the agent exits on SIGTERM");
-    assert!(status.success(), "exit status {status}:\n{}", agent.log());
+    assert!(status.success(), "exit status {status}:\n{}", agent.logs());
     assert!(!agent.socket.exists(), "the socket was left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_principal_from_node_publish_secret() {
-    let env = Env::new().await;
-    env.kv.add_secret(VAULT, "s1", "via sp", None).expect("secret");
-    env.add_spc("ns-a", "spc-sp", &[], &["objectName: s1\nobjectType: secret"]);
+    let env = start_env().await;
+    env.cloud.vault.add_secret(VAULT, "s1", "via sp", None).expect("secret");
+    env.add_spc("ns-a", "spc-sp", &[], &[S1]);
     let mut agent = Agent::start(&env);
     let mut client = agent.client().await;
     let target = target(&env, "pod-a");
-    let mut request = publish_request(&env, &POD_A, "spc-sp", &target);
+    let mut request = env.publish_request(&POD_A, "spc-sp", &target);
     request.secrets = HashMap::from([
         ("ClientID".to_string(), CLIENT_SP.to_string()),
         ("clientsecret".to_string(), SP_SECRET.to_string()),
     ]);
-    client
-        .node_publish_volume(request.clone())
-        .await
-        .unwrap_or_else(|e| panic!("publish failed: {e}\n{}", agent.log()));
+    agent.publish(&mut client, request.clone()).await;
     assert_eq!(
         visible_files(&agent.view(&target)),
         BTreeMap::from([("s1".to_string(), (b"via sp".to_vec(), 0o644))])
@@ -591,26 +385,27 @@ async fn service_principal_from_node_publish_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renders_pfx_secrets_ec_keys_and_version_history() {
-    let env = Env::new().await;
+    let env = start_env().await;
     let spec = CertificateSpec {
         issued_by_ca: true,
         ..CertificateSpec::self_signed("web.wisp.test")
     };
-    let cert = env.kv.add_certificate(VAULT, "web", &spec).expect("cert");
-    let ec = env.kv.add_ec_key(VAULT, "ec", EcCurve::P384).expect("ec key");
+    let cert = env.cloud.vault.add_certificate(VAULT, "web", &spec).expect("cert");
+    let ec = env.cloud.vault.add_ec_key(VAULT, "ec", EcCurve::P384).expect("ec key");
     // Key Vault's `created` has one-second resolution; the pauses give the versions distinct times.
-    let v1 = env.kv.add_secret(VAULT, "hist", "one", None).expect("v1");
+    let v1 = env.cloud.vault.add_secret(VAULT, "hist", "one", None).expect("v1");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let v2 = env.kv.add_secret(VAULT, "hist", "two", None).expect("v2");
+    let v2 = env.cloud.vault.add_secret(VAULT, "hist", "two", None).expect("v2");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    env.kv.add_secret(VAULT, "hist", "three", None).expect("v3");
-    env.kv
+    env.cloud.vault.add_secret(VAULT, "hist", "three", None).expect("v3");
+    env.cloud
+        .vault
         .disable_version(VAULT, ObjectKind::Secret, "hist", &v2)
         .expect("disable v2");
     env.add_spc(
         "ns-a",
         "spc-a",
-        &[("clientID", CLIENT_A)],
+        &[("clientID", CLIENT)],
         &[
             "objectName: web\nobjectType: secret\nobjectAlias: tls/web.pem",
             "objectName: ec\nobjectType: KEY",
@@ -620,17 +415,19 @@ async fn renders_pfx_secrets_ec_keys_and_version_history() {
     let mut agent = Agent::start(&env);
     let mut client = agent.client().await;
     let target = target(&env, "pod-a");
-    client
-        .node_publish_volume(publish_request(&env, &POD_A, "spc-a", &target))
-        .await
-        .unwrap_or_else(|e| panic!("publish failed: {e}\n{}", agent.log()));
+    agent
+        .publish(&mut client, env.publish_request(&POD_A, "spc-a", &target))
+        .await;
 
     let mut pfx_as_pem = pem("PRIVATE KEY", &cert.private_key_pkcs8_der);
-    pfx_as_pem.extend(pem("CERTIFICATE", &cert.chain_der[0]));
-    pfx_as_pem.extend(pem("CERTIFICATE", &cert.chain_der[1]));
+    pfx_as_pem.push_str(&pem("CERTIFICATE", &cert.chain_der[0]));
+    pfx_as_pem.push_str(&pem("CERTIFICATE", &cert.chain_der[1]));
     let expected: BTreeMap<String, (Vec<u8>, u32)> = BTreeMap::from([
-        ("tls/web.pem".to_string(), (pfx_as_pem, 0o644)),
-        ("ec".to_string(), (pem("PUBLIC KEY", &ec.public_key_spki_der), 0o644)),
+        ("tls/web.pem".to_string(), (pfx_as_pem.into_bytes(), 0o644)),
+        (
+            "ec".to_string(),
+            (pem("PUBLIC KEY", &ec.public_key_spki_der).into_bytes(), 0o644),
+        ),
         // Newest first; the disabled version is skipped; fewer versions than asked for gives what exists.
         ("hist/0".to_string(), (b"three".to_vec(), 0o644)),
         ("hist/1".to_string(), (b"one".to_vec(), 0o644)),
@@ -643,11 +440,14 @@ async fn renders_pfx_secrets_ec_keys_and_version_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vm_managed_identity_through_imds_and_metrics() {
-    let env = Env::new().await;
+    let env = start_env().await;
     let user_assigned = "0e0e0e0e-0000-0000-0000-00000000000e";
-    env.entra.set_node_identities(TENANT, None, &[user_assigned]);
-    env.kv.grant(user_assigned, VAULT).expect("grant");
-    env.kv.add_secret(VAULT, "s1", "node identity", None).expect("secret");
+    env.cloud.entra.set_node_identities(TENANT, None, &[user_assigned]);
+    env.cloud.vault.grant(user_assigned, VAULT).expect("grant");
+    env.cloud
+        .vault
+        .add_secret(VAULT, "s1", "node identity", None)
+        .expect("secret");
     env.add_spc(
         "ns-a",
         "spc-mi",
@@ -655,16 +455,19 @@ async fn vm_managed_identity_through_imds_and_metrics() {
             ("useVMManagedIdentity", "true"),
             ("userAssignedIdentityID", user_assigned),
         ],
-        &["objectName: s1\nobjectType: secret"],
+        &[S1],
     );
-    let mut agent = Agent::start_with(&env, &[format!("--imds-endpoint=http://{}", env.entra.imds_addr())]);
+    let mut agent = Agent::start_with(
+        &env,
+        tmpfs_mounts_available(),
+        &[&format!("--imds-endpoint=http://{}", env.cloud.entra.imds_addr())],
+    );
     let mut client = agent.client().await;
     let target = target(&env, "pod-a");
-    client
-        .node_publish_volume(publish_request(&env, &POD_A, "spc-mi", &target))
-        .await
-        .unwrap_or_else(|e| panic!("publish failed: {e}\n{}", agent.log()));
-    assert_eq!(env.entra.imds_requests(), 1);
+    agent
+        .publish(&mut client, env.publish_request(&POD_A, "spc-mi", &target))
+        .await;
+    assert_eq!(env.cloud.entra.imds_requests(), 1);
     assert_eq!(
         visible_files(&agent.view(&target)),
         BTreeMap::from([("s1".to_string(), (b"node identity".to_vec(), 0o644))])
@@ -674,7 +477,7 @@ async fn vm_managed_identity_through_imds_and_metrics() {
         .path()
         .join("pods/uid-pod-x/volumes/kubernetes.io~csi/secrets/mount");
     let status = client
-        .node_publish_volume(publish_request(&env, &POD_A, "missing-spc", &other_target))
+        .node_publish_volume(env.publish_request(&POD_A, "missing-spc", &other_target))
         .await
         .expect_err("unknown SecretProviderClass");
     assert_eq!(status.code(), tonic::Code::Unknown);
@@ -710,7 +513,7 @@ async fn wait_for_socket(agent: &Agent, socket: &Path) {
             tokio::time::Instant::now() < deadline,
             "{} did not appear:\n{}",
             socket.display(),
-            agent.log()
+            agent.logs()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -723,21 +526,13 @@ async fn wait_for_socket(agent: &Agent, socket: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_socket_answers_foreign_clients_whatever_authority_they_send() {
     let clients = ForeignClients::find();
-    let env = Env::new().await;
-    let version = env
-        .kv
-        .add_secret(VAULT, "s1", "from a foreign client", None)
-        .expect("secret");
-    env.add_spc(
-        "ns-a",
-        "spc-a",
-        &[("clientID", CLIENT_A)],
-        &["objectName: s1\nobjectType: secret"],
-    );
+    let env = start_env().await;
+    let version = seed_s1(&env, "from a foreign client");
     let provider_socket = env.dir.path().join("providers/azure.sock");
     let mut agent = Agent::start_with(
         &env,
-        &[format!("--provider-endpoint=unix://{}", provider_socket.display())],
+        tmpfs_mounts_available(),
+        &[&format!("--provider-endpoint=unix://{}", provider_socket.display())],
     );
     agent.client().await;
     let registration_socket = agent
@@ -781,7 +576,7 @@ async fn every_socket_answers_foreign_clients_whatever_authority_they_send() {
             ok(json!({})),
         );
     }
-    let tokens = env.tokens_json(POD_A.namespace, POD_A.service_account, POD_A.name);
+    let tokens = env.tokens_json(&POD_A);
     for (n, client) in authority_forms(&agent.socket).iter().enumerate() {
         let socket = agent.socket.clone();
         call(
@@ -835,18 +630,8 @@ async fn every_socket_answers_foreign_clients_whatever_authority_they_send() {
         targets.push(target);
     }
     let mount_attributes = {
-        let mut attributes: BTreeMap<String, String> = BTreeMap::from([
-            ("keyvaultName".to_string(), VAULT.to_string()),
-            ("tenantID".to_string(), TENANT.to_string()),
-            ("clientID".to_string(), CLIENT_A.to_string()),
-            ("cloudName".to_string(), "AzureStackCloud".to_string()),
-            ("cloudEnvFileName".to_string(), env.cloud_env.display().to_string()),
-            (
-                "objects".to_string(),
-                kubelet::objects_parameter(&["objectName: s1\nobjectType: secret"]),
-            ),
-            ("secretProviderClass".to_string(), "spc-a".to_string()),
-        ]);
+        let mut attributes = env.spc_parameters(&[S1], &[("clientID", CLIENT)]);
+        attributes.insert("secretProviderClass".to_string(), "spc-a".to_string());
         attributes.extend(kubelet::volume_context(
             [],
             &PodRef {
@@ -898,7 +683,7 @@ async fn every_socket_answers_foreign_clients_whatever_authority_they_send() {
             call.method,
             call.socket.display(),
             call.client,
-            agent.log()
+            agent.logs()
         );
     }
     for target in &targets {
@@ -910,7 +695,7 @@ async fn every_socket_answers_foreign_clients_whatever_authority_they_send() {
         );
     }
     // Every call reached a service: none was reset at the HTTP/2 layer.
-    assert!(!agent.log().contains("malformed authority"), "{}", agent.log());
+    assert!(!agent.logs().contains("malformed authority"), "{}", agent.logs());
 }
 
 /// Every call csi-sanity's Identity and Node suites make of a node-only plugin (kubernetes-csi/csi-test
@@ -920,7 +705,7 @@ async fn every_socket_answers_foreign_clients_whatever_authority_they_send() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_every_call_of_the_csi_sanity_node_suite() {
     let clients = ForeignClients::find();
-    let env = Env::new().await;
+    let env = start_env().await;
     let mut agent = Agent::start(&env);
     agent.client().await;
     let mount_dir = env.dir.path().join("csi-mount");

@@ -15,221 +15,77 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures::StreamExt;
-use integration_tests::fake_entra::FederatedCredential;
+use integration_tests::agent_harness::{Agent, AgentEnv, CLIENT, POD_A, Pod, SECRETS_STORE_V1, TENANT, VAULT, pem};
 use integration_tests::fake_keyvault::{CertificateSpec, ObjectKind};
+use integration_tests::kubelet;
 use integration_tests::kubelet::csi::NodePublishVolumeRequest;
 use integration_tests::kubelet::csi::node_client::NodeClient;
-use integration_tests::kubelet::{self, AgentLaunch, PodRef};
-use integration_tests::local_cloud::{ClientFiles, CloudNames, LocalCloud};
-use integration_tests::process::{RunningProgram, built_binary, free_port, tmpfs_mounts_available};
+use integration_tests::process::tmpfs_mounts_available;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 /// Guards against a hang only; no test asserts on timing.
 const PATIENCE: Duration = Duration::from_secs(60);
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const VAULT: &str = "kv1";
-const CLIENT: &str = "0a0a0a0a-0000-0000-0000-00000000000a";
-const NAMESPACE: &str = "ns-a";
-const SERVICE_ACCOUNT: &str = "sa-a";
+const NAMESPACE: &str = POD_A.namespace;
+const SERVICE_ACCOUNT: &str = POD_A.service_account;
 const POD_STATUS: &str = "SecretProviderClassPodStatus";
-const SECRETS_STORE_V1: &str = "secrets-store.csi.x-k8s.io/v1";
 
-struct Setup {
-    cloud: LocalCloud,
-    files: ClientFiles,
-    dir: tempfile::TempDir,
+/// The harness's fakes, Key Vault as configured by default.
+async fn setup() -> AgentEnv {
+    AgentEnv::start(|config| config).await
 }
 
-impl Setup {
-    async fn new() -> Self {
-        let names = CloudNames {
-            login_host: "login.wisp.test",
-            vault_dns_suffix: "vault.wisp.test",
-            vault_resource: "https://vault.wisp.test",
-            oidc_issuer: "https://oidc.wisp.test/cluster1",
-        };
-        let cloud = LocalCloud::start(&names, |config| config).await.expect("fakes");
-        cloud.entra.add_tenant(TENANT);
-        cloud.entra.add_resource(names.vault_resource);
-        cloud.entra.trust_issuer(cloud.issuer.issuer(), cloud.issuer.jwks());
-        cloud.entra.add_federated_credential(
-            TENANT,
-            CLIENT,
-            FederatedCredential::for_service_account(cloud.issuer.issuer(), NAMESPACE, SERVICE_ACCOUNT),
-        );
-        cloud.vault.add_vault(VAULT, TENANT);
-        cloud.vault.grant(CLIENT, VAULT).expect("grant");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let files = cloud.write_client_files(dir.path());
-        Self { cloud, files, dir }
-    }
-
-    /// A workload identity SecretProviderClass reading `objects` from the vault, with optional `secretObjects`.
-    fn add_spc(&self, name: &str, objects: &[&str], secret_objects: Option<Value>) {
-        let mut spec = json!({
-            "provider": "azure",
-            "parameters": {
-                "keyvaultName": VAULT,
-                "tenantId": TENANT,
-                "clientID": CLIENT,
-                "cloudName": "AzureStackCloud",
-                "cloudEnvFileName": self.files.cloud_env.display().to_string(),
-                "objects": kubelet::objects_parameter(objects),
-            },
-        });
-        if let Some(secret_objects) = secret_objects {
-            spec["secretObjects"] = secret_objects;
-        }
-        self.cloud.kube.upsert(json!({
-            "apiVersion": SECRETS_STORE_V1,
-            "kind": "SecretProviderClass",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": spec,
-        }));
-    }
-
-    /// The uid the API server gave the pod, or `uid-<pod>` for pods the tests do not create there.
-    fn pod_uid(&self, pod: &str) -> String {
-        self.cloud
-            .kube
-            .get("v1", "Pod", Some(NAMESPACE), pod)
-            .and_then(|p| p["metadata"]["uid"].as_str().map(str::to_string))
-            .unwrap_or_else(|| format!("uid-{pod}"))
-    }
-
-    fn target(&self, pod: &str) -> PathBuf {
-        kubelet::target_path(&self.dir.path().join("kubelet"), &self.pod_uid(pod), "secrets")
-    }
-
-    fn request(&self, pod: &str, spc: &str) -> NodePublishVolumeRequest {
-        let uid = self.pod_uid(pod);
-        let pod_ref = PodRef {
-            namespace: NAMESPACE,
-            name: pod,
-            uid: &uid,
-            service_account: SERVICE_ACCOUNT,
-        };
-        let tokens = self
-            .cloud
-            .issuer
-            .csi_tokens_json(NAMESPACE, SERVICE_ACCOUNT, pod, &uid, Duration::from_secs(3600))
-            .expect("SA token");
-        let context = kubelet::volume_context([("secretProviderClass".to_string(), spc.to_string())], &pod_ref, tokens);
-        kubelet::publish_request(&format!("csi-{pod}"), &self.target(pod), context)
-    }
-
-    /// The pod as the API server holds it: one inline volume `secrets` of the driver using `spc`.
-    fn add_pod(&self, pod: &str, spc: &str, owners: Value) {
-        self.cloud.kube.upsert(json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": pod, "namespace": NAMESPACE, "ownerReferences": owners},
-            "spec": {
-                "serviceAccountName": SERVICE_ACCOUNT,
-                "containers": [{"name": "app", "image": "busybox"}],
-                "volumes": [{
-                    "name": "secrets",
-                    "csi": {
-                        "driver": "secrets-store.csi.k8s.io",
-                        "readOnly": true,
-                        "volumeAttributes": {"secretProviderClass": spc},
-                    },
-                }],
-            },
-        }));
-    }
-
-    fn secret_versions(&self, names: &[&str]) -> u64 {
-        names
-            .iter()
-            .map(|name| self.cloud.vault.object_requests(VAULT, ObjectKind::Secret, name))
-            .sum()
-    }
+/// A workload identity SecretProviderClass in `ns-a` reading `objects` from the vault, with optional
+/// `secretObjects`. Its tenant is given as `tenantId`, the spelling provider-azure still reads besides `tenantID`.
+fn add_spc(setup: &AgentEnv, name: &str, objects: &[&str], secret_objects: Option<Value>) {
+    let mut parameters = setup.spc_parameters(objects, &[("clientID", CLIENT)]);
+    let tenant = parameters.remove("tenantID").expect("tenantID");
+    parameters.insert("tenantId".to_string(), tenant);
+    setup.add_spc_with(NAMESPACE, name, &parameters, secret_objects);
 }
 
-struct Agent {
-    program: RunningProgram,
-    socket: PathBuf,
-    registration_socket: PathBuf,
-    metrics_port: u16,
-    health_port: u16,
+fn target(setup: &AgentEnv, pod: &str) -> PathBuf {
+    setup.target(NAMESPACE, pod)
 }
 
-impl Agent {
-    fn start(setup: &Setup, tmpfs: bool, extra_args: &[&str]) -> Self {
-        Self::start_at(setup, "csi.sock", tmpfs, extra_args)
-    }
+/// kubelet's NodePublishVolume for `pod` (service account `sa-a` in `ns-a`) at its target.
+fn request(setup: &AgentEnv, pod: &str, spc: &str) -> NodePublishVolumeRequest {
+    let pod_ref = Pod {
+        namespace: NAMESPACE,
+        name: pod,
+        service_account: SERVICE_ACCOUNT,
+    };
+    setup.publish_request(&pod_ref, spc, &target(setup, pod))
+}
 
-    /// An agent whose CSI socket is `csi/<socket_name>`; its state directory is `csi/wisp-agent-state` whatever
-    /// the name, as two agents on one host may share theirs.
-    fn start_at(setup: &Setup, socket_name: &str, tmpfs: bool, extra_args: &[&str]) -> Self {
-        let socket = setup.dir.path().join("csi").join(socket_name);
-        let (metrics_port, health_port) = (free_port(), free_port());
-        let binary = built_binary("wisp-agent", "wisp-agent");
-        let launch = AgentLaunch {
-            binary,
-            socket: &socket,
-            node_id: "node-1",
-            tmpfs,
-            kubeconfig: &setup.files.kubeconfig,
-            ca_file: &setup.files.ca_file,
-            loopback_names: vec!["login.wisp.test".to_string(), setup.cloud.vault.vault_host(VAULT)],
-            log_level: "wisp_agent=debug,info",
-            metrics_port,
-            health_port,
-        };
-        let program = launch.program().args(extra_args.iter().map(|a| a.to_string())).spawn();
-        Self {
-            program,
-            registration_socket: launch.registration_socket(),
-            socket,
-            metrics_port,
-            health_port,
-        }
-    }
+/// The pod as the API server holds it: one inline volume `secrets` of the driver using `spc`.
+fn add_pod(setup: &AgentEnv, pod: &str, spc: &str, owners: Value) {
+    setup.cloud.kube.upsert(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": pod, "namespace": NAMESPACE, "ownerReferences": owners},
+        "spec": {
+            "serviceAccountName": SERVICE_ACCOUNT,
+            "containers": [{"name": "app", "image": "busybox"}],
+            "volumes": [{
+                "name": "secrets",
+                "csi": {
+                    "driver": "secrets-store.csi.k8s.io",
+                    "readOnly": true,
+                    "volumeAttributes": {"secretProviderClass": spc},
+                },
+            }],
+        },
+    }));
+}
 
-    /// This agent's volume record in the shared state directory: the one whose owner is this agent's socket.
-    fn record(&self) -> (PathBuf, Value) {
-        let dir = self.socket.with_file_name("wisp-agent-state");
-        let mut mine = std::fs::read_dir(&dir).expect("state directory").filter_map(|entry| {
-            let path = entry.expect("entry").path();
-            let record: Value = serde_json::from_slice(&std::fs::read(&path).expect("record")).expect("record JSON");
-            (record["owner"]["endpoint"] == json!(self.socket.display().to_string())).then_some((path, record))
-        });
-        let found = mine
-            .next()
-            .unwrap_or_else(|| panic!("no record of {} in {}", self.socket.display(), dir.display()));
-        assert!(mine.next().is_none(), "two records of {}", self.socket.display());
-        found
-    }
-
-    async fn client(&mut self) -> NodeClient<Channel> {
-        match kubelet::connect(&mut self.program, &self.socket, PATIENCE).await {
-            Ok(client) => client,
-            Err(e) => panic!("{e}:\n{}", self.program.logs()),
-        }
-    }
-
-    fn view(&self, path: &Path) -> PathBuf {
-        kubelet::in_namespace_of(self.program.pid(), path)
-    }
-
-    async fn publish(&self, client: &mut NodeClient<Channel>, request: NodePublishVolumeRequest) {
-        if let Err(e) = client.node_publish_volume(request).await {
-            panic!("publish failed: {e}\n{}", self.program.logs());
-        }
-    }
-
-    async fn metrics(&self) -> String {
-        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
-            .await
-            .expect("metrics endpoint")
-            .text()
-            .await
-            .expect("metrics body")
-    }
+/// Stops `agent` with SIGTERM; panics if it does not exit.
+async fn stop(agent: &mut Agent) {
+    assert!(
+        agent.program.terminate(PATIENCE).await.is_some(),
+        "the agent did not stop"
+    );
 }
 
 /// Visible files (top-level links followed) with their bytes.
@@ -255,7 +111,7 @@ fn metric_line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// The pod status object's `status` as the fake API server holds it.
-fn pod_status(setup: &Setup, pod: &str, spc: &str) -> Option<Value> {
+fn pod_status(setup: &AgentEnv, pod: &str, spc: &str) -> Option<Value> {
     setup.cloud.kube.get(
         SECRETS_STORE_V1,
         POD_STATUS,
@@ -264,24 +120,14 @@ fn pod_status(setup: &Setup, pod: &str, spc: &str) -> Option<Value> {
     )
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).expect("ASCII"));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_swaps_new_bytes_in_atomically_and_updates_the_pod_status() {
-    let setup = Setup::new().await;
+    let setup = setup().await;
     let vault = &setup.cloud.vault;
     let s1_v1 = vault.add_secret(VAULT, "s1", "first-a", None).expect("s1");
     let s2_v1 = vault.add_secret(VAULT, "s2", "first-b", None).expect("s2");
-    setup.add_spc(
+    add_spc(
+        &setup,
         "spc",
         &[
             "objectName: s1\nobjectType: secret",
@@ -289,10 +135,10 @@ async fn rotation_swaps_new_bytes_in_atomically_and_updates_the_pod_status() {
         ],
         None,
     );
-    let mut agent = Agent::start(&setup, tmpfs_mounts_available(), &["--rotation-poll-interval=1s"]);
+    let mut agent = Agent::start_with(&setup, tmpfs_mounts_available(), &["--rotation-poll-interval=1s"]);
     let mut client = agent.client().await;
-    let target = setup.target("pod-a");
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    let target = target(&setup, "pod-a");
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
     let view = agent.view(&target);
     assert_eq!(visible_files(&view), files(&[("dir/s2", "first-b"), ("s1", "first-a")]));
     let status = pod_status(&setup, "pod-a", "spc").expect("pod status created");
@@ -318,9 +164,9 @@ async fn rotation_swaps_new_bytes_in_atomically_and_updates_the_pod_status() {
     let s1_v2 = vault.add_secret(VAULT, "s1", "second-a", None).expect("s1 v2");
     let s2_v2 = vault.add_secret(VAULT, "s2", "second-b", None).expect("s2 v2");
     // Within the interval a republish reads nothing.
-    let reads = setup.secret_versions(&["s1", "s2"]);
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
-    assert_eq!(setup.secret_versions(&["s1", "s2"]), reads);
+    let reads = setup.secret_reads(&["s1", "s2"]);
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
+    assert_eq!(setup.secret_reads(&["s1", "s2"]), reads);
     assert_eq!(visible_files(&view), files(&[("dir/s2", "first-b"), ("s1", "first-a")]));
 
     // A reader loops over the files while the content is swapped: every read is a whole old or new value.
@@ -340,7 +186,7 @@ async fn rotation_swaps_new_bytes_in_atomically_and_updates_the_pod_status() {
         })
     };
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     stop.store(true, Ordering::SeqCst);
     let seen = reader.join().expect("reader");
@@ -369,7 +215,7 @@ async fn rotation_swaps_new_bytes_in_atomically_and_updates_the_pod_status() {
     // A refresh that finds nothing new leaves the files (and their `..data` directory) alone.
     let data_dir = std::fs::read_link(view.join("..data")).expect("..data");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
     assert_eq!(std::fs::read_link(view.join("..data")).expect("..data"), data_dir);
     let metrics = agent.metrics().await;
     assert_eq!(
@@ -397,27 +243,27 @@ async fn rotation_swaps_new_bytes_in_atomically_and_updates_the_pod_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_refresh_keeps_the_mounted_files_and_reports_success() {
-    let setup = Setup::new().await;
+    let setup = setup().await;
     let vault = &setup.cloud.vault;
     vault.add_secret(VAULT, "s1", "kept", None).expect("s1");
-    setup.add_spc("spc", &["objectName: s1\nobjectType: secret"], None);
-    let mut agent = Agent::start(&setup, tmpfs_mounts_available(), &["--rotation-poll-interval=1s"]);
+    add_spc(&setup, "spc", &["objectName: s1\nobjectType: secret"], None);
+    let mut agent = Agent::start_with(&setup, tmpfs_mounts_available(), &["--rotation-poll-interval=1s"]);
     let mut client = agent.client().await;
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
-    let view = agent.view(&setup.target("pod-a"));
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
+    let view = agent.view(&target(&setup, "pod-a"));
     vault.add_secret(VAULT, "s1", "not seen", None).expect("s1 v2");
 
     // 403: the identity lost its access.
     vault.revoke(CLIENT, VAULT).expect("revoke");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
     assert_eq!(visible_files(&view), files(&[("s1", "kept")]));
     vault.grant(CLIENT, VAULT).expect("grant");
 
     // 404: the object is gone.
     assert!(vault.delete_object(VAULT, ObjectKind::Secret, "s1").expect("delete"));
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
     assert_eq!(visible_files(&view), files(&[("s1", "kept")]));
 
     let metrics = agent.metrics().await;
@@ -441,29 +287,29 @@ async fn a_failed_refresh_keeps_the_mounted_files_and_reports_success() {
     // Once Key Vault answers again, the next refresh picks up what it holds.
     vault.add_secret(VAULT, "s1", "recreated", None).expect("s1 again");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
     assert_eq!(visible_files(&view), files(&[("s1", "recreated")]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_rotation_a_republish_reads_nothing() {
-    let setup = Setup::new().await;
+    let setup = setup().await;
     setup.cloud.vault.add_secret(VAULT, "s1", "v1", None).expect("s1");
-    setup.add_spc("spc", &["objectName: s1\nobjectType: secret"], None);
-    let mut agent = Agent::start(
+    add_spc(&setup, "spc", &["objectName: s1\nobjectType: secret"], None);
+    let mut agent = Agent::start_with(
         &setup,
         tmpfs_mounts_available(),
         &["--enable-secret-rotation=false", "--rotation-poll-interval=1s"],
     );
     let mut client = agent.client().await;
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
     setup.cloud.vault.add_secret(VAULT, "s1", "v2", None).expect("s1 v2");
-    let reads = setup.secret_versions(&["s1"]);
+    let reads = setup.secret_reads(&["s1"]);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
-    assert_eq!(setup.secret_versions(&["s1"]), reads);
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
+    assert_eq!(setup.secret_reads(&["s1"]), reads);
     assert_eq!(
-        visible_files(&agent.view(&setup.target("pod-a"))),
+        visible_files(&agent.view(&target(&setup, "pod-a"))),
         files(&[("s1", "v1")])
     );
 }
@@ -473,7 +319,7 @@ async fn refreshes_of_500_pods_read_each_object_once_per_round() {
     const PODS: usize = 500;
     // Long enough for the burst of 500 refreshes to fit in one round on a loaded 2-core machine.
     const INTERVAL: Duration = Duration::from_secs(60);
-    let setup = Setup::new().await;
+    let setup = setup().await;
     let names: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     for name in &names {
@@ -484,13 +330,13 @@ async fn refreshes_of_500_pods_read_each_object_once_per_round() {
         .map(|n| format!("objectName: {n}\nobjectType: secret"))
         .collect();
     let object_refs: Vec<&str> = objects.iter().map(String::as_str).collect();
-    setup.add_spc("spc", &object_refs, None);
+    add_spc(&setup, "spc", &object_refs, None);
     // Directory mode: 500 tmpfs mounts add nothing to what this test is about.
-    let mut agent = Agent::start(&setup, false, &["--rotation-poll-interval=60s"]);
+    let mut agent = Agent::start_with(&setup, false, &["--rotation-poll-interval=60s"]);
     let client = agent.client().await;
     let pods: Vec<String> = (0..PODS).map(|i| format!("pod-{i}")).collect();
     let publish_all = |client: NodeClient<Channel>| {
-        let requests: Vec<_> = pods.iter().map(|pod| setup.request(pod, "spc")).collect();
+        let requests: Vec<_> = pods.iter().map(|pod| request(&setup, pod, "spc")).collect();
         futures::stream::iter(requests)
             .map(move |request| {
                 let mut client = client.clone();
@@ -506,7 +352,7 @@ async fn refreshes_of_500_pods_read_each_object_once_per_round() {
         first.iter().find(|r| r.is_err())
     );
     let first_mounted = Instant::now();
-    assert_eq!(setup.secret_versions(&name_refs), (PODS * 10) as u64);
+    assert_eq!(setup.secret_reads(&name_refs), (PODS * 10) as u64);
     assert_eq!(setup.cloud.entra.token_requests(TENANT), 1);
 
     for name in &names {
@@ -518,13 +364,13 @@ async fn refreshes_of_500_pods_read_each_object_once_per_round() {
     }
     // Every volume is due, and every read of the first mounts is older than one round.
     tokio::time::sleep(INTERVAL.saturating_sub(first_mounted.elapsed()) + Duration::from_millis(200)).await;
-    let before = setup.secret_versions(&name_refs);
+    let before = setup.secret_reads(&name_refs);
     let refreshed = publish_all(client.clone()).await;
     assert!(refreshed.iter().all(Result::is_ok));
-    assert_eq!(setup.secret_versions(&name_refs) - before, 10);
+    assert_eq!(setup.secret_reads(&name_refs) - before, 10);
     assert_eq!(setup.cloud.entra.token_requests(TENANT), 1);
     for pod in ["pod-0", "pod-499"] {
-        let view = agent.view(&setup.target(pod));
+        let view = agent.view(&target(&setup, pod));
         let expected: BTreeMap<String, Vec<u8>> = names.iter().map(|n| (n.clone(), b"v2".to_vec())).collect();
         assert_eq!(visible_files(&view), expected);
     }
@@ -539,7 +385,7 @@ async fn refreshes_of_500_pods_read_each_object_once_per_round() {
     let mut client = client;
     for pod in &pods {
         client
-            .node_unpublish_volume(kubelet::unpublish_request("v", &setup.target(pod)))
+            .node_unpublish_volume(kubelet::unpublish_request("v", &target(&setup, pod)))
             .await
             .expect("unpublish");
     }
@@ -547,34 +393,31 @@ async fn refreshes_of_500_pods_read_each_object_once_per_round() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_keeps_rotating_and_unpublishing_its_volumes() {
-    let setup = Setup::new().await;
+    let setup = setup().await;
     let vault = &setup.cloud.vault;
     vault.add_secret(VAULT, "s1", "before restart", None).expect("s1");
-    setup.add_spc("spc", &["objectName: s1\nobjectType: secret"], None);
+    add_spc(&setup, "spc", &["objectName: s1\nobjectType: secret"], None);
     // Directory mode: a tmpfs in the agent's private mount namespace would go with the first process.
     let args = ["--rotation-poll-interval=2s"];
-    let mut agent = Agent::start(&setup, false, &args);
+    let mut agent = Agent::start_with(&setup, false, &args);
     let mut client = agent.client().await;
-    let target = setup.target("pod-a");
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
-    assert!(
-        agent.program.terminate(PATIENCE).await.is_some(),
-        "the agent did not stop"
-    );
+    let target = target(&setup, "pod-a");
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
+    stop(&mut agent).await;
     let (_, record) = agent.record();
     assert_eq!(record["volumes"][0]["target_path"], json!(target.display().to_string()));
     assert_eq!(record["volumes"][0]["pod_uid"], json!("uid-pod-a"));
 
-    let mut agent = Agent::start(&setup, false, &args);
+    let mut agent = Agent::start_with(&setup, false, &args);
     let mut client = agent.client().await;
     vault.add_secret(VAULT, "s1", "after restart", None).expect("s1 v2");
     // The recovered volume keeps its pace: a republish right away reads nothing.
-    let reads = setup.secret_versions(&["s1"]);
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
-    assert_eq!(setup.secret_versions(&["s1"]), reads);
+    let reads = setup.secret_reads(&["s1"]);
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
+    assert_eq!(setup.secret_reads(&["s1"]), reads);
     assert_eq!(visible_files(&target), files(&[("s1", "before restart")]));
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
     assert_eq!(visible_files(&target), files(&[("s1", "after restart")]));
     client
         .node_unpublish_volume(kubelet::unpublish_request("csi-pod-a", &target))
@@ -582,27 +425,21 @@ async fn a_restarted_agent_keeps_rotating_and_unpublishing_its_volumes() {
         .expect("unpublish");
     assert!(!target.exists());
     // The record is written shortly after a change, and at the latest when the agent stops.
-    assert!(
-        agent.program.terminate(PATIENCE).await.is_some(),
-        "the agent did not stop"
-    );
+    stop(&mut agent).await;
     assert_eq!(agent.record().1["volumes"], json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_agent_on_the_host_leaves_the_first_agents_record_alone() {
-    let setup = Setup::new().await;
+    let setup = setup().await;
     let vault = &setup.cloud.vault;
     vault.add_secret(VAULT, "s1", "first", None).expect("s1");
-    setup.add_spc("spc", &["objectName: s1\nobjectType: secret"], None);
+    add_spc(&setup, "spc", &["objectName: s1\nobjectType: secret"], None);
     let args = ["--rotation-poll-interval=1h"];
-    let mut first = Agent::start(&setup, false, &args);
+    let mut first = Agent::start_with(&setup, false, &args);
     let mut client = first.client().await;
-    first.publish(&mut client, setup.request("pod-a", "spc")).await;
-    assert!(
-        first.program.terminate(PATIENCE).await.is_some(),
-        "the agent did not stop"
-    );
+    first.publish(&mut client, request(&setup, "pod-a", "spc")).await;
+    stop(&mut first).await;
     let (first_record, record) = first.record();
     assert_eq!(record["volumes"][0]["pod_uid"], json!("uid-pod-a"));
     let first_bytes = std::fs::read(&first_record).expect("record");
@@ -610,10 +447,7 @@ async fn a_second_agent_on_the_host_leaves_the_first_agents_record_alone() {
     // Another agent (another --endpoint, the same --state-dir) starts and stops while the first is away.
     let mut second = Agent::start_at(&setup, "csi-2.sock", false, &args);
     second.client().await;
-    assert!(
-        second.program.terminate(PATIENCE).await.is_some(),
-        "the agent did not stop"
-    );
+    stop(&mut second).await;
     assert!(
         !second.program.logs().contains("forgotten"),
         "the second agent touched the first one's volumes:\n{}",
@@ -625,11 +459,11 @@ async fn a_second_agent_on_the_host_leaves_the_first_agents_record_alone() {
     assert_eq!(record["volumes"], json!([]));
 
     // The first agent comes back and takes its volume over: at its pace, a republish reads nothing.
-    let mut first = Agent::start(&setup, false, &args);
+    let mut first = Agent::start_with(&setup, false, &args);
     let mut client = first.client().await;
-    let reads = setup.secret_versions(&["s1"]);
-    first.publish(&mut client, setup.request("pod-a", "spc")).await;
-    assert_eq!(setup.secret_versions(&["s1"]), reads);
+    let reads = setup.secret_reads(&["s1"]);
+    first.publish(&mut client, request(&setup, "pod-a", "spc")).await;
+    assert_eq!(setup.secret_reads(&["s1"]), reads);
     assert!(
         first
             .program
@@ -640,13 +474,14 @@ async fn a_second_agent_on_the_host_leaves_the_first_agents_record_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
-    let setup = Setup::new().await;
+    let setup = setup().await;
     let vault = &setup.cloud.vault;
     vault.add_secret(VAULT, "db-password", "hunter2", None).expect("secret");
     let cert = vault
         .add_certificate(VAULT, "web", &CertificateSpec::self_signed("web.wisp.test"))
         .expect("certificate");
-    setup.add_spc(
+    add_spc(
+        &setup,
         "spc",
         &[
             "objectName: db-password\nobjectType: secret\nobjectAlias: db/password",
@@ -672,10 +507,10 @@ async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
         "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "shop-5d4f", "uid": "rs-uid-1",
         "controller": true, "blockOwnerDeletion": true,
     }]);
-    setup.add_pod("pod-a", "spc", replica_set);
-    let mut agent = Agent::start(&setup, tmpfs_mounts_available(), &["--rotation-poll-interval=1s"]);
+    add_pod(&setup, "pod-a", "spc", replica_set);
+    let mut agent = Agent::start_with(&setup, tmpfs_mounts_available(), &["--rotation-poll-interval=1s"]);
     let mut client = agent.client().await;
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
 
     let kube = &setup.cloud.kube;
     let secret = |name: &str| kube.get("v1", "Secret", Some(NAMESPACE), name);
@@ -729,7 +564,7 @@ async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
         json!("failed to validate secret object in spc ns-a/spc, err: secret type is empty")
     );
     assert_eq!(event["regarding"]["name"], json!("pod-a"));
-    assert_eq!(event["regarding"]["uid"], json!(setup.pod_uid("pod-a")));
+    assert_eq!(event["regarding"]["uid"], json!(setup.pod_uid(NAMESPACE, "pod-a")));
     assert!(secret("broken").is_none());
 
     // Rotation changes the file, and the Secret follows.
@@ -737,7 +572,7 @@ async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
         .add_secret(VAULT, "db-password", "correct horse", None)
         .expect("v2");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
     kube.wait_until("the Secret has the new value", PATIENCE, |_| {
         secret("db").is_some_and(|s| s["data"]["password"] == json!(STANDARD.encode("correct horse")))
     })
@@ -746,8 +581,8 @@ async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
     // A second consumer adds its owner: the Secret is garbage-collected only when both are gone.
     let other_replica_set =
         json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "shop-7c9a", "uid": "rs-uid-2"}]);
-    setup.add_pod("pod-c", "spc", other_replica_set);
-    agent.publish(&mut client, setup.request("pod-c", "spc")).await;
+    add_pod(&setup, "pod-c", "spc", other_replica_set);
+    agent.publish(&mut client, request(&setup, "pod-c", "spc")).await;
     kube.wait_until("the Secret has both owners", PATIENCE, |_| {
         secret("db").is_some_and(|s| {
             s["metadata"]["ownerReferences"]
@@ -765,13 +600,14 @@ async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
     );
 
     // A pod without owners hangs its Secrets on its pod status object.
-    setup.add_spc(
+    add_spc(
+        &setup,
         "spc-solo",
         &["objectName: db-password\nobjectType: secret"],
         Some(json!([{"secretName": "solo", "type": "Opaque", "data": [{"objectName": "db-password", "key": "p"}]}])),
     );
-    setup.add_pod("pod-b", "spc-solo", json!([]));
-    agent.publish(&mut client, setup.request("pod-b", "spc-solo")).await;
+    add_pod(&setup, "pod-b", "spc-solo", json!([]));
+    agent.publish(&mut client, request(&setup, "pod-b", "spc-solo")).await;
     // The Secret is applied first, its owners are added right after.
     kube.wait_until("the Secret of pod-b has its owner", PATIENCE, |_| {
         secret("solo").is_some_and(|s| s["metadata"]["ownerReferences"].is_array())
@@ -794,8 +630,8 @@ async fn the_agent_registers_with_kubelet_and_healthz_follows_probe_and_registra
     use integration_tests::kubelet::registration::registration_client::RegistrationClient;
     use integration_tests::kubelet::registration::{InfoRequest, PluginInfo, RegistrationStatus};
 
-    let setup = Setup::new().await;
-    let mut agent = Agent::start(&setup, false, &[]);
+    let setup = setup().await;
+    let mut agent = Agent::start_with(&setup, false, &[]);
     let _ = agent.client().await;
     let healthz = |port: u16| async move {
         let response = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
@@ -849,18 +685,15 @@ async fn the_agent_registers_with_kubelet_and_healthz_follows_probe_and_registra
     );
 
     // Stopping removes the registration socket: that is how kubelet learns the driver is gone.
-    assert!(
-        agent.program.terminate(PATIENCE).await.is_some(),
-        "the agent did not stop"
-    );
+    stop(&mut agent).await;
     assert!(!agent.registration_socket.exists());
     assert!(!agent.socket.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_fails_when_the_csi_socket_does_not_answer() {
-    let setup = Setup::new().await;
-    let mut agent = Agent::start(&setup, false, &[]);
+    let setup = setup().await;
+    let mut agent = Agent::start_with(&setup, false, &[]);
     let _ = agent.client().await;
     // Someone removes the socket under the running agent: kubelet can no longer reach it, and the check says so.
     std::fs::remove_file(&agent.socket).expect("remove socket");
@@ -875,9 +708,9 @@ async fn healthz_fails_when_the_csi_socket_does_not_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_mount_whose_pod_status_cannot_be_written_fails_and_leaves_nothing() {
-    let setup = Setup::new().await;
+    let setup = setup().await;
     setup.cloud.vault.add_secret(VAULT, "s1", "v1", None).expect("s1");
-    setup.add_spc("spc", &["objectName: s1\nobjectType: secret"], None);
+    add_spc(&setup, "spc", &["objectName: s1\nobjectType: secret"], None);
     setup.cloud.kube.fail_requests(
         "PATCH",
         &format!(
@@ -886,11 +719,11 @@ async fn a_first_mount_whose_pod_status_cannot_be_written_fails_and_leaves_nothi
         500,
         1,
     );
-    let mut agent = Agent::start(&setup, tmpfs_mounts_available(), &[]);
+    let mut agent = Agent::start_with(&setup, tmpfs_mounts_available(), &[]);
     let mut client = agent.client().await;
-    let target = setup.target("pod-a");
+    let target = target(&setup, "pod-a");
     let status = client
-        .node_publish_volume(setup.request("pod-a", "spc"))
+        .node_publish_volume(request(&setup, "pod-a", "spc"))
         .await
         .expect_err("the pod status write fails");
     assert_eq!(status.code(), tonic::Code::Unknown);
@@ -908,7 +741,7 @@ async fn a_first_mount_whose_pod_status_cannot_be_written_fails_and_leaves_nothi
     );
     assert!(!kubelet::is_mount_point(agent.program.pid(), &target));
     // kubelet retries: this time the write goes through and the volume is there.
-    agent.publish(&mut client, setup.request("pod-a", "spc")).await;
+    agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
     assert_eq!(visible_files(&agent.view(&target)), files(&[("s1", "v1")]));
     assert!(pod_status(&setup, "pod-a", "spc").is_some());
 }

@@ -366,23 +366,19 @@ async fn server_side_apply_creates_then_merges_and_requires_a_field_manager() {
     let api: Api<Secret> = Api::namespaced(s.client.clone(), "default");
     let applied = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "applied", "labels": {"a": "1"}},
                          "data": {"k": "djE="}});
-    let created = api
-        .patch(
+    // Applying the same configuration twice: the second apply changes nothing.
+    let apply = async || {
+        api.patch(
             "applied",
             &PatchParams::apply("wisp-agent").force(),
             &Patch::Apply(&applied),
         )
         .await
-        .unwrap();
+        .unwrap()
+    };
+    let created = apply().await;
     assert_eq!(created.resource_version().as_deref(), Some("1"));
-    let again = api
-        .patch(
-            "applied",
-            &PatchParams::apply("wisp-agent").force(),
-            &Patch::Apply(&applied),
-        )
-        .await
-        .unwrap();
+    let again = apply().await;
     assert_eq!(again.resource_version().as_deref(), Some("1"));
     let merged = api
         .patch(
@@ -440,12 +436,11 @@ async fn list_pages_with_limit_and_continue() {
 /// `SSL_CERT_FILE` and resolves `.test` names only through the hosts file of its mount namespace.
 #[tokio::test]
 async fn child_processes_trust_the_ca_via_ssl_cert_file_and_resolve_fake_names() {
-    use integration_tests::pki::HttpsServer;
     use integration_tests::process::Program;
 
     let pki = TestPki::new();
     let router = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello from the fake" }));
-    let server = HttpsServer::start(&pki, router, &["kv1.vault.wisp.test"]).await;
+    let server = pki.serve(router, &["kv1.vault.wisp.test"]);
     let dir = tempfile::tempdir().unwrap();
     let ca_file = pki.write_ca_cert(dir.path());
     let url = format!("https://kv1.vault.wisp.test:{}/hello", server.port());

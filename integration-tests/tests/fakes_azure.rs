@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use integration_tests::fake_entra::{FakeEntra, FederatedCredential, ServerTls};
+use integration_tests::fake_entra::{FakeEntra, FederatedCredential};
 use integration_tests::fake_keyvault::{
     CertContentType, CertificateSpec, EcCurve, FakeKeyVault, KeyType, KeyVaultConfig, ObjectKind,
 };
+use integration_tests::https_server::ServerTls;
 use integration_tests::issuer::{SaTokenSpec, TestIssuer, tokens_json, unverified_claims};
+use integration_tests::local_cloud::{LOGIN_HOST, VAULT_DNS_SUFFIX, VAULT_RESOURCE};
 use integration_tests::pki::TestPki;
 use pretty_assertions::assert_eq;
 use serde_json::{Value, json};
@@ -22,9 +24,6 @@ const CLIENT_ID: &str = "fad7d5b3-69d6-4b48-9259-8d12124e1cf1";
 const SECRET_CLIENT_ID: &str = "3975aeed-7d08-453b-b6f4-445f32698091";
 const MI_SYSTEM: &str = "0b5e1f0a-0000-4000-8000-00000000aaaa";
 const MI_USER: &str = "0b5e1f0a-0000-4000-8000-00000000bbbb";
-const LOGIN_HOST: &str = "login.wisp.test";
-const VAULT_SUFFIX: &str = "vault.wisp.test";
-const RESOURCE: &str = "https://vault.wisp.test";
 const OTHER_RESOURCE: &str = "https://management.wisp.test";
 const ISSUER_URL: &str = "https://oidc.wisp.test/cluster-1";
 const VAULT: &str = "kv1";
@@ -55,7 +54,7 @@ async fn env_with_page_size(page_size: usize) -> Env {
         .expect("entra");
     entra.add_tenant(TENANT);
     entra.add_tenant(OTHER_TENANT);
-    entra.add_resource(RESOURCE);
+    entra.add_resource(VAULT_RESOURCE);
     entra.add_resource(OTHER_RESOURCE);
     let issuer = TestIssuer::new(ISSUER_URL).expect("issuer");
     entra.trust_issuer(ISSUER_URL, issuer.jwks());
@@ -67,14 +66,14 @@ async fn env_with_page_size(page_size: usize) -> Env {
     entra.add_client_secret(TENANT, SECRET_CLIENT_ID, "the-client-secret");
     entra.set_node_identities(TENANT, Some(MI_SYSTEM), &[MI_USER]);
 
-    let wildcard = format!("*.{VAULT_SUFFIX}");
+    let wildcard = format!("*.{VAULT_DNS_SUFFIX}");
     let kv_tls = ServerTls::from(pki.server_cert(&[&wildcard]));
     let kv = if page_size == 25 {
-        FakeKeyVault::start_for(&entra, VAULT_SUFFIX, RESOURCE, &kv_tls)
+        FakeKeyVault::start_for(&entra, VAULT_DNS_SUFFIX, VAULT_RESOURCE, &kv_tls)
             .await
             .expect("key vault")
     } else {
-        let mut config = KeyVaultConfig::new(VAULT_SUFFIX, RESOURCE, &entra.authority_host());
+        let mut config = KeyVaultConfig::new(VAULT_DNS_SUFFIX, VAULT_RESOURCE, &entra.authority_host());
         config.page_size = page_size;
         FakeKeyVault::start(config, &kv_tls, entra.jwks())
             .await
@@ -102,6 +101,13 @@ async fn env_with_page_size(page_size: usize) -> Env {
 
 async fn env() -> Env {
     env_with_page_size(25).await
+}
+
+/// [`env`] with the secret `s1` holding [`SECRET`] in [`VAULT`].
+async fn env_with_s1() -> Env {
+    let env = env().await;
+    env.kv.add_secret(VAULT, "s1", SECRET, None).unwrap();
+    env
 }
 
 fn token_url(entra: &FakeEntra, tenant: &str) -> String {
@@ -172,7 +178,7 @@ async fn vault_token(env: &Env) -> String {
     let (status, body) = post_token(
         env,
         TENANT,
-        &assertion_form(CLIENT_ID, &assertion, &format!("{RESOURCE}/.default")),
+        &assertion_form(CLIENT_ID, &assertion, &format!("{VAULT_RESOURCE}/.default")),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -199,6 +205,37 @@ async fn kv_get(
         headers,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+/// GETs `path_and_query` from `vault` and asserts the exact status and body of the answer.
+async fn assert_kv_answer(env: &Env, vault: &str, path_and_query: &str, token: Option<&str>, expected: (u16, Value)) {
+    let (status, _, body) = kv_get(env, vault, path_and_query, token).await;
+    assert_eq!((status, body), expected, "GET {path_and_query}");
+}
+
+/// Key Vault's error body.
+fn kv_error(code: &str, message: &str) -> Value {
+    json!({"error": {"code": code, "message": message}})
+}
+
+/// An Entra error answer: its status, `error`, AADSTS code and message, and which error of the fake it is (its
+/// trace id).
+struct Refusal<'a> {
+    status: u16,
+    error: &'a str,
+    code: u32,
+    message: &'a str,
+    n: u32,
+}
+
+/// POSTs `form` to `tenant`'s token endpoint and asserts Entra's exact error answer.
+async fn assert_entra_refusal(env: &Env, tenant: &str, form: &[(&str, String)], expected: Refusal<'_>) {
+    let (status, body) = post_token(env, tenant, form).await;
+    assert_eq!(status, expected.status, "{body}");
+    assert_eq!(
+        body,
+        entra_error(&body, expected.error, expected.code, expected.message, expected.n)
+    );
 }
 
 // ---------------------------------------------------------------- issuer
@@ -280,10 +317,10 @@ async fn federated_assertion_is_exchanged_for_a_vault_token() {
     );
     let key = jsonwebtoken::DecodingKey::from_jwk(&env.entra.jwks().keys[0]).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    validation.set_audience(&[RESOURCE]);
+    validation.set_audience(&[VAULT_RESOURCE]);
     let claims = jsonwebtoken::decode::<Value>(token, &key, &validation).unwrap().claims;
     let oid = env.entra.object_id(TENANT, CLIENT_ID).unwrap();
-    assert_eq!(claims["aud"], RESOURCE);
+    assert_eq!(claims["aud"], VAULT_RESOURCE);
     assert_eq!(claims["appid"], CLIENT_ID);
     assert_eq!(claims["appidacr"], "2");
     assert_eq!(claims["oid"], oid.as_str());
@@ -298,18 +335,23 @@ async fn federated_assertion_is_exchanged_for_a_vault_token() {
 async fn assertion_for_another_service_account_is_700213() {
     let env = env().await;
     let assertion = sa_token(&env.issuer, "default", "other-sa");
-    let (status, body) = post_token(
-        &env,
-        TENANT,
-        &assertion_form(CLIENT_ID, &assertion, "https://vault.wisp.test/.default"),
-    )
-    .await;
-    assert_eq!(status, 401);
     let message = format!(
         "No matching federated identity record found for presented assertion subject 'system:serviceaccount:default:other-sa'. \
          Please note that the matching is done using a case-sensitive comparison. {FIC_HINT}"
     );
-    assert_eq!(body, entra_error(&body, "invalid_client", 700213, &message, 1));
+    assert_entra_refusal(
+        &env,
+        TENANT,
+        &assertion_form(CLIENT_ID, &assertion, "https://vault.wisp.test/.default"),
+        Refusal {
+            status: 401,
+            error: "invalid_client",
+            code: 700213,
+            message: &message,
+            n: 1,
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -317,17 +359,22 @@ async fn assertion_from_an_unknown_issuer_is_700211() {
     let env = env().await;
     let stranger = TestIssuer::new("https://evil.example/issuer").unwrap();
     let assertion = sa_token(&stranger, "default", "workload-identity-sa");
-    let (status, body) = post_token(
-        &env,
-        TENANT,
-        &assertion_form(CLIENT_ID, &assertion, "https://vault.wisp.test/.default"),
-    )
-    .await;
-    assert_eq!(status, 401);
     let message = format!(
         "No matching federated identity record found for presented assertion issuer 'https://evil.example/issuer'. {FIC_HINT}"
     );
-    assert_eq!(body, entra_error(&body, "invalid_client", 700211, &message, 1));
+    assert_entra_refusal(
+        &env,
+        TENANT,
+        &assertion_form(CLIENT_ID, &assertion, "https://vault.wisp.test/.default"),
+        Refusal {
+            status: 401,
+            error: "invalid_client",
+            code: 700211,
+            message: &message,
+            n: 1,
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -344,17 +391,22 @@ async fn assertion_with_the_wrong_audience_is_700212() {
             Duration::from_secs(600),
         )
         .unwrap();
-    let (status, body) = post_token(
-        &env,
-        TENANT,
-        &assertion_form(CLIENT_ID, &assertion.token, "https://vault.wisp.test/.default"),
-    )
-    .await;
-    assert_eq!(status, 401);
     let message = format!(
         "No matching federated identity record found for presented assertion audience 'https://kubernetes.default.svc'. {FIC_HINT}"
     );
-    assert_eq!(body, entra_error(&body, "invalid_client", 700212, &message, 1));
+    assert_entra_refusal(
+        &env,
+        TENANT,
+        &assertion_form(CLIENT_ID, &assertion.token, "https://vault.wisp.test/.default"),
+        Refusal {
+            status: 401,
+            error: "invalid_client",
+            code: 700212,
+            message: &message,
+            n: 1,
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -460,56 +512,73 @@ async fn unknown_client_tenant_and_bad_scope_are_rejected_like_entra() {
     let env = env().await;
     let assertion = sa_token(&env.issuer, "default", "workload-identity-sa");
     let unknown = "99999999-9999-9999-9999-999999999999";
-    let (status, body) = post_token(
-        &env,
-        TENANT,
-        &assertion_form(unknown, &assertion, "https://vault.wisp.test/.default"),
-    )
-    .await;
-    assert_eq!(status, 400);
-    let message = format!(
+    let unknown_client = format!(
         "Application with identifier '{unknown}' was not found in the directory '{TENANT}'. This can happen if the \
          application has not been installed by the administrator of the tenant or consented to by any user in the \
          tenant. You may have sent your authentication request to the wrong tenant."
     );
-    assert_eq!(body, entra_error(&body, "unauthorized_client", 700016, &message, 1));
-
-    let (status, body) = post_token(
-        &env,
-        "no-such-tenant",
-        &assertion_form(CLIENT_ID, &assertion, "https://vault.wisp.test/.default"),
-    )
-    .await;
-    assert_eq!(status, 400);
-    let message = "Tenant 'no-such-tenant' not found. Check to make sure you have the correct tenant ID and are signing \
-                   into the correct cloud. Check with your subscription administrator, this may happen if there are no \
-                   active subscriptions for the tenant.";
-    assert_eq!(body, entra_error(&body, "invalid_request", 90002, message, 2));
-
-    let (status, body) = post_token(
-        &env,
-        TENANT,
-        &assertion_form(CLIENT_ID, &assertion, "https://vault.wisp.test"),
-    )
-    .await;
-    assert_eq!(status, 400);
-    let message = "The provided value for scope https://vault.wisp.test is not valid. Client credential flows must have a \
-                   scope value with /.default suffixed to the resource identifier (application ID URI).";
-    assert_eq!(body, entra_error(&body, "invalid_scope", 1002012, message, 3));
-
-    let (status, body) = post_token(
-        &env,
-        TENANT,
-        &assertion_form(CLIENT_ID, &assertion, "https://unknown.wisp.test/.default"),
-    )
-    .await;
-    assert_eq!(status, 400);
-    let message = format!(
+    let unknown_resource = format!(
         "The resource principal named https://unknown.wisp.test was not found in the tenant named {TENANT}. This can \
          happen if the application has not been installed by the administrator of the tenant or consented to by any \
          user in the tenant. You might have sent your authentication request to the wrong tenant."
     );
-    assert_eq!(body, entra_error(&body, "invalid_resource", 500011, &message, 4));
+    // (tenant, client, scope) and the answer, in order: each error's trace id counts up.
+    let cases = [
+        (
+            TENANT,
+            unknown,
+            "https://vault.wisp.test/.default",
+            Refusal {
+                status: 400,
+                error: "unauthorized_client",
+                code: 700016,
+                message: &unknown_client,
+                n: 1,
+            },
+        ),
+        (
+            "no-such-tenant",
+            CLIENT_ID,
+            "https://vault.wisp.test/.default",
+            Refusal {
+                status: 400,
+                error: "invalid_request",
+                code: 90002,
+                message: "Tenant 'no-such-tenant' not found. Check to make sure you have the correct tenant ID and are \
+                          signing into the correct cloud. Check with your subscription administrator, this may happen if \
+                          there are no active subscriptions for the tenant.",
+                n: 2,
+            },
+        ),
+        (
+            TENANT,
+            CLIENT_ID,
+            "https://vault.wisp.test",
+            Refusal {
+                status: 400,
+                error: "invalid_scope",
+                code: 1002012,
+                message: "The provided value for scope https://vault.wisp.test is not valid. Client credential flows \
+                          must have a scope value with /.default suffixed to the resource identifier (application ID URI).",
+                n: 3,
+            },
+        ),
+        (
+            TENANT,
+            CLIENT_ID,
+            "https://unknown.wisp.test/.default",
+            Refusal {
+                status: 400,
+                error: "invalid_resource",
+                code: 500011,
+                message: &unknown_resource,
+                n: 4,
+            },
+        ),
+    ];
+    for (tenant, client, scope, expected) in cases {
+        assert_entra_refusal(&env, tenant, &assertion_form(client, &assertion, scope), expected).await;
+    }
     assert_eq!(env.entra.token_requests(TENANT), 3);
 }
 
@@ -521,16 +590,21 @@ async fn client_secret_is_checked() {
             ("client_id", SECRET_CLIENT_ID.to_string()),
             ("client_secret", secret.to_string()),
             ("grant_type", "client_credentials".to_string()),
-            ("scope", format!("{RESOURCE}/.default")),
+            ("scope", format!("{VAULT_RESOURCE}/.default")),
         ]
     };
-    let (status, body) = post_token(&env, TENANT, &form("wrong")).await;
-    assert_eq!(status, 401);
     let message = format!(
         "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the \
          client secret ID, for a secret added to app '{SECRET_CLIENT_ID}'."
     );
-    assert_eq!(body, entra_error(&body, "invalid_client", 7000215, &message, 1));
+    let wrong_secret = Refusal {
+        status: 401,
+        error: "invalid_client",
+        code: 7000215,
+        message: &message,
+        n: 1,
+    };
+    assert_entra_refusal(&env, TENANT, &form("wrong"), wrong_secret).await;
 
     let (status, body) = post_token(&env, TENANT, &form("the-client-secret")).await;
     assert_eq!(status, 200, "{body}");
@@ -538,10 +612,14 @@ async fn client_secret_is_checked() {
     assert_eq!(claims["appid"], SECRET_CLIENT_ID);
     assert_eq!(claims["appidacr"], "1");
 
-    let (status, body) = post_token(&env, TENANT, &form("")).await;
-    assert_eq!(status, 401);
-    let message = "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.";
-    assert_eq!(body, entra_error(&body, "invalid_client", 7000218, message, 2));
+    let no_secret = Refusal {
+        status: 401,
+        error: "invalid_client",
+        code: 7000218,
+        message: "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        n: 2,
+    };
+    assert_entra_refusal(&env, TENANT, &form(""), no_secret).await;
 }
 
 #[tokio::test]
@@ -613,35 +691,33 @@ async fn imds_get(env: &Env, query: &str, metadata: bool) -> (u16, Value) {
 async fn imds_requires_the_metadata_header_and_a_known_identity() {
     let env = env().await;
     let resource = "resource=https%3A%2F%2Fvault.wisp.test";
-    let (status, body) = imds_get(&env, &format!("api-version=2018-02-01&{resource}"), false).await;
-    assert_eq!(
-        (status, body),
+    let refused = |description: &str| {
         (
             400,
-            json!({"error": "invalid_request", "error_description": "Required metadata header not specified"})
+            json!({"error": "invalid_request", "error_description": description}),
         )
-    );
-    let (status, body) = imds_get(&env, resource, true).await;
-    assert_eq!(
-        (status, body),
+    };
+    // (query, whether `Metadata: true` is sent) and the answer.
+    let cases = [
         (
-            400,
-            json!({"error": "invalid_request", "error_description": "Required query variable 'api-version' is missing"})
-        )
-    );
-    let (status, body) = imds_get(
-        &env,
-        &format!("api-version=2018-02-01&{resource}&client_id=nobody"),
-        true,
-    )
-    .await;
-    assert_eq!(
-        (status, body),
+            format!("api-version=2018-02-01&{resource}"),
+            false,
+            refused("Required metadata header not specified"),
+        ),
         (
-            400,
-            json!({"error": "invalid_request", "error_description": "Identity not found"})
-        )
-    );
+            resource.to_string(),
+            true,
+            refused("Required query variable 'api-version' is missing"),
+        ),
+        (
+            format!("api-version=2018-02-01&{resource}&client_id=nobody"),
+            true,
+            refused("Identity not found"),
+        ),
+    ];
+    for (query, metadata, expected) in cases {
+        assert_eq!(imds_get(&env, &query, metadata).await, expected, "{query}");
+    }
     assert_eq!(env.entra.imds_requests(), 3);
 }
 
@@ -670,13 +746,13 @@ async fn imds_issues_tokens_for_system_and_user_assigned_identities() {
                 "expires_on": (not_before + 3599).to_string(),
                 "ext_expires_in": "3599",
                 "not_before": not_before.to_string(),
-                "resource": RESOURCE,
+                "resource": VAULT_RESOURCE,
                 "token_type": "Bearer",
             })
         );
         let claims = unverified_claims(token).unwrap();
         assert_eq!(claims["appid"], client);
-        assert_eq!(claims["aud"], RESOURCE);
+        assert_eq!(claims["aud"], VAULT_RESOURCE);
     }
 }
 
@@ -684,15 +760,14 @@ async fn imds_issues_tokens_for_system_and_user_assigned_identities() {
 
 fn challenge(env: &Env, tenant: &str) -> String {
     format!(
-        "Bearer authorization=\"{}{tenant}\", resource=\"{RESOURCE}\"",
+        "Bearer authorization=\"{}{tenant}\", resource=\"{VAULT_RESOURCE}\"",
         env.entra.authority_host()
     )
 }
 
 #[tokio::test]
 async fn unauthenticated_request_gets_the_bearer_challenge() {
-    let env = env().await;
-    env.kv.add_secret(VAULT, "s1", SECRET, None).unwrap();
+    let env = env_with_s1().await;
     let (status, headers, body) = kv_get(&env, VAULT, "secrets/s1/?api-version=2025-07-01", None).await;
     assert_eq!(status, 401);
     assert_eq!(headers["www-authenticate"], challenge(&env, TENANT).as_str());
@@ -706,8 +781,7 @@ async fn unauthenticated_request_gets_the_bearer_challenge() {
 
 #[tokio::test]
 async fn tokens_for_another_audience_tenant_or_signer_are_401() {
-    let env = env().await;
-    env.kv.add_secret(VAULT, "s1", SECRET, None).unwrap();
+    let env = env_with_s1().await;
     let assertion = sa_token(&env.issuer, "default", "workload-identity-sa");
     let (_, body) = post_token(
         &env,
@@ -726,46 +800,48 @@ async fn tokens_for_another_audience_tenant_or_signer_are_401() {
 
     // A token from the right Entra for the right resource, but for another tenant than the vault's.
     let token = vault_token(&env).await;
-    let (status, _, body) = kv_get(&env, "kv2", "secrets/s1?api-version=7.4", Some(&token)).await;
-    assert_eq!(status, 401);
-    assert_eq!(
-        body,
-        json!({"error": {"code": "Unauthorized", "message": format!(
+    let other_issuer = kv_error(
+        "Unauthorized",
+        &format!(
             "AKV10032: Invalid issuer. Expected one of https://sts.windows.net/{OTHER_TENANT}/, https://login.microsoftonline.com/{OTHER_TENANT}/v2.0, found https://sts.windows.net/{TENANT}/."
-        )}})
+        ),
     );
+    assert_kv_answer(
+        &env,
+        "kv2",
+        "secrets/s1?api-version=7.4",
+        Some(&token),
+        (401, other_issuer),
+    )
+    .await;
 
     // A token signed by someone else (the SA issuer) is not accepted.
     let forged = env.issuer.sign_claims(&unverified_claims(&token).unwrap()).unwrap();
-    let (status, _, body) = kv_get(&env, VAULT, "secrets/s1?api-version=7.4", Some(&forged)).await;
-    assert_eq!(status, 401);
-    assert_eq!(
-        body,
-        json!({"error": {"code": "Unauthorized", "message": "AKV10000: Invalid token: the token is malformed or its signature does not verify."}})
+    let bad_signature = kv_error(
+        "Unauthorized",
+        "AKV10000: Invalid token: the token is malformed or its signature does not verify.",
     );
+    assert_kv_answer(
+        &env,
+        VAULT,
+        "secrets/s1?api-version=7.4",
+        Some(&forged),
+        (401, bad_signature),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn api_version_is_required_and_checked() {
-    let env = env().await;
-    env.kv.add_secret(VAULT, "s1", SECRET, None).unwrap();
+    let env = env_with_s1().await;
     let token = vault_token(&env).await;
-    let (status, _, body) = kv_get(&env, VAULT, "secrets/s1", Some(&token)).await;
-    assert_eq!(
-        (status, body),
-        (
-            400,
-            json!({"error": {"code": "BadParameter", "message": "The 'api-version' query parameter is missing."}})
-        )
+    let missing = kv_error("BadParameter", "The 'api-version' query parameter is missing.");
+    assert_kv_answer(&env, VAULT, "secrets/s1", Some(&token), (400, missing)).await;
+    let unknown = kv_error(
+        "BadParameter",
+        "The specified version (7.3) is not recognized. Consider using the latest supported version (2025-07-01).",
     );
-    let (status, _, body) = kv_get(&env, VAULT, "secrets/s1?api-version=7.3", Some(&token)).await;
-    assert_eq!(
-        (status, body),
-        (
-            400,
-            json!({"error": {"code": "BadParameter", "message": "The specified version (7.3) is not recognized. Consider using the latest supported version (2025-07-01)."}})
-        )
-    );
+    assert_kv_answer(&env, VAULT, "secrets/s1?api-version=7.3", Some(&token), (400, unknown)).await;
 }
 
 #[tokio::test]
@@ -803,22 +879,27 @@ async fn secrets_are_served_by_latest_and_by_version_with_404_and_403_bodies() {
     assert_eq!(body["contentType"], "text/plain");
     assert_eq!(body["id"], format!("{base}secrets/db-password/{v1}"));
 
-    let (status, _, body) = kv_get(&env, VAULT, "secrets/nope?api-version=7.4", Some(&token)).await;
-    assert_eq!(
-        (status, body),
-        (
-            404,
-            json!({"error": {"code": "SecretNotFound", "message": "A secret with (name/id) nope was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"}})
+    // Key Vault's NotFound message names the object's kind and what the request named.
+    let not_found = |noun: &str, id: &str| {
+        format!(
+            "A {noun} with (name/id) {id} was not found in this key vault. If you recently deleted this {noun} you may \
+             be able to recover it using the correct recovery command. For help resolving this issue, please see \
+             https://go.microsoft.com/fwlink/?linkid=2125182"
         )
-    );
-    let (status, _, body) = kv_get(&env, VAULT, "keys/nope/0123?api-version=7.4", Some(&token)).await;
-    assert_eq!(
-        (status, body),
-        (
-            404,
-            json!({"error": {"code": "KeyNotFound", "message": "A key with (name/id) nope/0123 was not found in this key vault. If you recently deleted this key you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"}})
+    };
+    for (path, code, noun, id) in [
+        ("secrets/nope?api-version=7.4", "SecretNotFound", "secret", "nope"),
+        ("keys/nope/0123?api-version=7.4", "KeyNotFound", "key", "nope/0123"),
+    ] {
+        assert_kv_answer(
+            &env,
+            VAULT,
+            path,
+            Some(&token),
+            (404, kv_error(code, &not_found(noun, id))),
         )
-    );
+        .await;
+    }
     let (status, _, body) = kv_get(&env, VAULT, "certificates/nope?api-version=7.4", Some(&token)).await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "CertificateNotFound");
@@ -826,14 +907,15 @@ async fn secrets_are_served_by_latest_and_by_version_with_404_and_403_bodies() {
     env.kv
         .disable_version(VAULT, ObjectKind::Secret, "db-password", &v2)
         .unwrap();
-    let (status, _, body) = kv_get(&env, VAULT, "secrets/db-password?api-version=7.4", Some(&token)).await;
-    assert_eq!(
-        (status, body),
-        (
-            403,
-            json!({"error": {"code": "Forbidden", "message": "Operation get is not allowed on a disabled secret.", "innererror": {"code": "SecretDisabled"}}})
-        )
-    );
+    let disabled = json!({"error": {"code": "Forbidden", "message": "Operation get is not allowed on a disabled secret.", "innererror": {"code": "SecretDisabled"}}});
+    assert_kv_answer(
+        &env,
+        VAULT,
+        "secrets/db-password?api-version=7.4",
+        Some(&token),
+        (403, disabled),
+    )
+    .await;
     let (status, _, body) = kv_get(
         &env,
         VAULT,
@@ -846,8 +928,7 @@ async fn secrets_are_served_by_latest_and_by_version_with_404_and_403_bodies() {
 
 #[tokio::test]
 async fn identities_without_a_grant_get_403_access_denied() {
-    let env = env().await;
-    env.kv.add_secret(VAULT, "s1", SECRET, None).unwrap();
+    let env = env_with_s1().await;
     env.kv.revoke(CLIENT_ID, VAULT).unwrap();
     let token = vault_token(&env).await;
     let oid = env.entra.object_id(TENANT, CLIENT_ID).unwrap();
@@ -923,26 +1004,23 @@ async fn version_lists_page_through_next_link() {
     assert_eq!(created.len(), 2);
     assert!(created[0] < created[1], "{created:?}");
     assert_eq!(env.kv.request_count(VAULT, "/secrets/rotating/versions"), 4);
-    let (status, _, body) = kv_get(
+    let out_of_range = kv_error(
+        "BadParameter",
+        "The value '26' of parameter maxresults is out of range: it must be between 1 and 25.",
+    );
+    assert_kv_answer(
         &env,
         VAULT,
         "secrets/rotating/versions?api-version=7.4&maxresults=26",
         Some(&token),
+        (400, out_of_range),
     )
     .await;
-    assert_eq!(
-        (status, body),
-        (
-            400,
-            json!({"error": {"code": "BadParameter", "message": "The value '26' of parameter maxresults is out of range: it must be between 1 and 25."}})
-        )
-    );
 }
 
 #[tokio::test]
 async fn throttling_errors_and_dropped_connections_are_injected() {
-    let env = env().await;
-    env.kv.add_secret(VAULT, "s1", SECRET, None).unwrap();
+    let env = env_with_s1().await;
     let token = vault_token(&env).await;
     env.kv.throttle(VAULT, "/secrets/s1", 2, 3);
     for _ in 0..2 {
@@ -959,14 +1037,11 @@ async fn throttling_errors_and_dropped_connections_are_injected() {
     assert_eq!(env.kv.request_count(VAULT, "/secrets/s1"), 3);
 
     env.kv.fail_with_500(VAULT, "", 1);
-    let (status, _, body) = kv_get(&env, VAULT, "secrets/s1?api-version=7.4", Some(&token)).await;
-    assert_eq!(
-        (status, body),
-        (
-            500,
-            json!({"error": {"code": "InternalServerError", "message": "An unexpected error occurred while processing the request."}})
-        )
+    let internal = kv_error(
+        "InternalServerError",
+        "An unexpected error occurred while processing the request.",
     );
+    assert_kv_answer(&env, VAULT, "secrets/s1?api-version=7.4", Some(&token), (500, internal)).await;
 
     env.kv.drop_connections(VAULT, "/secrets/s1", 1);
     let url = format!("{}secrets/s1?api-version=7.4", env.kv.vault_url(VAULT));
@@ -1161,7 +1236,7 @@ async fn azure_sdk_credentials_and_secret_client_work_against_the_fakes() {
     env.kv
         .add_secret(VAULT, "ExampleSecret", "MyAKSExampleSecret", None)
         .unwrap();
-    let scope = format!("{RESOURCE}/.default");
+    let scope = format!("{VAULT_RESOURCE}/.default");
 
     let assertion = FixedAssertion(sa_token(&env.issuer, "default", "workload-identity-sa"));
     let workload = azure_identity::ClientAssertionCredential::new(
@@ -1261,7 +1336,7 @@ async fn cloud_environment_file_points_wisp_at_the_fakes() {
     let cloud = wisp_shared::cloud::CloudEnvironment::from_json("env.json", json.as_bytes()).unwrap();
     assert_eq!(cloud.active_directory_endpoint, env.entra.authority_host());
     assert_eq!(cloud.vault_url(VAULT), env.kv.vault_url(VAULT));
-    assert_eq!(cloud.key_vault_scope(), format!("{RESOURCE}/.default"));
+    assert_eq!(cloud.key_vault_scope(), format!("{VAULT_RESOURCE}/.default"));
 }
 
 #[tokio::test]
@@ -1273,7 +1348,7 @@ async fn minted_tokens_are_accepted_and_deleted_objects_are_gone() {
         .entra
         .mint_access_token(TENANT, MI_USER, "https://vault.wisp.test/")
         .unwrap();
-    assert_eq!(unverified_claims(&token).unwrap()["aud"], RESOURCE);
+    assert_eq!(unverified_claims(&token).unwrap()["aud"], VAULT_RESOURCE);
     let (status, _, _) = kv_get(&env, VAULT, "secrets/gone?api-version=7.4", Some(&token)).await;
     assert_eq!(status, 200);
     assert!(env.kv.delete_object(VAULT, ObjectKind::Certificate, "GONE").unwrap());
@@ -1425,7 +1500,7 @@ async fn imds_child_gets_a_token_with_default_options() {
         }))
         .unwrap();
     let token = credential
-        .get_token(&[&format!("{RESOURCE}/.default")], None)
+        .get_token(&[&format!("{VAULT_RESOURCE}/.default")], None)
         .await
         .unwrap();
     assert_eq!(unverified_claims(token.token.secret()).unwrap()["appid"], MI_USER);

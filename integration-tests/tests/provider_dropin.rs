@@ -11,33 +11,24 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use integration_tests::fake_entra::FederatedCredential;
+use integration_tests::agent_harness::{Agent, AgentEnv, CLIENT, POD_A, VAULT};
 use integration_tests::fake_keyvault::CertificateSpec;
 use integration_tests::kubelet::provider::csi_driver_provider_client::CsiDriverProviderClient;
 use integration_tests::kubelet::provider::{MountRequest, ObjectVersion, VersionRequest, VersionResponse};
-use integration_tests::kubelet::{self, AgentLaunch, PodRef};
-use integration_tests::local_cloud::{CloudNames, LocalCloud};
-use integration_tests::process::{built_binary, free_port, tmpfs_mounts_available};
+use integration_tests::kubelet::{self, PodRef};
+use integration_tests::process::tmpfs_mounts_available;
 use pretty_assertions::assert_eq;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 const PATIENCE: Duration = Duration::from_secs(30);
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const VAULT: &str = "kv1";
-const LOGIN_HOST: &str = "login.wisp.test";
-const CLIENT: &str = "0a0a0a0a-0000-0000-0000-00000000000a";
 const POD: PodRef<'static> = PodRef {
-    namespace: "ns-a",
-    name: "pod-a",
+    namespace: POD_A.namespace,
+    name: POD_A.name,
     uid: "uid-pod-a",
-    service_account: "sa-a",
+    service_account: POD_A.service_account,
 };
-
-fn agent_binary() -> &'static Path {
-    built_binary("wisp-agent", "wisp-agent")
-}
 
 /// Path → (bytes, mode) of a volume as a container sees it: everything under `..data`, which the visible
 /// top-level names link into. (Read through the agent's namespace view, `root` must not be canonicalized: its tmpfs
@@ -64,26 +55,9 @@ fn volume_files(root: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_mount_returns_what_node_publish_writes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let names = CloudNames {
-        login_host: LOGIN_HOST,
-        vault_dns_suffix: "vault.wisp.test",
-        vault_resource: "https://vault.wisp.test",
-        oidc_issuer: "https://oidc.wisp.test/cluster1",
-    };
-    let cloud = LocalCloud::start(&names, |config| config).await.expect("the fakes");
-    let files = cloud.write_client_files(dir.path());
-    let (entra, kv, issuer) = (&cloud.entra, &cloud.vault, &cloud.issuer);
-    entra.add_tenant(TENANT);
-    entra.add_resource(names.vault_resource);
-    entra.trust_issuer(issuer.issuer(), issuer.jwks());
-    entra.add_federated_credential(
-        TENANT,
-        CLIENT,
-        FederatedCredential::for_service_account(issuer.issuer(), POD.namespace, POD.service_account),
-    );
-    kv.add_vault(VAULT, TENANT);
-    kv.grant(CLIENT, VAULT).expect("grant");
+    let env = AgentEnv::start(|config| config).await;
+    let dir = &env.dir;
+    let (kv, issuer) = (&env.cloud.vault, &env.cloud.issuer);
 
     let s1 = kv.add_secret(VAULT, "s1", "secret value\nline 2", None).expect("s1");
     let key = kv.add_rsa_key(VAULT, "k1").expect("k1");
@@ -95,56 +69,23 @@ async fn provider_mount_returns_what_node_publish_writes() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let hist_new = kv.add_secret(VAULT, "hist", "two", None).expect("hist v2");
 
-    let objects = kubelet::objects_parameter(&[
+    let objects = [
         "objectName: s1\nobjectType: secret\nfilePermission: \"0600\"",
         "objectName: k1\nobjectType: key\nobjectAlias: keys/k1.pem",
         "objectName: web\nobjectType: cert",
         "objectName: web\nobjectType: secret\nobjectAlias: tls/web.pem",
         "objectName: hist\nobjectType: secret\nobjectVersionHistory: 2",
-    ]);
-    let spc_parameters = |objects: &str| -> BTreeMap<String, String> {
-        [
-            ("keyvaultName", VAULT),
-            ("tenantID", TENANT),
-            ("clientID", CLIENT),
-            ("cloudName", "AzureStackCloud"),
-            ("cloudEnvFileName", &files.cloud_env.display().to_string()),
-            ("objects", objects),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    };
-    let upsert_spc = |name: &str, parameters: &BTreeMap<String, String>| {
-        cloud.kube.upsert(serde_json::json!({
-            "apiVersion": "secrets-store.csi.x-k8s.io/v1",
-            "kind": "SecretProviderClass",
-            "metadata": {"name": name, "namespace": POD.namespace},
-            "spec": {"provider": "azure", "parameters": parameters},
-        }));
-    };
-    let parameters = spc_parameters(&objects);
-    upsert_spc("spc-a", &parameters);
+    ];
+    let parameters = env.spc_parameters(&objects, &[("clientID", CLIENT)]);
+    env.add_spc_with(POD.namespace, "spc-a", &parameters, None);
 
-    let csi_socket = dir.path().join("csi/csi.sock");
     let provider_socket = dir.path().join("secrets-store-csi-providers/azure.sock");
-    let metrics_port = free_port();
-    let mut agent = AgentLaunch {
-        binary: agent_binary(),
-        socket: &csi_socket,
-        node_id: "node-1",
-        tmpfs: tmpfs_mounts_available(),
-        kubeconfig: &files.kubeconfig,
-        ca_file: &files.ca_file,
-        loopback_names: vec![LOGIN_HOST.to_string(), kv.vault_host(VAULT)],
-        log_level: "wisp_agent=debug,info",
-        metrics_port,
-        health_port: free_port(),
-    }
-    .program()
-    .arg(format!("--provider-endpoint=unix://{}", provider_socket.display()))
-    .spawn();
-    let channel = kubelet::unix_channel(&mut agent, &provider_socket, PATIENCE)
+    let mut agent = Agent::start_with(
+        &env,
+        tmpfs_mounts_available(),
+        &[&format!("--provider-endpoint=unix://{}", provider_socket.display())],
+    );
+    let channel = kubelet::unix_channel(&mut agent.program, &provider_socket, PATIENCE)
         .await
         .unwrap_or_else(|e| panic!("{e}:\n{}", agent.logs()));
     let meta = std::fs::metadata(&provider_socket).expect("socket metadata");
@@ -179,9 +120,7 @@ async fn provider_mount_returns_what_node_publish_writes() {
     }
 
     // The agent's own CSI path, as kubelet drives it.
-    let mut node = kubelet::connect(&mut agent, &csi_socket, PATIENCE)
-        .await
-        .expect("CSI socket");
+    let mut node = agent.client().await;
     let tokens = issuer
         .csi_tokens_json(
             POD.namespace,
@@ -196,7 +135,7 @@ async fn provider_mount_returns_what_node_publish_writes() {
     node.node_publish_volume(kubelet::publish_request("csi-a", &target, context.clone()))
         .await
         .unwrap_or_else(|e| panic!("NodePublishVolume: {e}\n{}", agent.logs()));
-    let published = volume_files(&kubelet::in_namespace_of(agent.pid(), &target));
+    let published = volume_files(&kubelet::in_namespace_of(agent.program.pid(), &target));
 
     // The driver's Mount for the same volume: parameters with every volume attribute copied over them.
     let driver_request = |parameters: &BTreeMap<String, String>, target: &Path| {
@@ -247,7 +186,7 @@ async fn provider_mount_returns_what_node_publish_writes() {
         ]
     );
     // The driver writes the files; the provider leaves the target path alone.
-    assert!(!kubelet::in_namespace_of(agent.pid(), &mount_target).exists());
+    assert!(!kubelet::in_namespace_of(agent.program.pid(), &mount_target).exists());
     assert!(!mount_target.exists());
 
     // Remounts (the driver sends the versions it has) share a rotation round's reads, as republishes on the CSI
@@ -267,10 +206,13 @@ async fn provider_mount_returns_what_node_publish_writes() {
     assert_eq!(reads(), before_second);
 
     // A missing Key Vault object: a gRPC error with the cause and the object, and no secret value.
-    let missing = spc_parameters(&kubelet::objects_parameter(&[
-        "objectName: s1\nobjectType: secret",
-        "objectName: nope\nobjectType: secret",
-    ]));
+    let missing = env.spc_parameters(
+        &[
+            "objectName: s1\nobjectType: secret",
+            "objectName: nope\nobjectType: secret",
+        ],
+        &[("clientID", CLIENT)],
+    );
     let status = provider
         .mount(driver_request(&missing, &mount_target))
         .await
@@ -297,12 +239,7 @@ async fn provider_mount_returns_what_node_publish_writes() {
         status.message()
     );
 
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", metrics_port))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let metrics = agent.metrics().await;
     for line in [
         "grpc_request_count{provider=\"azure\",os_type=\"linux\",grpc_method=\"/v1alpha1.CSIDriverProvider/Mount\",grpc_code=\"OK\"} 3",
         "grpc_request_count{provider=\"azure\",os_type=\"linux\",grpc_method=\"/v1alpha1.CSIDriverProvider/Mount\",grpc_code=\"Unknown\"} 2",

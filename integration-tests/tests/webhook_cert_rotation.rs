@@ -6,22 +6,17 @@
 //! serving (and hot-reloading) mounted files.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use integration_tests::fake_kube::{FakeKube, KubeVersion};
 use integration_tests::pki::TestPki;
-use integration_tests::process::{RunningProgram, WebhookLaunch, free_port};
+use integration_tests::webhook_harness::{Webhook, certificate_der, client_config_trusting, served_certificate};
 use pretty_assertions::assert_eq;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use wisp_certs::{BundleSpec, CertBundle, CertificateAuthority};
 
-/// Guards against a hang only; no test asserts on timing.
-const PATIENCE: Duration = Duration::from_secs(30);
 const NAMESPACE: &str = "wisp-system";
 const SECRET: &str = "wisp-webhook-server-cert";
 const SECRET_PATH: &str = "/api/v1/namespaces/wisp-system/secrets/wisp-webhook-server-cert";
@@ -32,74 +27,15 @@ const SERVICE_NAME: &str = "wisp-webhook.wisp-system.svc";
 const SERVICE_LONG_NAME: &str = "wisp-webhook.wisp-system.svc.cluster.local";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
-struct Webhook {
-    program: RunningProgram,
-    port: u16,
-    health_port: u16,
+/// A webhook of namespace `wisp-system` checking its certificate every 200 ms, with `extra_args`.
+fn start_webhook(kubeconfig: &Path, cert_dir: &Path, extra_args: &[&str]) -> Webhook {
+    let args = [&["--cert-check-interval=200ms", "--native-sidecar=false"], extra_args].concat();
+    Webhook::start_with(kubeconfig, cert_dir, &args, &[("POD_NAMESPACE", NAMESPACE)])
 }
 
-impl Webhook {
-    fn start(kubeconfig: &Path, cert_dir: &Path, extra_args: &[&str]) -> Self {
-        let (port, health_port, metrics_port) = (free_port(), free_port(), free_port());
-        let program = WebhookLaunch {
-            kubeconfig,
-            cert_dir,
-            port,
-            health_port,
-            metrics_port,
-        }
-        .program()
-        .args(["--cert-check-interval=200ms", "--native-sidecar=false"])
-        .args(extra_args)
-        .env("POD_NAMESPACE", NAMESPACE)
-        .spawn();
-        Self {
-            program,
-            port,
-            health_port,
-        }
-    }
-
-    fn rotating(kubeconfig: &Path, cert_dir: &Path) -> Self {
-        Self::start(kubeconfig, cert_dir, &["--cert-rotation=true"])
-    }
-
-    fn log(&self) -> String {
-        self.program.logs()
-    }
-
-    async fn readyz(&self) -> Option<(u16, String)> {
-        let response = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .ok()?
-            .get(format!("http://127.0.0.1:{}/readyz", self.health_port))
-            .send()
-            .await
-            .ok()?;
-        let status = response.status().as_u16();
-        Some((status, response.text().await.ok()?))
-    }
-
-    async fn wait_ready(&self) {
-        wait_for("/readyz is ok", self, async || {
-            self.readyz().await.filter(|r| r.0 == 200)
-        })
-        .await;
-    }
-}
-
-async fn wait_for<T>(what: &str, webhook: &Webhook, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out waiting until {what}; webhook log:\n{}", webhook.log());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// A webhook managing its own certificate.
+fn rotating_webhook(kubeconfig: &Path, cert_dir: &Path) -> Webhook {
+    start_webhook(kubeconfig, cert_dir, &["--cert-rotation=true"])
 }
 
 fn mutating_webhook_configuration() -> Value {
@@ -124,13 +60,28 @@ fn mutating_webhook_configuration() -> Value {
     })
 }
 
-/// The fake API server with the chart's MutatingWebhookConfiguration (no caBundle on the first webhook, a stale
-/// one on a second), and a kubeconfig for it in `dir`.
-async fn cluster(pki: &TestPki, dir: &Path) -> (FakeKube, std::path::PathBuf) {
-    let kube = FakeKube::start_with(pki, KubeVersion { major: 1, minor: 33 }).await;
+/// A test's cluster: the fake API server with the chart's MutatingWebhookConfiguration (no caBundle on the
+/// first webhook, a stale one on a second), the PKI its certificate comes from, and a directory holding a
+/// kubeconfig for it.
+struct Cluster {
+    pki: TestPki,
+    dir: tempfile::TempDir,
+    kube: FakeKube,
+    kubeconfig: PathBuf,
+}
+
+async fn cluster() -> Cluster {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kube = FakeKube::start_with(&pki, KubeVersion { major: 1, minor: 33 }).await;
     kube.upsert(mutating_webhook_configuration());
-    let kubeconfig = kube.write_kubeconfig(dir);
-    (kube, kubeconfig)
+    let kubeconfig = kube.write_kubeconfig(dir.path());
+    Cluster {
+        pki,
+        dir,
+        kube,
+        kubeconfig,
+    }
 }
 
 /// The chart's Secret: created empty so that a volume could mount it before the webhook fills it.
@@ -186,34 +137,10 @@ fn ca_bundles(kube: &FakeKube) -> Vec<Option<String>> {
         .collect()
 }
 
-fn der(pem: &str) -> Vec<u8> {
-    CertificateDer::from_pem_slice(pem.as_bytes())
-        .expect("certificate PEM")
-        .to_vec()
-}
-
 /// The leaf the webhook presents to a client that trusts only `ca_pem` and connects for `server_name`, as
 /// kube-apiserver does with the caBundle and the Service's DNS name.
-async fn served_certificate(ca_pem: &str, server_name: &str, port: u16) -> Result<Vec<u8>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(server_name.to_string()).map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let certs = tls.get_ref().1.peer_certificates().ok_or("no peer certificate")?;
-    Ok(certs[0].to_vec())
+async fn served_for(ca_pem: &str, server_name: &str, port: u16) -> Result<Vec<u8>, String> {
+    served_certificate(client_config_trusting(ca_pem)?, server_name, port).await
 }
 
 fn successful_writes(kube: &FakeKube) -> Vec<(String, String, u16)> {
@@ -256,14 +183,15 @@ async fn assert_settled(kube: &FakeKube, webhook: &Webhook) -> BTreeMap<String, 
     }
     // The caBundle is patched right after the certificate is served (which is what readiness waits for).
     let expected = vec![Some(data["ca.crt"].clone()), Some(data["ca.crt"].clone())];
-    wait_for("every caBundle is ca.crt", webhook, async || {
-        (ca_bundles(kube) == expected).then_some(())
-    })
-    .await;
+    webhook
+        .wait_for("every caBundle is ca.crt", async || {
+            (ca_bundles(kube) == expected).then_some(())
+        })
+        .await;
     for name in [SERVICE_NAME, SERVICE_LONG_NAME] {
         assert_eq!(
-            served_certificate(&data["ca.crt"], name, webhook.port).await,
-            Ok(der(&data["tls.crt"])),
+            served_for(&data["ca.crt"], name, webhook.port).await,
+            Ok(certificate_der(&data["tls.crt"])),
             "served for {name}; log:\n{}",
             webhook.log()
         );
@@ -273,23 +201,24 @@ async fn assert_settled(kube: &FakeKube, webhook: &Webhook) -> BTreeMap<String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_the_secret_patches_the_ca_bundle_and_serves_a_certificate_chaining_to_it() {
-    let pki = TestPki::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (kube, kubeconfig) = cluster(&pki, dir.path()).await;
+    let Cluster {
+        dir, kube, kubeconfig, ..
+    } = cluster().await;
     // The Secret cannot be created at first: not ready while nothing is served.
     kube.fail_requests("POST", SECRETS_PATH, 500, 2);
-    let webhook = Webhook::rotating(&kubeconfig, &dir.path().join("unused"));
-    wait_for("two failed creates", &webhook, async || {
-        let failed = kube
-            .requests()
-            .iter()
-            .filter(|r| r.method == "POST" && r.path == SECRETS_PATH && r.status == 500)
-            .count();
-        (failed == 2).then_some(())
-    })
-    .await;
+    let webhook = rotating_webhook(&kubeconfig, &dir.path().join("unused"));
+    webhook
+        .wait_for("two failed creates", async || {
+            let failed = kube
+                .requests()
+                .iter()
+                .filter(|r| r.method == "POST" && r.path == SECRETS_PATH && r.status == 500)
+                .count();
+            (failed == 2).then_some(())
+        })
+        .await;
     // Nothing is served before a create succeeds: /readyz can only be ok if the Secret exists (read after it).
-    let early = webhook.readyz().await;
+    let early = webhook.health("/readyz").await;
     assert!(
         matches!(&early, Some((503, body)) if body == "certs are not ready yet") || stored_secret(&kube).is_some(),
         "{early:?}"
@@ -321,15 +250,16 @@ async fn creates_the_secret_patches_the_ca_bundle_and_serves_a_certificate_chain
 
     // Later checks find everything in place and write nothing.
     kube.clear_requests();
-    wait_for("two more checks", &webhook, async || {
-        let gets = kube
-            .requests()
-            .iter()
-            .filter(|r| r.method == "GET" && r.path == MWC_PATH)
-            .count();
-        (gets >= 2).then_some(())
-    })
-    .await;
+    webhook
+        .wait_for("two more checks", async || {
+            let gets = kube
+                .requests()
+                .iter()
+                .filter(|r| r.method == "GET" && r.path == MWC_PATH)
+                .count();
+            (gets >= 2).then_some(())
+        })
+        .await;
     let writes: Vec<_> = kube
         .requests()
         .into_iter()
@@ -342,10 +272,11 @@ async fn creates_the_secret_patches_the_ca_bundle_and_serves_a_certificate_chain
     let mut reset = mutating_webhook_configuration();
     reset["webhooks"][1]["clientConfig"]["caBundle"] = json!(ca_b64);
     kube.upsert(reset);
-    wait_for("the caBundle is repaired", &webhook, async || {
-        (ca_bundles(&kube) == vec![Some(data["ca.crt"].clone()), Some(data["ca.crt"].clone())]).then_some(())
-    })
-    .await;
+    webhook
+        .wait_for("the caBundle is repaired", async || {
+            (ca_bundles(&kube) == vec![Some(data["ca.crt"].clone()), Some(data["ca.crt"].clone())]).then_some(())
+        })
+        .await;
     assert_eq!(secret_data(&kube), data);
     let log = webhook.log();
     for secret in [&data["ca.key"], &data["tls.key"]] {
@@ -355,8 +286,8 @@ async fn creates_the_secret_patches_the_ca_bundle_and_serves_a_certificate_chain
 }
 
 async fn race(kube: &FakeKube, kubeconfig: &Path, dir: &Path) {
-    let a = Webhook::rotating(kubeconfig, &dir.join("unused"));
-    let b = Webhook::rotating(kubeconfig, &dir.join("unused"));
+    let a = rotating_webhook(kubeconfig, &dir.join("unused"));
+    let b = rotating_webhook(kubeconfig, &dir.join("unused"));
     a.wait_ready().await;
     b.wait_ready().await;
     let data = assert_settled(kube, &a).await;
@@ -373,9 +304,9 @@ async fn race(kube: &FakeKube, kubeconfig: &Path, dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_creating_the_secret_end_with_one_secret_and_the_same_certificate() {
-    let pki = TestPki::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (kube, kubeconfig) = cluster(&pki, dir.path()).await;
+    let Cluster {
+        dir, kube, kubeconfig, ..
+    } = cluster().await;
     race(&kube, &kubeconfig, dir.path()).await;
     // One create won; a loser got 409 AlreadyExists and adopted the winner's Secret.
     assert_eq!(
@@ -386,9 +317,9 @@ async fn two_replicas_creating_the_secret_end_with_one_secret_and_the_same_certi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_filling_the_charts_empty_secret_end_with_the_same_certificate() {
-    let pki = TestPki::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (kube, kubeconfig) = cluster(&pki, dir.path()).await;
+    let Cluster {
+        dir, kube, kubeconfig, ..
+    } = cluster().await;
     kube.upsert(empty_chart_secret());
     race(&kube, &kubeconfig, dir.path()).await;
     // One replace won at the resourceVersion both read; a loser got 409 Conflict and adopted the winner's.
@@ -400,14 +331,14 @@ async fn two_replicas_filling_the_charts_empty_secret_end_with_the_same_certific
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflicting_write_is_retried_after_a_fresh_read() {
-    let pki = TestPki::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (kube, kubeconfig) = cluster(&pki, dir.path()).await;
+    let Cluster {
+        dir, kube, kubeconfig, ..
+    } = cluster().await;
     kube.upsert(empty_chart_secret());
     // The first replace is refused as if another replica had written in between: the webhook must read again
     // (and decide on what it reads) rather than retry the same write.
     kube.fail_requests("PUT", SECRET_PATH, 409, 1);
-    let webhook = Webhook::rotating(&kubeconfig, &dir.path().join("unused"));
+    let webhook = rotating_webhook(&kubeconfig, &dir.path().join("unused"));
     webhook.wait_ready().await;
     assert_settled(&kube, &webhook).await;
     let secret_requests: Vec<(String, u16)> = kube
@@ -430,10 +361,10 @@ async fn a_conflicting_write_is_retried_after_a_fresh_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiring_serving_certificate_is_reissued_under_the_same_ca() {
-    let pki = TestPki::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (kube, kubeconfig) = cluster(&pki, dir.path()).await;
-    let webhook = Webhook::rotating(&kubeconfig, &dir.path().join("unused"));
+    let Cluster {
+        dir, kube, kubeconfig, ..
+    } = cluster().await;
+    let webhook = rotating_webhook(&kubeconfig, &dir.path().join("unused"));
     webhook.wait_ready().await;
     let good = assert_settled(&kube, &webhook).await;
 
@@ -447,37 +378,40 @@ async fn an_expiring_serving_certificate_is_reissued_under_the_same_ca() {
     data.insert("tls.crt".into(), expiring.cert_pem.clone().into_bytes());
     data.insert("tls.key".into(), expiring.key_pem.clone().into_bytes());
     kube.upsert(secret_with(&data));
-    let rotated = wait_for("the expiring certificate is replaced", &webhook, async || {
-        stored_secret(&kube)
-            .map(|(data, _)| data)
-            .filter(|data| data["tls.crt"] != expiring.cert_pem)
-    })
-    .await;
+    let rotated = webhook
+        .wait_for("the expiring certificate is replaced", async || {
+            stored_secret(&kube)
+                .map(|(data, _)| data)
+                .filter(|data| data["tls.crt"] != expiring.cert_pem)
+        })
+        .await;
     assert_eq!(rotated["ca.crt"], good["ca.crt"]);
     assert_eq!(rotated["ca.key"], good["ca.key"]);
     assert_ne!(rotated["tls.crt"], good["tls.crt"]);
     let info = wisp_certs::inspect(&rotated["tls.crt"]).unwrap();
     let left = info.not_after.duration_since(SystemTime::now()).unwrap();
     assert!(left > 300 * DAY, "a one-year certificate; {left:?} left");
-    wait_for("the new certificate is served", &webhook, async || {
-        (served_certificate(&rotated["ca.crt"], SERVICE_NAME, webhook.port).await == Ok(der(&rotated["tls.crt"])))
+    webhook
+        .wait_for("the new certificate is served", async || {
+            (served_for(&rotated["ca.crt"], SERVICE_NAME, webhook.port).await
+                == Ok(certificate_der(&rotated["tls.crt"])))
             .then_some(())
-    })
-    .await;
+        })
+        .await;
     assert_eq!(assert_settled(&kube, &webhook).await, rotated);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_about_to_expire_is_regenerated_and_the_ca_bundle_follows() {
-    let pki = TestPki::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (kube, kubeconfig) = cluster(&pki, dir.path()).await;
+    let Cluster {
+        dir, kube, kubeconfig, ..
+    } = cluster().await;
     let mut spec = BundleSpec::new("wisp-webhook-ca", &[SERVICE_NAME, SERVICE_LONG_NAME]);
     spec.ca_validity = 10 * DAY;
     spec.serving_validity = 10 * DAY;
     let old = CertBundle::generate(&spec, SystemTime::now()).unwrap();
     kube.upsert(secret_with(&old.to_secret_data()));
-    let webhook = Webhook::rotating(&kubeconfig, &dir.path().join("unused"));
+    let webhook = rotating_webhook(&kubeconfig, &dir.path().join("unused"));
     webhook.wait_ready().await;
     let data = assert_settled(&kube, &webhook).await;
     assert_ne!(data["ca.crt"], old.ca.cert_pem());
@@ -489,9 +423,12 @@ async fn a_ca_about_to_expire_is_regenerated_and_the_ca_bundle_follows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_cert_rotation_mounted_files_are_served_and_hot_reloaded() {
-    let pki = TestPki::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (kube, kubeconfig) = cluster(&pki, dir.path()).await;
+    let Cluster {
+        pki,
+        dir,
+        kube,
+        kubeconfig,
+    } = cluster().await;
     let cert_dir = dir.path().join("certs");
     std::fs::create_dir(&cert_dir).unwrap();
     let install = |cert_dir: &Path| {
@@ -501,24 +438,18 @@ async fn without_cert_rotation_mounted_files_are_served_and_hot_reloaded() {
             std::fs::write(&tmp, content).unwrap();
             std::fs::rename(&tmp, cert_dir.join(file)).unwrap();
         }
-        der(&cert.cert_pem)
+        certificate_der(&cert.cert_pem)
     };
     let first = install(&cert_dir);
-    let webhook = Webhook::start(&kubeconfig, &cert_dir, &["--cert-rotation=false"]);
+    let webhook = start_webhook(&kubeconfig, &cert_dir, &["--cert-rotation=false"]);
     webhook.wait_ready().await;
-    assert_eq!(
-        served_certificate(pki.ca_pem(), SERVICE_NAME, webhook.port).await,
-        Ok(first)
-    );
+    assert_eq!(served_for(pki.ca_pem(), SERVICE_NAME, webhook.port).await, Ok(first));
     let second = install(&cert_dir);
-    wait_for("the new pair is served", &webhook, async || {
-        (served_certificate(pki.ca_pem(), SERVICE_NAME, webhook.port)
-            .await
-            .as_ref()
-            == Ok(&second))
-        .then_some(())
-    })
-    .await;
+    webhook
+        .wait_for("the new pair is served", async || {
+            (served_for(pki.ca_pem(), SERVICE_NAME, webhook.port).await.as_ref() == Ok(&second)).then_some(())
+        })
+        .await;
     // No Secret and no MutatingWebhookConfiguration are touched.
     let touched: Vec<String> = kube
         .requests()

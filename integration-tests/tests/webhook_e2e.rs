@@ -2,98 +2,28 @@
 //! AdmissionReviews over HTTPS trusting only the test CA.
 
 use std::path::Path;
-use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use integration_tests::fake_kube::{FakeKube, KubeVersion, RecordedRequest};
 use integration_tests::pki::TestPki;
-use integration_tests::process::{RunningProgram, WebhookLaunch, free_port};
+use integration_tests::webhook_harness::{Webhook, certificate_der, served_certificate};
 use pretty_assertions::assert_eq;
-use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
 
 /// Guards against a hang only; no test asserts on timing.
 const PATIENCE: Duration = Duration::from_secs(30);
 const TOKEN_FILE: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
 
-struct Webhook {
-    program: RunningProgram,
-    port: u16,
-    health_port: u16,
-    metrics_port: u16,
-}
-
-impl Webhook {
-    fn start(kubeconfig: &Path, cert_dir: &Path, extra_args: &[&str]) -> Self {
-        let (port, health_port, metrics_port) = (free_port(), free_port(), free_port());
-        let program = WebhookLaunch {
-            kubeconfig,
-            cert_dir,
-            port,
-            health_port,
-            metrics_port,
-        }
-        .program()
-        .args(extra_args)
-        .spawn();
-        Self {
-            program,
-            port,
-            health_port,
-            metrics_port,
-        }
-    }
-
-    fn log(&self) -> String {
-        self.program.logs()
-    }
-
-    /// Sends SIGTERM and waits for the exit.
-    async fn terminate(mut self) -> ExitStatus {
-        match self.program.terminate(PATIENCE).await {
-            Some(status) => status,
-            None => panic!("webhook did not exit after SIGTERM; log:\n{}", self.program.logs()),
-        }
-    }
-}
-
-struct Clients {
-    https: reqwest::Client,
-    plain: reqwest::Client,
-}
-
-fn clients(pki: &TestPki) -> Clients {
+/// An HTTPS client trusting only the test CA, as kube-apiserver trusts the caBundle.
+fn https_client(pki: &TestPki) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(pki.ca_pem().as_bytes()).expect("CA PEM");
-    Clients {
-        https: reqwest::Client::builder()
-            .tls_certs_only([ca])
-            .no_proxy()
-            .build()
-            .expect("https client"),
-        plain: reqwest::Client::builder().no_proxy().build().expect("http client"),
-    }
-}
-
-/// GET on the plain HTTP health/metrics listeners: `None` while the process does not listen yet.
-async fn get(client: &reqwest::Client, port: u16, path: &str) -> Option<(u16, String)> {
-    let response = client.get(format!("http://127.0.0.1:{port}{path}")).send().await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
-}
-
-async fn wait_for<T>(what: &str, webhook: &Webhook, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out waiting until {what}; webhook log:\n{}", webhook.log());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .no_proxy()
+        .build()
+        .expect("https client")
 }
 
 fn pod(name: &str, sa: &str, annotations: Value) -> Value {
@@ -129,9 +59,8 @@ fn review(uid: &str, pod: Value) -> Value {
 }
 
 /// POSTs an AdmissionReview; returns the review response with its patch (if any) decoded into JSON.
-async fn admit(clients: &Clients, webhook: &Webhook, review: &Value) -> Value {
-    let response = clients
-        .https
+async fn admit(https: &reqwest::Client, webhook: &Webhook, review: &Value) -> Value {
+    let response = https
         .post(format!("https://127.0.0.1:{}/mutate-v1-pod", webhook.port))
         .json(review)
         .send()
@@ -216,27 +145,6 @@ fn service_account(name: &str, client_id: &str) -> Value {
     })
 }
 
-/// The leaf certificate the webhook presents, from a real handshake trusting only the test CA.
-async fn served_certificate(config: Arc<rustls::ClientConfig>, port: u16) -> Result<Vec<u8>, String> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from("127.0.0.1").expect("IP server name");
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let certs = tls.get_ref().1.peer_certificates().ok_or("no peer certificate")?;
-    Ok(certs[0].to_vec())
-}
-
-fn pem_der(pem: &str) -> Vec<u8> {
-    use rustls_pki_types::pem::PemObject;
-    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
-        .expect("certificate PEM")
-        .to_vec()
-}
-
 /// Writes a pair the way kubelet updates a Secret volume: into a fresh directory, then an atomic rename.
 fn install_cert(pki: &TestPki, cert_dir: &Path) -> Vec<u8> {
     let cert = pki.server_cert(&[]);
@@ -245,7 +153,7 @@ fn install_cert(pki: &TestPki, cert_dir: &Path) -> Vec<u8> {
         std::fs::write(&tmp, content).expect("write cert");
         std::fs::rename(&tmp, cert_dir.join(file)).expect("rename cert");
     }
-    pem_der(&cert.cert_pem)
+    certificate_der(&cert.cert_pem)
 }
 
 fn gets_of(requests: &[RecordedRequest], path: &str) -> Vec<(String, u16)> {
@@ -265,29 +173,30 @@ async fn webhook_end_to_end() {
     let kubeconfig = kube.write_kubeconfig(dir.path());
     let cert_dir = dir.path().join("certs");
     std::fs::create_dir(&cert_dir).expect("cert dir");
-    let clients = clients(&pki);
+    let https = https_client(&pki);
 
     // No certificate yet: alive, not ready.
     let webhook = Webhook::start(&kubeconfig, &cert_dir, &[]);
-    let health = wait_for("/healthz answers", &webhook, async || {
-        get(&clients.plain, webhook.health_port, "/healthz").await
-    })
-    .await;
+    let health = webhook
+        .wait_for("/healthz answers", async || webhook.health("/healthz").await)
+        .await;
     assert_eq!(health, (200, "ok".to_string()));
     assert_eq!(
-        get(&clients.plain, webhook.health_port, "/readyz").await,
+        webhook.health("/readyz").await,
         Some((503, "certs are not ready yet".to_string()))
     );
 
     // The certificate appears (as when the Secret is populated) and is picked up without a restart.
     let first = install_cert(&pki, &cert_dir);
-    wait_for("/readyz is ok", &webhook, async || {
-        get(&clients.plain, webhook.health_port, "/readyz")
-            .await
-            .filter(|r| r.0 == 200)
-    })
-    .await;
-    assert_eq!(served_certificate(pki.client_config(), webhook.port).await, Ok(first));
+    webhook
+        .wait_for("/readyz is ok", async || {
+            webhook.health("/readyz").await.filter(|r| r.0 == 200)
+        })
+        .await;
+    assert_eq!(
+        served_certificate(pki.client_config(), "127.0.0.1", webhook.port).await,
+        Ok(first)
+    );
 
     // TLS 1.3 is the default minimum: a TLS 1.2-only client is refused.
     let tls12_only =
@@ -296,15 +205,19 @@ async fn webhook_end_to_end() {
             .expect("TLS 1.2")
             .with_root_certificates(pki.root_store())
             .with_no_client_auth();
-    assert!(served_certificate(Arc::new(tls12_only), webhook.port).await.is_err());
+    assert!(
+        served_certificate(Arc::new(tls12_only), "127.0.0.1", webhook.port)
+            .await
+            .is_err()
+    );
 
     // ServiceAccount from the watch cache.
-    let response = admit(&clients, &webhook, &review("uid-1", pod("app", "workload", json!({})))).await;
+    let response = admit(&https, &webhook, &review("uid-1", pod("app", "workload", json!({})))).await;
     assert_eq!(response, mutated_response("uid-1", "client-1", 7200));
 
     // A denial from the pod's annotations.
     let response = admit(
-        &clients,
+        &https,
         &webhook,
         &review(
             "uid-2",
@@ -326,7 +239,7 @@ async fn webhook_end_to_end() {
 
     // Native sidecar (the fake reports 1.33): the proxy goes first into initContainers.
     let response = admit(
-        &clients,
+        &https,
         &webhook,
         &review(
             "uid-3",
@@ -364,14 +277,14 @@ async fn webhook_end_to_end() {
     // A ServiceAccount the watch has not delivered yet: read live.
     kube.insert_get_only(service_account("late", "client-late"));
     kube.clear_requests();
-    let response = admit(&clients, &webhook, &review("uid-4", pod("app", "late", json!({})))).await;
+    let response = admit(&https, &webhook, &review("uid-4", pod("app", "late", json!({})))).await;
     assert_eq!(response, mutated_response("uid-4", "client-late", 7200));
     let path = "/api/v1/namespaces/default/serviceaccounts/late";
     assert_eq!(gets_of(&kube.requests(), path), vec![(path.to_string(), 200)]);
 
     // A ServiceAccount that does not exist: one live read (404), then a denial.
     kube.clear_requests();
-    let response = admit(&clients, &webhook, &review("uid-5", pod("app", "", json!({})))).await;
+    let response = admit(&https, &webhook, &review("uid-5", pod("app", "", json!({})))).await;
     assert_eq!(
         response,
         denied_response(
@@ -384,26 +297,30 @@ async fn webhook_end_to_end() {
 
     // An annotation change reaches the cache through the watch.
     kube.upsert(service_account("workload", "client-2"));
-    wait_for("the watch delivers the new client id", &webhook, async || {
-        let response = admit(&clients, &webhook, &review("uid-6", pod("app", "workload", json!({})))).await;
-        (response == mutated_response("uid-6", "client-2", 7200)).then_some(())
-    })
-    .await;
+    webhook
+        .wait_for("the watch delivers the new client id", async || {
+            let response = admit(&https, &webhook, &review("uid-6", pod("app", "workload", json!({})))).await;
+            (response == mutated_response("uid-6", "client-2", 7200)).then_some(())
+        })
+        .await;
 
     // Certificate rotation: the next handshakes present the new certificate, same process.
     let second = install_cert(&pki, &cert_dir);
     let config = pki.client_config();
-    wait_for("the new certificate is served", &webhook, async || {
-        (served_certificate(config.clone(), webhook.port).await.ok()? == second).then_some(())
-    })
-    .await;
-    let response = admit(&clients, &webhook, &review("uid-7", pod("app", "workload", json!({})))).await;
+    webhook
+        .wait_for("the new certificate is served", async || {
+            (served_certificate(config.clone(), "127.0.0.1", webhook.port)
+                .await
+                .ok()?
+                == second)
+                .then_some(())
+        })
+        .await;
+    let response = admit(&https, &webhook, &review("uid-7", pod("app", "workload", json!({})))).await;
     assert_eq!(response, mutated_response("uid-7", "client-2", 7200));
 
     // Metrics: upstream's histogram per namespace and the outcome counter.
-    let (status, text) = get(&clients.plain, webhook.metrics_port, "/metrics")
-        .await
-        .expect("metrics");
+    let (status, text) = webhook.metrics("/metrics").await.expect("metrics");
     assert_eq!(status, 200);
     let admissions_before_metrics = text
         .lines()
@@ -463,13 +380,12 @@ async fn not_ready_until_the_service_account_cache_syncs() {
     let cert_dir = dir.path().join("certs");
     std::fs::create_dir(&cert_dir).expect("cert dir");
     install_cert(&pki, &cert_dir);
-    let clients = clients(&pki);
+    let https = https_client(&pki);
 
     let webhook = Webhook::start(&kubeconfig, &cert_dir, &["--native-sidecar=false"]);
-    let health = wait_for("/healthz answers", &webhook, async || {
-        get(&clients.plain, webhook.health_port, "/healthz").await
-    })
-    .await;
+    let health = webhook
+        .wait_for("/healthz answers", async || webhook.health("/healthz").await)
+        .await;
     assert_eq!(health, (200, "ok".to_string()));
     // The watch has been refused at least once (with backoff it keeps trying): still not ready.
     kube.wait_until("the webhook tried to list serviceaccounts", PATIENCE, |k| {
@@ -479,12 +395,12 @@ async fn not_ready_until_the_service_account_cache_syncs() {
     })
     .await;
     assert_eq!(
-        get(&clients.plain, webhook.health_port, "/readyz").await,
+        webhook.health("/readyz").await,
         Some((503, "serviceaccount cache has not synced yet".to_string()))
     );
 
     // The live read fails too: the pod is refused with the reason, never admitted unmutated.
-    let response = admit(&clients, &webhook, &review("uid-1", pod("app", "workload", json!({})))).await;
+    let response = admit(&https, &webhook, &review("uid-1", pod("app", "workload", json!({})))).await;
     assert_eq!(
         response,
         denied_response(

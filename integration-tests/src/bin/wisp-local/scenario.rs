@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use integration_tests::fake_entra::FederatedCredential;
 use integration_tests::fake_keyvault::CertificateSpec;
 use integration_tests::kubelet::{self, AgentLaunch, PodRef, csi};
-use integration_tests::local_cloud::{ClientFiles, CloudNames, LocalCloud};
+use integration_tests::local_cloud::{ClientFiles, CloudNames, LOGIN_HOST, LocalCloud, VAULT_RESOURCE};
 use integration_tests::pki::TestPki;
 use integration_tests::process::{
     self, Program, RunningProgram, free_port, mount_namespaces_available, tmpfs_mounts_available,
@@ -35,16 +35,7 @@ const NODE_IDENTITY_CLIENT_ID: &str = "a1b2c3d4-0000-4000-8000-000000000002";
 /// The Key Vault add-on's identity, which Service Connector configures.
 const ADDON_IDENTITY_CLIENT_ID: &str = "a1b2c3d4-0000-4000-8000-000000000003";
 const VAULT: &str = "wisp-local-kv";
-const LOGIN_HOST: &str = "login.wisp.test";
-const VAULT_DNS_SUFFIX: &str = "vault.wisp.test";
-const VAULT_RESOURCE: &str = "https://vault.wisp.test";
-const OIDC_ISSUER: &str = "https://oidc.wisp.test/local-cluster";
-const CLOUD_NAMES: CloudNames<'static> = CloudNames {
-    login_host: LOGIN_HOST,
-    vault_dns_suffix: VAULT_DNS_SUFFIX,
-    vault_resource: VAULT_RESOURCE,
-    oidc_issuer: OIDC_ISSUER,
-};
+const CLOUD_NAMES: CloudNames<'static> = CloudNames::wisp_test("https://oidc.wisp.test/local-cluster");
 const NAMESPACE: &str = "default";
 const SERVICE_ACCOUNT: &str = "workload-identity-sa";
 const EXAMPLE_SECRET_VALUE: &str = "MyAKSExampleSecret";

@@ -1,126 +1,15 @@
-//! What the fake Azure services share: serving a router over HTTPS (rustls) or plain HTTP on an ephemeral
-//! loopback port, per-path request counters, and injected faults (latency, error statuses, dropped
-//! connections).
+//! What the fake Azure services share besides their server: per-path request counters and injected faults
+//! (latency, error statuses, dropped connections), and reading the `Host` a client addressed.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum_server::Handle;
-use axum_server::accept::NoDelayAcceptor;
-use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use http::{HeaderMap, StatusCode};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error("binding 127.0.0.1:0 failed: {0}")]
-    Bind(std::io::Error),
-    #[error("loading the server certificate and key (PEM) failed: {0}; pass a leaf-first chain and a PKCS#8 key")]
-    Tls(std::io::Error),
-}
-
-/// A server certificate chain (leaf first) and its private key, both PEM.
-#[derive(Clone)]
-pub struct ServerTls {
-    pub cert_chain_pem: String,
-    pub key_pem: String,
-}
-
-impl std::fmt::Debug for ServerTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTls")
-            .field("key_pem", &"<redacted>")
-            .finish_non_exhaustive()
-    }
-}
-
-impl From<wisp_certs::ServingCert> for ServerTls {
-    fn from(cert: wisp_certs::ServingCert) -> Self {
-        Self {
-            cert_chain_pem: cert.cert_pem,
-            key_pem: cert.key_pem,
-        }
-    }
-}
-
-/// A server running on a tokio task; shut down when dropped.
-#[derive(Debug)]
-pub struct RunningServer {
-    addr: SocketAddr,
-    handle: Handle<SocketAddr>,
-}
-
-impl RunningServer {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-    }
-}
-
-fn bind_loopback() -> Result<TcpListener, ServerError> {
-    TcpListener::bind(("127.0.0.1", 0)).map_err(ServerError::Bind)
-}
-
-/// Serves `router` over HTTPS on 127.0.0.1 with an ephemeral port. Must be called inside a tokio runtime.
-///
-/// Accepted sockets get `TCP_NODELAY`, as real front ends set it: without it, Nagle's algorithm holds the second
-/// of two HTTP/2 responses in flight until the client's delayed ACK (40 ms on Linux), so every mount that fetches
-/// objects in parallel measured ~45 ms more than its round trips.
-pub async fn serve_https(router: Router, tls: &ServerTls) -> Result<RunningServer, ServerError> {
-    wisp_shared::runtime::install_crypto_provider();
-    let config = RustlsConfig::from_pem(
-        tls.cert_chain_pem.clone().into_bytes(),
-        tls.key_pem.clone().into_bytes(),
-    )
-    .await
-    .map_err(ServerError::Tls)?;
-    let listener = bind_loopback()?;
-    let addr = listener.local_addr().map_err(ServerError::Bind)?;
-    let handle = Handle::new();
-    let acceptor = RustlsAcceptor::new(config).acceptor(NoDelayAcceptor::new());
-    let server = axum_server::from_tcp(listener)
-        .map_err(ServerError::Bind)?
-        .acceptor(acceptor)
-        .handle(handle.clone());
-    tokio::spawn(async move {
-        if let Err(e) = server.serve(router.into_make_service()).await {
-            tracing::error!(error = %e, "fake HTTPS server stopped");
-        }
-    });
-    Ok(RunningServer { addr, handle })
-}
-
-/// Serves `router` over plain HTTP (the IMDS endpoint is plain HTTP on a link-local address in Azure).
-pub async fn serve_http(router: Router) -> Result<RunningServer, ServerError> {
-    let listener = bind_loopback()?;
-    let addr = listener.local_addr().map_err(ServerError::Bind)?;
-    let handle = Handle::new();
-    let server = axum_server::from_tcp(listener)
-        .map_err(ServerError::Bind)?
-        .acceptor(NoDelayAcceptor::new())
-        .handle(handle.clone());
-    tokio::spawn(async move {
-        if let Err(e) = server.serve(router.into_make_service()).await {
-            tracing::error!(error = %e, "fake HTTP server stopped");
-        }
-    });
-    Ok(RunningServer { addr, handle })
-}
 
 /// What an injected fault does to a matching request.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! The fake API server's state: objects by resource, one global resourceVersion counter (as etcd's revision),
-//! and the history of changes that watches replay. No I/O here; the HTTP layer in the parent module maps
+//! and the history of changes that watches replay. No I/O here; the HTTP layer (`wire.rs`) maps
 //! requests to these operations and [`ApiError`]s to `Status` responses.
 
 use std::collections::BTreeMap;
@@ -106,62 +106,49 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn not_found(rt: &ResourceType, name: &str) -> Self {
+    fn new(code: u16, reason: &'static str, message: String, details: Option<Value>) -> Self {
         Self {
-            code: 404,
-            reason: "NotFound",
-            message: format!("{} \"{name}\" not found", rt.qualified()),
-            details: Some(details(rt, name)),
+            code,
+            reason,
+            message,
+            details,
         }
+    }
+
+    /// A failure about the object `name` of `rt`, which the `Status` names in its details.
+    fn about(code: u16, reason: &'static str, message: String, rt: &ResourceType, name: &str) -> Self {
+        Self::new(code, reason, message, Some(details(rt, name)))
+    }
+
+    pub fn not_found(rt: &ResourceType, name: &str) -> Self {
+        let message = format!("{} \"{name}\" not found", rt.qualified());
+        Self::about(404, "NotFound", message, rt, name)
     }
 
     pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
-        Self {
-            code: 409,
-            reason: "AlreadyExists",
-            message: format!("{} \"{name}\" already exists", rt.qualified()),
-            details: Some(details(rt, name)),
-        }
+        let message = format!("{} \"{name}\" already exists", rt.qualified());
+        Self::about(409, "AlreadyExists", message, rt, name)
     }
 
     pub fn conflict(rt: &ResourceType, name: &str) -> Self {
-        Self {
-            code: 409,
-            reason: "Conflict",
-            message: format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your \
-                 changes to the latest version and try again",
-                rt.qualified()
-            ),
-            details: Some(details(rt, name)),
-        }
+        let message = format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes \
+             to the latest version and try again",
+            rt.qualified()
+        );
+        Self::about(409, "Conflict", message, rt, name)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            code: 400,
-            reason: "BadRequest",
-            message: message.into(),
-            details: None,
-        }
+        Self::new(400, "BadRequest", message.into(), None)
     }
 
     pub fn invalid(rt: &ResourceType, name: &str, message: impl Into<String>) -> Self {
-        Self {
-            code: 422,
-            reason: "Invalid",
-            message: message.into(),
-            details: Some(details(rt, name)),
-        }
+        Self::about(422, "Invalid", message.into(), rt, name)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self {
-            code: 500,
-            reason: "InternalError",
-            message: message.into(),
-            details: None,
-        }
+        Self::new(500, "InternalError", message.into(), None)
     }
 
     /// The `Status` object the API server sends for this error.
@@ -601,131 +588,86 @@ impl FieldSelector {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The Kubernetes version `/version` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeVersion {
+    pub major: u32,
+    pub minor: u32,
+}
 
-    fn sa(name: &str) -> Value {
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})
-    }
-
-    fn sa_type() -> &'static ResourceType {
-        ResourceType::by_kind("v1", "ServiceAccount").unwrap()
-    }
-
-    #[test]
-    fn writes_bump_one_global_revision_and_unchanged_updates_do_not() {
-        let mut store = Store::default();
-        let (created, change) = store.create(sa_type(), "ns", sa("a"), false).unwrap();
-        assert_eq!(meta_str(&created, "resourceVersion"), "1");
-        assert_eq!(meta_str(&created, "namespace"), "ns");
-        assert_eq!(meta_str(&created, "uid"), "00000000-0000-4000-8000-000000000001");
-        assert_eq!(change.unwrap().event, EventType::Added);
-        let (same, change) = store.replace(sa_type(), "ns", "a", created.clone()).unwrap();
-        assert_eq!((meta_str(&same, "resourceVersion"), change.is_none()), ("1", true));
-        let mut labelled = created.clone();
-        labelled["metadata"]["labels"] = json!({"x": "y"});
-        let (updated, change) = store.replace(sa_type(), "ns", "a", labelled.clone()).unwrap();
-        assert_eq!(meta_str(&updated, "resourceVersion"), "2");
-        assert_eq!(change.unwrap().event, EventType::Modified);
-        assert_eq!(
-            store.replace(sa_type(), "ns", "a", labelled).unwrap_err().message,
-            "Operation cannot be fulfilled on serviceaccounts \"a\": the object has been modified; please apply \
-             your changes to the latest version and try again"
-        );
-        let (deleted, change) = store.delete(sa_type(), "ns", "a").unwrap();
-        assert_eq!(meta_str(&deleted, "resourceVersion"), "3");
-        assert_eq!(change.unwrap().event, EventType::Deleted);
-        let events: Vec<_> = store
-            .changes_since(sa_type(), None, 1)
-            .iter()
-            .map(|c| c.event)
-            .collect();
-        assert_eq!(events, vec![EventType::Modified, EventType::Deleted]);
-    }
-
-    #[test]
-    fn get_only_objects_are_hidden_from_lists_until_written_again() {
-        let mut store = Store::default();
-        let (hidden, change) = store.create(sa_type(), "ns", sa("late"), true).unwrap();
-        assert!(change.is_none());
-        assert!(store.get(sa_type(), "ns", "late").is_some());
-        assert!(store.list(sa_type(), None).is_empty());
-        let (_, change) = store.replace(sa_type(), "ns", "late", hidden).unwrap();
-        assert_eq!(change.unwrap().event, EventType::Added);
-        assert_eq!(store.list(sa_type(), Some("ns")).len(), 1);
-        assert!(store.list(sa_type(), Some("other")).is_empty());
-        store.create(sa_type(), "ns", sa("never-listed"), true).unwrap();
-        let (_, change) = store.delete(sa_type(), "ns", "never-listed").unwrap();
-        assert!(change.is_none());
-    }
-
-    #[test]
-    fn filtered_watches_see_objects_enter_and_leave_their_selector() {
-        let mut store = Store::default();
-        let selector = LabelSelector::parse("managed=true").unwrap();
-        let seen = |change: &Change| change.as_seen_through(|o| selector.matches(o));
-        let (created, change) = store.create(sa_type(), "ns", sa("s"), false).unwrap();
-        assert_eq!(seen(&change.unwrap()), None);
-        let mut labelled = created.clone();
-        labelled["metadata"]["labels"] = json!({"managed": "true"});
-        let (labelled, change) = store.replace(sa_type(), "ns", "s", labelled).unwrap();
-        assert_eq!(seen(&change.unwrap()), Some(EventType::Added));
-        let mut annotated = labelled.clone();
-        annotated["metadata"]["annotations"] = json!({"a": "b"});
-        let (annotated, change) = store.replace(sa_type(), "ns", "s", annotated).unwrap();
-        assert_eq!(seen(&change.unwrap()), Some(EventType::Modified));
-        let mut unlabelled = annotated;
-        unlabelled["metadata"]["labels"] = json!({});
-        let (_, change) = store.replace(sa_type(), "ns", "s", unlabelled).unwrap();
-        assert_eq!(seen(&change.unwrap()), Some(EventType::Deleted));
-        let (_, change) = store.delete(sa_type(), "ns", "s").unwrap();
-        assert_eq!(seen(&change.unwrap()), None);
-    }
-
-    #[test]
-    fn selectors_follow_api_server_syntax() {
-        let object = json!({"metadata": {"name": "n", "namespace": "ns", "labels": {"a": "1", "b": "2"}}});
-        for (selector, expected) in [
-            ("a=1", true),
-            ("a==1,b=2", true),
-            ("a!=1", false),
-            ("a in (1,3)", true),
-            ("a notin (1,3)", false),
-            ("c", false),
-            ("!c", true),
-            ("a,b in (2)", true),
-            ("", true),
-        ] {
-            assert_eq!(
-                LabelSelector::parse(selector).unwrap().matches(&object),
-                expected,
-                "{selector}"
-            );
-        }
-        assert!(
-            FieldSelector::parse("metadata.name=n,metadata.namespace!=x")
-                .unwrap()
-                .matches(&object)
-        );
-        assert_eq!(
-            FieldSelector::parse("spec.nodeName=x").unwrap_err().message,
-            "field label not supported: spec.nodeName"
-        );
-    }
-
-    #[test]
-    fn errors_render_as_api_server_status_objects() {
-        let spc = ResourceType::by_path(SECRETS_STORE, "v1", "secretproviderclasses").unwrap();
-        assert_eq!(
-            ApiError::not_found(spc, "kv").status(),
-            json!({
-                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": "secretproviderclasses.secrets-store.csi.x-k8s.io \"kv\" not found",
-                "reason": "NotFound",
-                "details": {"name": "kv", "group": "secrets-store.csi.x-k8s.io", "kind": "secretproviderclasses"},
-                "code": 404
-            })
-        );
+impl Default for KubeVersion {
+    fn default() -> Self {
+        Self { major: 1, minor: 33 }
     }
 }
+
+/// Five characters from the API server's `generateName` alphabet (no vowels, no look-alikes).
+pub(super) fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut bytes = [0u8; 5];
+    rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .expect("the system random generator works");
+    bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect()
+}
+
+/// Checks a written object's `apiVersion`/`kind` (when given) against the URL's resource.
+pub(super) fn check_type(rt: &ResourceType, object: &Value) -> Result<(), ApiError> {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    if (!api_version.is_empty() && api_version != rt.api_version()) || (!kind.is_empty() && kind != rt.kind) {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            rt.api_version()
+        )));
+    }
+    if !object.is_object() {
+        return Err(ApiError::bad_request("the request body is not a JSON object"));
+    }
+    Ok(())
+}
+
+pub(super) fn check_namespace(rt: &ResourceType, namespace: &str, object: &Value) -> Result<(), ApiError> {
+    let given = meta_str(object, "namespace");
+    if rt.namespaced && !given.is_empty() && given != namespace {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    Ok(())
+}
+
+/// Strategic merge of `metadata.ownerReferences`, whose patch merge key is `uid`: entries of the patch replace the
+/// object's entries with the same uid, others are appended, the object's other entries stay. The merged list
+/// goes into `patch`, for the JSON merge of the rest.
+pub(super) fn merge_owner_references_by_uid(object: &Value, patch: &mut Value) {
+    let Some(patched) = patch
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .cloned()
+    else {
+        return;
+    };
+    let mut merged: Vec<Value> = object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for entry in patched {
+        match merged
+            .iter_mut()
+            .find(|existing| existing.get("uid") == entry.get("uid"))
+        {
+            Some(existing) => *existing = entry,
+            None => merged.push(entry),
+        }
+    }
+    patch["metadata"]["ownerReferences"] = Value::Array(merged);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,60 +1,9 @@
-//! A fake Kubernetes API server: real HTTPS on `127.0.0.1:<port>` serving the subset of the API that wisp uses,
-//! with the semantics kube-rs' client, watcher, reflector and metadata watcher rely on.
-//!
-//! What it serves, for every resource in [`store::RESOURCES`] (ServiceAccounts, Secrets, Events,
-//! SecretProviderClasses, SecretProviderClassPodStatuses, MutatingWebhookConfigurations, ...):
-//!
-//! - `GET /version` (configurable, e.g. 1.28 vs 1.29 for native sidecar detection);
-//! - LIST, namespaced and cluster-wide, with `labelSelector`, `fieldSelector` (`metadata.name`,
-//!   `metadata.namespace`), `limit`/`continue` paging and the list's `resourceVersion`;
-//! - WATCH (`?watch=true`): newline-delimited `WatchEvent`s (ADDED / MODIFIED / DELETED / BOOKMARK / ERROR),
-//!   resuming after `resourceVersion=N`, synthetic ADDED events for `resourceVersion` unset or `0`,
-//!   `sendInitialEvents=true` with the `k8s.io/initial-events-end` bookmark, `allowWatchBookmarks` (a bookmark
-//!   before a watch times out), `timeoutSeconds` (default 1800), and `410 Gone` for a compacted version;
-//! - GET, POST (create, `generateName`), PUT (optimistic concurrency on `metadata.resourceVersion`: 409),
-//!   PATCH (`application/merge-patch+json`, `application/json-patch+json`,
-//!   `application/strategic-merge-patch+json`, and server-side apply `application/apply-patch+yaml` with the
-//!   required `fieldManager`), DELETE;
-//! - `Accept: application/json;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1` (the metadata API);
-//! - errors as the API server's `Status` objects (`NotFound`, `AlreadyExists`, `Conflict`, `Unauthorized`, ...);
-//! - bearer token authentication: a wrong or missing token is `401`, except that `/version` and the health
-//!   endpoints are open to anonymous requests, as with the API server's default RBAC.
-//!
-//! As on the real server, a write that changes nothing is a no-op (no new resourceVersion, no event), and an
-//! object entering or leaving a watch's selector arrives as ADDED or DELETED.
-//!
-//! Known simplifications: server-side apply and strategic merge patch merge like a JSON merge patch (lists are
-//! replaced, except `metadata.ownerReferences`, which a strategic merge patch merges by `uid` as the real server
-//! does; fields dropped from an applied configuration are kept, no `managedFields`); `continue` tokens page
-//! over the current state rather than a snapshot; no subresources (`/status`), no DELETE of collections, no
-//! admission or validation of object contents.
-//!
-//! Test controls: [`FakeKube::upsert`], [`FakeKube::delete`], [`FakeKube::insert_get_only`] (an object GET
-//! returns but lists and watches do not show yet, i.e. a lagging watch cache), [`FakeKube::compact`],
-//! [`FakeKube::bookmark`], [`FakeKube::close_watches`], [`FakeKube::set_version`], injected failures
-//! ([`FakeKube::fail_requests`]) and a request log ([`FakeKube::requests`]). Programs reach it through a
-//! kubeconfig ([`FakeKube::write_kubeconfig`]).
-//!
-//! ```no_run
-//! # async fn demo() {
-//! use integration_tests::{fake_kube::FakeKube, pki::TestPki};
-//! let pki = TestPki::new();
-//! let kube = FakeKube::start(&pki).await;
-//! kube.upsert(serde_json::json!({
-//!     "apiVersion": "v1", "kind": "ServiceAccount",
-//!     "metadata": {"name": "workload", "namespace": "default",
-//!                  "annotations": {"azure.workload.identity/client-id": "00000000-0000-0000-0000-000000000001"}}
-//! }));
-//! let dir = tempfile::tempdir().unwrap();
-//! let kubeconfig = kube.write_kubeconfig(dir.path()); // then run a binary with KUBECONFIG=<kubeconfig>
-//! # }
-//! ```
-
-pub mod store;
+//! The fake API server on the wire: request paths to resources, query parameters (selectors, paging, watch
+//! options), bearer tokens, the JSON, metadata-API and watch-stream responses, and `Status` bodies for errors.
+//! The objects, revisions and rules live in `state.rs`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -63,34 +12,20 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use serde::Serialize;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::pki::{HttpsServer, TestPki};
-use store::{ApiError, Change, FieldSelector, LabelSelector, ResourceType, Store, meta_str};
-
+use super::state::{
+    self, ApiError, Change, FieldSelector, KubeVersion, LabelSelector, ResourceType, Store, check_namespace,
+    check_type, merge_owner_references_by_uid, meta_str, random_suffix,
+};
 /// Media type of the metadata API's single objects (and their watch events).
 pub const PARTIAL_OBJECT_METADATA: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
 /// Media type of the metadata API's lists.
 pub const PARTIAL_OBJECT_METADATA_LIST: &str = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
 
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
-const KUBECONFIG_NAME: &str = "wisp-fake";
-
-/// The Kubernetes version `/version` reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KubeVersion {
-    pub major: u32,
-    pub minor: u32,
-}
-
-impl Default for KubeVersion {
-    fn default() -> Self {
-        Self { major: 1, minor: 33 }
-    }
-}
 
 /// One request as the fake received it (the `Authorization` header is not kept).
 #[derive(Debug, Clone, PartialEq)]
@@ -107,7 +42,7 @@ pub struct RecordedRequest {
 }
 
 #[derive(Debug, Clone)]
-enum Broadcast {
+pub(super) enum Broadcast {
     Change(Arc<Change>),
     Bookmark(u64),
     CloseAll,
@@ -115,275 +50,34 @@ enum Broadcast {
 
 /// A failure served instead of the real answer to the next matching requests.
 #[derive(Debug, Clone)]
-struct InjectedFailure {
-    method: Method,
-    path: String,
-    code: u16,
-    remaining: u32,
+pub(super) struct InjectedFailure {
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) code: u16,
+    pub(super) remaining: u32,
 }
 
-struct Shared {
-    failures: Mutex<Vec<InjectedFailure>>,
-    store: Mutex<Store>,
-    changes: broadcast::Sender<Broadcast>,
-    token: String,
-    version: Mutex<KubeVersion>,
-    requests: Mutex<Vec<RecordedRequest>>,
+pub(super) struct Shared {
+    pub(super) failures: Mutex<Vec<InjectedFailure>>,
+    pub(super) store: Mutex<Store>,
+    pub(super) changes: broadcast::Sender<Broadcast>,
+    pub(super) token: String,
+    pub(super) version: Mutex<KubeVersion>,
+    pub(super) requests: Mutex<Vec<RecordedRequest>>,
 }
 
 impl Shared {
-    fn store(&self) -> MutexGuard<'_, Store> {
+    pub(super) fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Publishes a committed change while the store lock is still held, so watchers see changes in revision
-    /// order and a watch that subscribes under the lock misses nothing.
-    fn publish(&self, _store: &MutexGuard<'_, Store>, change: Change) {
-        let _ = self.changes.send(Broadcast::Change(Arc::new(change)));
-    }
-}
-
-/// The fake API server. Stops serving when dropped.
-pub struct FakeKube {
-    shared: Arc<Shared>,
-    server: HttpsServer,
-    ca_pem: String,
-}
-
-impl std::fmt::Debug for FakeKube {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeKube")
-            .field("url", &self.url())
-            .field("token", &"<redacted>")
-            .finish_non_exhaustive()
-    }
-}
-
-impl FakeKube {
-    /// Starts the fake with a random bearer token, reporting Kubernetes 1.33.
-    pub async fn start(pki: &TestPki) -> Self {
-        Self::start_with(pki, KubeVersion::default()).await
-    }
-
-    /// Starts the fake reporting `version`.
-    pub async fn start_with(pki: &TestPki, version: KubeVersion) -> Self {
-        let (changes, _) = broadcast::channel(4096);
-        let shared = Arc::new(Shared {
-            failures: Mutex::new(Vec::new()),
-            store: Mutex::new(Store::default()),
-            changes,
-            token: random_token(),
-            version: Mutex::new(version),
-            requests: Mutex::new(Vec::new()),
-        });
-        let router = axum::Router::new().fallback(handle).with_state(shared.clone());
-        let server = HttpsServer::start(pki, router, &[]).await;
-        Self {
-            shared,
-            server,
-            ca_pem: pki.ca_pem().to_string(),
-        }
-    }
-
-    /// `https://127.0.0.1:<port>`
-    pub fn url(&self) -> String {
-        self.server.url("")
-    }
-
-    /// The bearer token requests must carry.
-    pub fn token(&self) -> &str {
-        &self.shared.token
-    }
-
-    /// Writes `dir/kubeconfig` (server URL, CA data, bearer token, namespace `default`) and returns its path; a
-    /// program finds it through `KUBECONFIG`.
-    pub fn write_kubeconfig(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("kubeconfig");
-        let contents = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: {n}\n  cluster:\n    server: {url}\n    \
-             certificate-authority-data: {ca}\ncontexts:\n- name: {n}\n  context:\n    cluster: {n}\n    \
-             user: {n}\n    namespace: default\ncurrent-context: {n}\nusers:\n- name: {n}\n  user:\n    \
-             token: {token}\n",
-            n = KUBECONFIG_NAME,
-            url = self.url(),
-            ca = STANDARD.encode(&self.ca_pem),
-            token = self.token(),
-        );
-        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
-        path
-    }
-
-    /// Changes what `/version` reports from now on.
-    pub fn set_version(&self, major: u32, minor: u32) {
-        *self.shared.version.lock().unwrap_or_else(|p| p.into_inner()) = KubeVersion { major, minor };
-    }
-
-    /// Creates or replaces an object (any serializable Kubernetes object with `apiVersion`, `kind` and
-    /// `metadata.name`; namespaced kinds default to namespace `default`), notifying watches as a client write
-    /// would. Returns the stored object with its `resourceVersion`. Panics on an unknown kind.
-    pub fn upsert(&self, object: impl Serialize) -> Value {
-        let (rt, namespace, name, mut object) = identify(object);
-        let mut store = self.shared.store();
-        ensure_namespace(rt, &namespace, &mut object);
-        let result = if store.get(rt, &namespace, &name).is_some() {
-            store::ensure_metadata(&mut object).remove("resourceVersion");
-            store.replace(rt, &namespace, &name, object)
-        } else {
-            store.create(rt, &namespace, object, false)
-        };
-        let (stored, change) = result.unwrap_or_else(|e| panic!("upsert of {} {name}: {}", rt.kind, e.message));
+    /// Publishes a committed change (`None`: the write changed nothing) while the store lock is still held, so
+    /// watchers see changes in revision order and a watch that subscribes under the lock misses nothing.
+    pub(super) fn publish(&self, _store: &MutexGuard<'_, Store>, change: Option<Change>) {
         if let Some(change) = change {
-            self.shared.publish(&store, change);
-        }
-        stored
-    }
-
-    /// Stores an object that GET returns but that LIST and WATCH do not show until it is written again (e.g. by
-    /// [`upsert`](Self::upsert)): the state of an API server whose watch cache lags behind. Panics if it exists.
-    pub fn insert_get_only(&self, object: impl Serialize) -> Value {
-        let (rt, namespace, name, mut object) = identify(object);
-        ensure_namespace(rt, &namespace, &mut object);
-        let mut store = self.shared.store();
-        let (stored, _) = store
-            .create(rt, &namespace, object, true)
-            .unwrap_or_else(|e| panic!("insert_get_only of {} {name}: {}", rt.kind, e.message));
-        stored
-    }
-
-    /// The stored object, if any (namespace `None` for cluster-scoped kinds).
-    pub fn get(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
-        let rt = resource_type(api_version, kind);
-        self.shared.store().get(rt, namespace.unwrap_or(""), name).cloned()
-    }
-
-    /// All listed objects of a kind, across namespaces, ordered by namespace and name.
-    pub fn list(&self, api_version: &str, kind: &str) -> Vec<Value> {
-        let rt = resource_type(api_version, kind);
-        self.shared.store().list(rt, None).into_iter().cloned().collect()
-    }
-
-    /// Deletes an object, notifying watches; returns it as it was, or `None` if there was none.
-    pub fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
-        let rt = resource_type(api_version, kind);
-        let mut store = self.shared.store();
-        let (object, change) = store.delete(rt, namespace.unwrap_or(""), name).ok()?;
-        if let Some(change) = change {
-            self.shared.publish(&store, change);
-        }
-        Some(object)
-    }
-
-    /// The current resourceVersion (a global counter, as etcd's revision).
-    pub fn resource_version(&self) -> u64 {
-        self.shared.store().revision()
-    }
-
-    /// Sends a BOOKMARK at the current resourceVersion to every watch that allowed bookmarks.
-    pub fn bookmark(&self) {
-        let store = self.shared.store();
-        let _ = self.shared.changes.send(Broadcast::Bookmark(store.revision()));
-    }
-
-    /// Forgets the change history: watches resuming from an older resourceVersion get `410 Gone` (an `ERROR`
-    /// watch event with an `Expired` Status) and must re-list.
-    pub fn compact(&self) {
-        self.shared.store().compact();
-    }
-
-    /// Ends every open watch response, as an API server restart would; clients resume from their last version.
-    pub fn close_watches(&self) {
-        let _store = self.shared.store();
-        let _ = self.shared.changes.send(Broadcast::CloseAll);
-    }
-
-    /// Makes the next `times` requests with `method` (e.g. `"PATCH"`) on exactly `path` (e.g.
-    /// `/api/v1/namespaces/default/secrets/x`) fail with HTTP `code` and a `Status` body whose reason matches
-    /// the code (429 also carries `Retry-After: 1`), after authentication, as an overloaded or failing API server
-    /// would. For retry and error-path tests.
-    pub fn fail_requests(&self, method: &str, path: &str, code: u16, times: u32) {
-        let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-            .unwrap_or_else(|_| panic!("{method:?} is not an HTTP method"));
-        self.shared
-            .failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(InjectedFailure {
-                method,
-                path: path.to_string(),
-                code,
-                remaining: times,
-            });
-    }
-
-    /// Every request so far, in arrival order (watch requests are logged when their response starts).
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn clear_requests(&self) {
-        self.shared.requests.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    }
-
-    /// Waits until `check` holds, re-checking every 10 ms; panics naming `what` after `timeout`. For tests whose
-    /// subject reacts asynchronously (a reconcile loop, a watch).
-    pub async fn wait_until(&self, what: &str, timeout: Duration, mut check: impl FnMut(&Self) -> bool) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !check(self) {
-            if tokio::time::Instant::now() >= deadline {
-                panic!("timed out after {timeout:?} waiting until {what}");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            let _ = self.changes.send(Broadcast::Change(Arc::new(change)));
         }
     }
-}
-
-fn resource_type(api_version: &str, kind: &str) -> &'static ResourceType {
-    ResourceType::by_kind(api_version, kind)
-        .unwrap_or_else(|| panic!("the fake API server does not serve {api_version} {kind}"))
-}
-
-fn identify(object: impl Serialize) -> (&'static ResourceType, String, String, Value) {
-    let object = serde_json::to_value(object).unwrap_or_else(|e| panic!("object does not serialize: {e}"));
-    let api_version = object["apiVersion"].as_str().unwrap_or_default();
-    let kind = object["kind"].as_str().unwrap_or_default();
-    let rt = resource_type(api_version, kind);
-    let name = meta_str(&object, "name").to_string();
-    assert!(!name.is_empty(), "{kind} has no metadata.name");
-    let namespace = match (rt.namespaced, meta_str(&object, "namespace")) {
-        (false, _) => String::new(),
-        (true, "") => "default".to_string(),
-        (true, ns) => ns.to_string(),
-    };
-    (rt, namespace, name, object)
-}
-
-fn ensure_namespace(rt: &ResourceType, namespace: &str, object: &mut Value) {
-    if rt.namespaced {
-        store::ensure_metadata(object).insert("namespace".into(), Value::from(namespace));
-    }
-}
-
-fn random_token() -> String {
-    let mut bytes = [0u8; 24];
-    rustls::crypto::aws_lc_rs::default_provider()
-        .secure_random
-        .fill(&mut bytes)
-        .expect("the system random generator works");
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Five characters from the API server's `generateName` alphabet (no vowels, no look-alikes).
-fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut bytes = [0u8; 5];
-    rustls::crypto::aws_lc_rs::default_provider()
-        .secure_random
-        .fill(&mut bytes)
-        .expect("the system random generator works");
-    bytes
-        .iter()
-        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
-        .collect()
 }
 
 /// What a request path addresses.
@@ -496,6 +190,11 @@ impl Req {
     }
 }
 
+/// The router serving `shared`.
+pub(super) fn router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(shared)
+}
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -600,8 +299,12 @@ fn route(shared: &Arc<Shared>, req: &Req, path: &str, authorization: Option<Stri
                 .ok_or_else(|| ApiError::not_found(rt, &name))?;
             Ok(object_response(req, StatusCode::OK, object))
         }
-        (Target::Item { rt, namespace, name }, &Method::PUT) => replace(shared, req, rt, &namespace, &name),
-        (Target::Item { rt, namespace, name }, &Method::PATCH) => patch(shared, req, rt, &namespace, &name),
+        (Target::Item { rt, namespace, name }, &Method::PUT) => {
+            replace(shared, req, ItemRef::new(rt, &namespace, &name))
+        }
+        (Target::Item { rt, namespace, name }, &Method::PATCH) => {
+            patch(shared, req, ItemRef::new(rt, &namespace, &name))
+        }
         (Target::Item { rt, namespace, name }, &Method::DELETE) => {
             let mut store = shared.store();
             let (object, change) = store.delete(rt, &namespace, &name)?;
@@ -614,9 +317,7 @@ fn route(shared: &Arc<Shared>, req: &Req, path: &str, authorization: Option<Stri
                 }
                 json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
             };
-            if let Some(change) = change {
-                shared.publish(&store, change);
-            }
+            shared.publish(&store, change);
             Ok(json_response(StatusCode::OK, &body))
         }
         _ => Err(method_not_allowed()),
@@ -935,32 +636,6 @@ fn stream_response(
     (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-/// Checks a written object's `apiVersion`/`kind` (when given) against the URL's resource.
-fn check_type(rt: &ResourceType, object: &Value) -> Result<(), ApiError> {
-    let api_version = object["apiVersion"].as_str().unwrap_or_default();
-    let kind = object["kind"].as_str().unwrap_or_default();
-    if (!api_version.is_empty() && api_version != rt.api_version()) || (!kind.is_empty() && kind != rt.kind) {
-        return Err(ApiError::bad_request(format!(
-            "the API version in the data ({api_version}) does not match the expected API version ({})",
-            rt.api_version()
-        )));
-    }
-    if !object.is_object() {
-        return Err(ApiError::bad_request("the request body is not a JSON object"));
-    }
-    Ok(())
-}
-
-fn check_namespace(rt: &ResourceType, namespace: &str, object: &Value) -> Result<(), ApiError> {
-    let given = meta_str(object, "namespace");
-    if rt.namespaced && !given.is_empty() && given != namespace {
-        return Err(ApiError::bad_request(
-            "the namespace of the provided object does not match the namespace sent on the request",
-        ));
-    }
-    Ok(())
-}
-
 fn create(shared: &Shared, req: &Req, rt: &'static ResourceType, namespace: &str) -> Result<Response, ApiError> {
     let mut object = req.json_body()?;
     check_type(rt, &object)?;
@@ -984,22 +659,29 @@ fn create(shared: &Shared, req: &Req, rt: &'static ResourceType, namespace: &str
             ));
         }
         let name = format!("{prefix}{}", random_suffix());
-        store::ensure_metadata(&mut object).insert("name".into(), Value::from(name));
+        state::ensure_metadata(&mut object).insert("name".into(), Value::from(name));
     }
     let (stored, change) = store.create(rt, namespace, object, false)?;
-    if let Some(change) = change {
-        shared.publish(&store, change);
-    }
+    shared.publish(&store, change);
     Ok(object_response(req, StatusCode::CREATED, &stored))
 }
 
-fn replace(
-    shared: &Shared,
-    req: &Req,
+/// The object a PUT or PATCH addresses.
+#[derive(Clone, Copy)]
+struct ItemRef<'a> {
     rt: &'static ResourceType,
-    namespace: &str,
-    name: &str,
-) -> Result<Response, ApiError> {
+    namespace: &'a str,
+    name: &'a str,
+}
+
+impl<'a> ItemRef<'a> {
+    fn new(rt: &'static ResourceType, namespace: &'a str, name: &'a str) -> Self {
+        Self { rt, namespace, name }
+    }
+}
+
+fn replace(shared: &Shared, req: &Req, item: ItemRef<'_>) -> Result<Response, ApiError> {
+    let ItemRef { rt, namespace, name } = item;
     let object = req.json_body()?;
     check_type(rt, &object)?;
     check_namespace(rt, namespace, &object)?;
@@ -1011,19 +693,12 @@ fn replace(
     }
     let mut store = shared.store();
     let (stored, change) = store.replace(rt, namespace, name, object)?;
-    if let Some(change) = change {
-        shared.publish(&store, change);
-    }
+    shared.publish(&store, change);
     Ok(object_response(req, StatusCode::OK, &stored))
 }
 
-fn patch(
-    shared: &Shared,
-    req: &Req,
-    rt: &'static ResourceType,
-    namespace: &str,
-    name: &str,
-) -> Result<Response, ApiError> {
+fn patch(shared: &Shared, req: &Req, item: ItemRef<'_>) -> Result<Response, ApiError> {
+    let ItemRef { rt, namespace, name } = item;
     let media_type = req
         .content_type
         .split(';')
@@ -1053,11 +728,9 @@ fn patch(
             match current {
                 None => {
                     let mut object = applied;
-                    store::ensure_metadata(&mut object).insert("name".into(), Value::from(name));
+                    state::ensure_metadata(&mut object).insert("name".into(), Value::from(name));
                     let (stored, change) = store.create(rt, namespace, object, false)?;
-                    if let Some(change) = change {
-                        shared.publish(&store, change);
-                    }
+                    shared.publish(&store, change);
                     return Ok(object_response(req, StatusCode::CREATED, &stored));
                 }
                 Some(mut object) => {
@@ -1098,36 +771,6 @@ fn patch(
         }
     };
     let (stored, change) = store.replace(rt, namespace, name, patched)?;
-    if let Some(change) = change {
-        shared.publish(&store, change);
-    }
+    shared.publish(&store, change);
     Ok(object_response(req, StatusCode::OK, &stored))
-}
-
-/// Strategic merge of `metadata.ownerReferences`, whose patch merge key is `uid`: entries of the patch replace the
-/// object's entries with the same uid, others are appended, the object's other entries stay. The merged list
-/// goes into `patch`, for the JSON merge of the rest.
-fn merge_owner_references_by_uid(object: &Value, patch: &mut Value) {
-    let Some(patched) = patch
-        .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .cloned()
-    else {
-        return;
-    };
-    let mut merged: Vec<Value> = object
-        .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for entry in patched {
-        match merged
-            .iter_mut()
-            .find(|existing| existing.get("uid") == entry.get("uid"))
-        {
-            Some(existing) => *existing = entry,
-            None => merged.push(entry),
-        }
-    }
-    patch["metadata"]["ownerReferences"] = Value::Array(merged);
 }

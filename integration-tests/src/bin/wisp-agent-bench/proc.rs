@@ -1,0 +1,62 @@
+//! What `/proc` tells about the agent: its resident memory and threads (`status`) and its CPU time (`stat`).
+
+use anyhow::{Context, Result, anyhow};
+
+/// utime + stime of process `pid`, in clock ticks (`/proc/<pid>/stat` fields 14 and 15).
+pub(crate) fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading the agent's stat")?;
+    // The command name (field 2) is in parentheses and may hold spaces: count fields after the last ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+    let field = |n: usize| -> Result<u64> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| anyhow!("no field {n} in /proc/{pid}/stat"))
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+/// `sysconf(_SC_CLK_TCK)`, from `getconf CLK_TCK` (100 on every Linux this runs on).
+pub(crate) fn clock_ticks_per_second() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+/// VmRSS (with its anonymous and file-backed parts) and VmHWM in KiB, and the thread count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Memory {
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+    pub anon_kib: u64,
+    pub file_kib: u64,
+    pub threads: u64,
+}
+
+pub(crate) fn memory(pid: u32) -> Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the agent's status")?;
+    let field = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no {name} in /proc/{pid}/status"))
+    };
+    Ok(Memory {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+        anon_kib: field("RssAnon:")?,
+        file_kib: field("RssFile:")?,
+        threads: field("Threads:")?,
+    })
+}
