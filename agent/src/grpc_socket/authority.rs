@@ -212,6 +212,8 @@ impl AuthorityRewriter {
 
     fn start_frame(&mut self, raw: &[u8; FRAME_HEADER_LEN], out: &mut Vec<u8>) -> Result<(), RewriteError> {
         let head = FrameHead::parse(raw);
+        // The header is consumed: whatever the frame, the next bytes are its payload or the next frame.
+        self.state = next_frame();
         let is_header_frame = matches!(head.frame_type, FRAME_HEADERS | FRAME_CONTINUATION);
         if let Some(pending) = &self.pending
             && (head.frame_type != FRAME_CONTINUATION || head.stream_id != pending.stream_id)
@@ -223,11 +225,9 @@ impl AuthorityRewriter {
         }
         if !is_header_frame {
             out.extend_from_slice(raw);
-            self.state = if head.length == 0 {
-                next_frame()
-            } else {
-                State::Payload { remaining: head.length }
-            };
+            if head.length > 0 {
+                self.state = State::Payload { remaining: head.length };
+            }
             return Ok(());
         }
         if head.length > MAX_HEADER_BLOCK {

@@ -263,6 +263,29 @@ fn a_long_block_is_written_as_headers_and_continuations_within_the_minimum_frame
 }
 
 #[test]
+fn empty_header_frames_are_one_frame_each() {
+    // A zero-length CONTINUATION with nothing before it passes on (the server answers PROTOCOL_ERROR); a
+    // zero-length HEADERS is an empty block. Each is read once: the next frame follows.
+    let mut encoder = Encoder::new();
+    let block = encode(&mut encoder, &request(Some("localhost")));
+    let output = rewrite(&connection(&[
+        frame(FRAME_CONTINUATION, FLAG_END_HEADERS, 1, &[]),
+        frame(FRAME_HEADERS, FLAG_END_HEADERS, 3, &[]),
+        frame(FRAME_HEADERS, FLAG_END_HEADERS, 5, &block),
+    ]));
+    let frames = frames(&output[PREFACE.len()..]);
+    assert_eq!(
+        frames.iter().map(|f| (f.frame_type, f.stream_id)).collect::<Vec<_>>(),
+        vec![(FRAME_CONTINUATION, 1), (FRAME_HEADERS, 3), (FRAME_HEADERS, 5)]
+    );
+    assert!(frames[0].payload.is_empty() && frames[1].payload.is_empty());
+    assert_eq!(
+        Decoder::new().decode(&frames[2].payload).unwrap(),
+        request(Some("localhost"))
+    );
+}
+
+#[test]
 fn what_is_not_http2_passes_untouched() {
     let input = b"GET /healthz HTTP/1.1\r\nHost: /run/csi.sock\r\n\r\n";
     assert_eq!(rewrite(input), input.to_vec());
@@ -309,4 +332,50 @@ fn broken_header_blocks_close_the_connection_with_a_reason() {
         rewrite_error(&oversized),
         "HTTP/2 header block of stream 5 is longer than 1048576 bytes"
     );
+}
+
+/// Bytes from a client nobody vouches for: whatever arrives after the preface, the rewriter answers with bytes or
+/// an error, never a panic, and does not depend on how the bytes were split.
+#[test]
+fn arbitrary_input_never_panics() {
+    // xorshift64*: reproducible without a dependency.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut encoder = Encoder::new();
+    let valid_block = encode(&mut encoder, &request(Some("/run/csi.sock")));
+    for case in 0..20_000 {
+        let mut input = PREFACE.to_vec();
+        for _ in 0..(next() % 6) {
+            let frame_type =
+                [FRAME_HEADERS, FRAME_CONTINUATION, FRAME_DATA, FRAME_SETTINGS, 0x5, 0x8][(next() % 6) as usize];
+            let flags = (next() & 0x2d) as u8;
+            let mut payload: Vec<u8> = (0..(next() % 40)).map(|_| next() as u8).collect();
+            if case % 3 == 0 {
+                payload.extend_from_slice(&valid_block[..(next() as usize % (valid_block.len() + 1))]);
+            }
+            input.extend_from_slice(&frame(frame_type, flags, (next() % 4) as u32, &payload));
+        }
+        if case % 5 == 0 {
+            // A frame header that lies about its length.
+            input.extend_from_slice(&[0, 0xff, 0xff, FRAME_HEADERS, 0, 0, 0, 0, 1, 0x82]);
+        }
+        let whole = AuthorityRewriter::default()
+            .feed(&input, &mut Vec::new())
+            .map_err(|e| e.to_string());
+        let mut rewriter = AuthorityRewriter::default();
+        let mut out = Vec::new();
+        let mut split = Ok(());
+        for chunk in input.chunks(1 + (next() % 7) as usize) {
+            split = rewriter.feed(chunk, &mut out).map_err(|e| e.to_string());
+            if split.is_err() {
+                break;
+            }
+        }
+        assert_eq!(whole.is_ok(), split.is_ok(), "case {case}: {whole:?} vs {split:?}");
+    }
 }
