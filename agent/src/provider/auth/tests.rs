@@ -1,0 +1,233 @@
+use super::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn cloud() -> CloudEnvironment {
+    CloudEnvironment::builtin("AzurePublicCloud").unwrap()
+}
+
+fn wi(ns: &str, sa: &str, client: &str) -> Identity {
+    Identity::WorkloadIdentity {
+        tenant_id: "tenant-1".into(),
+        client_id: client.into(),
+        service_account: ServiceAccountRef {
+            namespace: ns.into(),
+            name: sa.into(),
+        },
+        assertion: SecretString::from("jwt"),
+    }
+}
+
+fn token(value: &str) -> AccessToken {
+    AccessToken {
+        token: SecretString::from(value.to_string()),
+        expires_in: Duration::from_secs(3600),
+    }
+}
+
+#[test]
+fn tokens_json_parsing_matches_upstream_errors() {
+    let json = r#"{"api://AzureADTokenExchange":{"token":"abc","expirationTimestamp":"2030-01-01T00:00:00Z"},
+                   "api://AKSIdentityBinding":{"token":"def","expirationTimestamp":"2030-01-01T00:00:00Z"}}"#;
+    assert_eq!(
+        token_for_audience(json, workload_identity_audience())
+            .unwrap()
+            .expose_secret(),
+        "abc"
+    );
+    assert_eq!(
+        token_for_audience("", DEFAULT_AUDIENCE).unwrap_err().to_string(),
+        "service account tokens not found"
+    );
+    assert_eq!(
+        token_for_audience(r#"{"aud1":{"token":"x"}}"#, DEFAULT_AUDIENCE)
+            .unwrap_err()
+            .to_string(),
+        "token for audience api://AzureADTokenExchange not found"
+    );
+    assert_eq!(
+        token_for_audience(r#"{"api://AzureADTokenExchange":{"token":""}}"#, DEFAULT_AUDIENCE)
+            .unwrap_err()
+            .to_string(),
+        "token for audience api://AzureADTokenExchange not found"
+    );
+    assert_eq!(
+        token_for_audience("{not json", DEFAULT_AUDIENCE)
+            .unwrap_err()
+            .to_string(),
+        "failed to unmarshal service account tokens, error: key must be a string at line 1 column 2"
+    );
+}
+
+#[test]
+fn service_principal_keys_are_case_insensitive() {
+    let secrets = BTreeMap::from([
+        ("ClientID".to_string(), "id".to_string()),
+        ("CLIENTSECRET".to_string(), "s".to_string()),
+    ]);
+    let (id, secret) = service_principal_credentials(&secrets).unwrap();
+    assert_eq!((id.as_str(), secret.expose_secret()), ("id", "s"));
+    assert_eq!(
+        service_principal_credentials(&BTreeMap::new()).unwrap_err().to_string(),
+        "failed to get credentials, nodePublishSecretRef secret is not set"
+    );
+    let only_id = BTreeMap::from([("clientid".to_string(), "id".to_string())]);
+    assert_eq!(
+        service_principal_credentials(&only_id).unwrap_err().to_string(),
+        "could not find clientsecret in secrets"
+    );
+    let only_secret = BTreeMap::from([("clientsecret".to_string(), "s".to_string())]);
+    assert_eq!(
+        service_principal_credentials(&only_secret).unwrap_err().to_string(),
+        "could not find clientid in secrets"
+    );
+}
+
+#[test]
+fn debug_output_redacts_secrets() {
+    let id = wi("ns", "sa", "client");
+    let text = format!("{id:?}");
+    assert_eq!(
+        text,
+        "WorkloadIdentity { tenant_id: \"tenant-1\", client_id: \"client\", service_account: ServiceAccountRef { \
+         namespace: \"ns\", name: \"sa\" }, assertion: \"[redacted]\" }"
+    );
+    let sp = Identity::ServicePrincipal {
+        tenant_id: "t".into(),
+        client_id: "c".into(),
+        client_secret: SecretString::from("hunter2"),
+    };
+    let key = IdentityKey::new(&sp, &cloud(), "http://imds");
+    assert!(!format!("{sp:?}{key:?}").contains("hunter2"));
+}
+
+#[test]
+fn identity_keys_separate_service_accounts_and_secrets() {
+    let c = cloud();
+    let a = IdentityKey::new(&wi("ns", "sa-a", "client-a"), &c, "");
+    let a_again = IdentityKey::new(&wi("ns", "sa-a", "client-a"), &c, "");
+    let b_same_client = IdentityKey::new(&wi("ns", "sa-b", "client-a"), &c, "");
+    let other_ns = IdentityKey::new(&wi("ns2", "sa-a", "client-a"), &c, "");
+    assert_eq!(a, a_again);
+    assert_ne!(a, b_same_client);
+    assert_ne!(a, other_ns);
+    let sp = |secret: &str| Identity::ServicePrincipal {
+        tenant_id: "t".into(),
+        client_id: "c".into(),
+        client_secret: SecretString::from(secret.to_string()),
+    };
+    assert_eq!(IdentityKey::new(&sp("s1"), &c, ""), IdentityKey::new(&sp("s1"), &c, ""));
+    assert_ne!(IdentityKey::new(&sp("s1"), &c, ""), IdentityKey::new(&sp("s2"), &c, ""));
+}
+
+#[tokio::test]
+async fn cache_never_hands_one_identitys_token_to_another() {
+    let cache = TokenCache::new();
+    let calls = AtomicUsize::new(0);
+    let c = cloud();
+    let key_a = IdentityKey::new(&wi("ns", "sa-a", "client-a"), &c, "");
+    let key_b = IdentityKey::new(&wi("ns", "sa-b", "client-a"), &c, "");
+    let fetch = |v: &'static str| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move { Ok(token(v)) }
+    };
+    assert_eq!(
+        cache
+            .get_or_fetch(key_a.clone(), || fetch("token-a"))
+            .await
+            .unwrap()
+            .expose_secret(),
+        "token-a"
+    );
+    assert_eq!(
+        cache
+            .get_or_fetch(key_a.clone(), || fetch("unused"))
+            .await
+            .unwrap()
+            .expose_secret(),
+        "token-a"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let refused = cache
+        .get_or_fetch(key_b.clone(), || async {
+            Err(AuthError::Entra {
+                client_id: "client-a".into(),
+                tenant: "tenant-1".into(),
+                status: 400,
+                error: ", invalid_client".into(),
+                description: "AADSTS700213: No matching federated identity record found".into(),
+            })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "Microsoft Entra ID refused a token for client ID client-a in tenant tenant-1 (HTTP 400, invalid_client): \
+         AADSTS700213: No matching federated identity record found"
+    );
+    // A failure is not cached: the next request for B asks again.
+    assert_eq!(
+        cache
+            .get_or_fetch(key_b, || fetch("token-b"))
+            .await
+            .unwrap()
+            .expose_secret(),
+        "token-b"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn short_lived_tokens_are_refetched() {
+    let cache = TokenCache::new();
+    let key = IdentityKey::new(&Identity::ManagedIdentity { client_id: None }, &cloud(), "http://imds");
+    let expired = AccessToken {
+        token: SecretString::from("old"),
+        expires_in: Duration::ZERO,
+    };
+    assert_eq!(
+        cache
+            .get_or_fetch(key.clone(), || async { Ok(expired) })
+            .await
+            .unwrap()
+            .expose_secret(),
+        "old"
+    );
+    assert_eq!(
+        cache
+            .get_or_fetch(key, || async { Ok(token("new")) })
+            .await
+            .unwrap()
+            .expose_secret(),
+        "new"
+    );
+}
+
+#[test]
+fn token_responses() {
+    let t = parse_token(
+        "u",
+        200,
+        br#"{"access_token":"at","expires_in":3599,"token_type":"Bearer"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (t.token.expose_secret(), t.expires_in),
+        ("at", Duration::from_secs(3599))
+    );
+    let t = parse_token("u", 200, br#"{"access_token":"at","expires_in":"86399"}"#).unwrap();
+    assert_eq!(t.expires_in, Duration::from_secs(86399));
+    assert_eq!(
+        parse_token("https://login/t/oauth2/v2.0/token", 200, br#"{"access_token":"at"}"#)
+            .unwrap_err()
+            .to_string(),
+        "https://login/t/oauth2/v2.0/token returned an unreadable token response (HTTP 200): expires_in is missing or not a number of seconds"
+    );
+    assert_eq!(
+        oauth_error(br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1"}"#),
+        (", invalid_client".to_string(), "AADSTS7000215: Invalid client secret provided. Trace ID: 1".to_string())
+    );
+    assert_eq!(
+        oauth_error(b"<html>bad gateway</html>"),
+        (String::new(), "<html>bad gateway</html>".to_string())
+    );
+}
