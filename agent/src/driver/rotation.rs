@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::common::{Driver, PublishFailure};
 use super::request::PublishRequest;
+use crate::error_text::error_chain;
 use crate::provider::Freshness;
 use crate::volume::state::MountedVolume;
 use crate::volume::writer;
@@ -71,14 +72,21 @@ impl Driver {
         match result {
             Ok((spc, objects, changed)) => {
                 self.metrics.rotation_ok(changed, seconds);
-                let volume = self.mounted_volume(request, objects);
+                let mut volume = self.mounted_volume(request, objects);
                 // The pod status lists versions: it changes only when they do (or the agent has no record).
                 let versions_changed = known.is_none_or(|k| k.objects != volume.objects);
                 if let Some(cluster) = &self.cluster
                     && versions_changed
                     && let Err(e) = cluster.record_pod_status(&volume).await
                 {
-                    tracing::warn!(target = %target.display(), error = %e, "pod status not updated after a refresh");
+                    tracing::warn!(
+                        target = %target.display(),
+                        error = %error_chain(&e),
+                        "pod status not updated after a refresh; written again at the next refresh"
+                    );
+                    // The record keeps the versions the pod status still shows, so that the next refresh sees
+                    // them differ and writes it again once the API server answers.
+                    volume.objects = known.map(|k| k.objects.clone()).unwrap_or_default();
                 }
                 self.registry.remember(volume.clone());
                 self.sync_secrets_later(volume, spc);

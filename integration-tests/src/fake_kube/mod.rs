@@ -240,6 +240,11 @@ impl FakeKube {
             });
     }
 
+    /// Ends every failure [`fail_requests`](Self::fail_requests) injected: the API server is back.
+    pub fn clear_failures(&self) {
+        self.shared.failures.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// Every request so far, in arrival order (watch requests are logged when their response starts).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
