@@ -499,6 +499,11 @@ async fn sigkill_while_writing_leaves_the_old_or_the_new_volume_whole() {
     assert_eq!(orphan_data_dirs(&target), Vec::<String>::new());
     stop.store(true, Ordering::SeqCst);
     let (whole, mixed) = reader.join().expect("reader");
+    eprintln!(
+        "{} kills while writing ({interrupted} before the swap), {whole} whole snapshots read, {} partial or mixed",
+        KILLS,
+        mixed.len()
+    );
     assert_eq!(mixed, Vec::<usize>::new(), "the reader saw partial or mixed volumes");
     assert!(whole > 0, "the reader never read the volume");
     client
