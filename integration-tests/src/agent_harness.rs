@@ -121,6 +121,28 @@ impl AgentEnv {
         }));
     }
 
+    /// `pod` as the API server holds it, with `owners`: one inline volume `secrets` of the driver using `spc`
+    /// (what secret sync reads to find the pod's volume).
+    pub fn add_pod(&self, pod: &Pod<'_>, spc: &str, owners: Value) {
+        self.cloud.kube.upsert(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": pod.name, "namespace": pod.namespace, "ownerReferences": owners},
+            "spec": {
+                "serviceAccountName": pod.service_account,
+                "containers": [{"name": "app", "image": "busybox"}],
+                "volumes": [{
+                    "name": "secrets",
+                    "csi": {
+                        "driver": "secrets-store.csi.k8s.io",
+                        "readOnly": true,
+                        "volumeAttributes": {"secretProviderClass": spc},
+                    },
+                }],
+            },
+        }));
+    }
+
     /// The uid the API server gave the pod, or `uid-<pod>` for pods the tests do not create there.
     pub fn pod_uid(&self, namespace: &str, pod: &str) -> String {
         self.cloud

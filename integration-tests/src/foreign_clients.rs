@@ -1,7 +1,8 @@
-//! The agent's sockets called by gRPC clients that are not wisp's own: `python/grpc_clients.py` with Python
-//! `grpcio` (gRPC core) and the pure-Python `h2`, each sending its own `:authority`, as kubelet's plugin watcher,
-//! grpc-java, grpcurl and Python clients do. A protocol detail that wisp's tonic client and server agree on is
-//! invisible to tests that use only them.
+//! wisp's sockets and ports called by clients that are not wisp's own. `python/grpc_clients.py`: the agent's
+//! unix sockets with Python `grpcio` (gRPC core) and the pure-Python `h2`, each sending its own `:authority`, as
+//! kubelet's plugin watcher, grpc-java, grpcurl and Python clients do. `python/https_clients.py`: the webhook's
+//! and the agent's TCP ports with OpenSSL's TLS and Python's HTTP/1.1 and HTTP/2 stacks. A protocol detail that
+//! wisp's own client and server agree on is invisible to tests that use only them.
 //!
 //! The Python interpreter is `$WISP_TEST_PYTHON`, else the workspace's `.venv/bin/python`, which
 //! `scripts/test.sh` creates with `python/requirements.txt`.
@@ -74,6 +75,45 @@ struct WireCall<'a> {
     request: &'a Value,
 }
 
+/// Which Python HTTP stack makes an [`HttpCall`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpClient {
+    /// `http.client`: HTTP/1.1, over OpenSSL when `ca_file` is set.
+    Http1,
+    /// The `h2` library over OpenSSL with ALPN `h2`, as kube-apiserver calls webhooks.
+    H2,
+}
+
+/// One HTTP request to `host:port`: HTTPS trusting only `ca_file`, or plain HTTP without it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpCall {
+    pub client: HttpClient,
+    pub host: String,
+    pub port: u16,
+    pub ca_file: Option<PathBuf>,
+    pub method: &'static str,
+    pub path: String,
+    pub content_type: Option<&'static str>,
+    pub body: Option<String>,
+}
+
+impl HttpCall {
+    /// A plain HTTP/1.1 GET of `path` on `127.0.0.1:port` (health and metrics listeners).
+    pub fn get(port: u16, path: &str) -> Self {
+        Self {
+            client: HttpClient::Http1,
+            host: "127.0.0.1".into(),
+            port,
+            ca_file: None,
+            method: "GET",
+            path: path.into(),
+            content_type: None,
+            body: None,
+        }
+    }
+}
+
 /// The Python side: an interpreter with `python/requirements.txt` installed.
 #[derive(Debug, Clone)]
 pub struct ForeignClients {
@@ -103,7 +143,6 @@ impl ForeignClients {
 
     /// Makes `calls` in order; one outcome each: `{"code", "message", "response"}` or `{"reset": code}`.
     pub fn call(&self, calls: &[ForeignCall]) -> Vec<Value> {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let wire: Vec<WireCall<'_>> = calls
             .iter()
             .map(|call| {
@@ -123,15 +162,28 @@ impl ForeignClients {
                 }
             })
             .collect();
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let proto_dir = format!("--proto-dir={}", manifest.join("../agent/proto").display());
+        self.run("grpc_clients.py", &[&proto_dir], &wire)
+    }
+
+    /// Makes `calls` in order; one outcome each: `{"status", "alpn", "body"}`.
+    pub fn https(&self, calls: &[HttpCall]) -> Vec<Value> {
+        self.run("https_clients.py", &[], calls)
+    }
+
+    /// Runs `python/<script>` with `calls` as JSON on stdin; returns its JSON list of outcomes, one per call.
+    fn run<T: Serialize>(&self, script: &str, args: &[&str], calls: &[T]) -> Vec<Value> {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut child = Command::new(&self.python)
-            .arg(manifest.join("python/grpc_clients.py"))
-            .arg(format!("--proto-dir={}", manifest.join("../agent/proto").display()))
+            .arg(manifest.join("python").join(script))
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start the Python clients");
-        let input = serde_json::to_vec(&wire).expect("calls JSON");
+            .unwrap_or_else(|e| panic!("start {script}: {e}"));
+        let input = serde_json::to_vec(calls).expect("calls JSON");
         child
             .stdin
             .take()
@@ -141,7 +193,7 @@ impl ForeignClients {
         let output = child.wait_with_output().expect("the Python clients");
         assert!(
             output.status.success(),
-            "the Python clients failed ({}):\n{}",
+            "{script} failed ({}):\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );

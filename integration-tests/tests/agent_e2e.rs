@@ -17,7 +17,7 @@ use base64::Engine;
 use integration_tests::agent_harness::{Agent, AgentEnv, CLIENT, POD_A, Pod, TENANT, VAULT, pem};
 use integration_tests::fake_entra::FederatedCredential;
 use integration_tests::fake_keyvault::{CertificateSpec, EcCurve, KeyVaultConfig, ObjectKind};
-use integration_tests::foreign_clients::{ClientAuthority, ForeignCall, ForeignClients, authority_forms};
+use integration_tests::foreign_clients::{ClientAuthority, ForeignCall, ForeignClients, HttpCall, authority_forms};
 use integration_tests::kubelet::csi::NodeUnpublishVolumeRequest;
 use integration_tests::kubelet::csi::node_client::NodeClient;
 use integration_tests::kubelet::{self, PodRef, visible_files};
@@ -696,6 +696,21 @@ async fn every_socket_answers_foreign_clients_whatever_authority_they_send() {
     }
     // Every call reached a service: none was reset at the HTTP/2 layer.
     assert!(!agent.logs().contains("malformed authority"), "{}", agent.logs());
+
+    // The agent's TCP ports, with Python's HTTP/1.1 client: /healthz (the Probe over the CSI socket and kubelet's
+    // verdict, registered above) and /metrics.
+    let outcomes = clients.https(&[
+        HttpCall::get(agent.health_port, "/healthz"),
+        HttpCall::get(agent.metrics_port, "/metrics"),
+    ]);
+    assert_eq!(outcomes[0], json!({"status": 200, "alpn": null, "body": "ok"}));
+    assert_eq!(outcomes[1]["status"], json!(200));
+    let metrics = outcomes[1]["body"].as_str().expect("metrics text");
+    let publishes = format!(
+        "node_publish_total{{provider=\"azure\",os_type=\"linux\"}} {}",
+        targets.len()
+    );
+    assert!(metrics.lines().any(|l| l == publishes), "{publishes} in\n{metrics}");
 }
 
 /// Every call csi-sanity's Identity and Node suites make of a node-only plugin (kubernetes-csi/csi-test

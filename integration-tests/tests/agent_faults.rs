@@ -526,23 +526,7 @@ async fn pod_status_and_secrets_catch_up_once_the_api_server_is_back() {
         &env.spc_parameters(&[S1], &[("clientID", CLIENT)]),
         Some(json!([{"secretName": "app", "type": "Opaque", "data": [{"objectName": "s1", "key": "value"}]}])),
     );
-    kube.upsert(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "pod-a", "namespace": NAMESPACE},
-        "spec": {
-            "serviceAccountName": POD_A.service_account,
-            "containers": [{"name": "app", "image": "busybox"}],
-            "volumes": [{
-                "name": "secrets",
-                "csi": {
-                    "driver": "secrets-store.csi.k8s.io",
-                    "readOnly": true,
-                    "volumeAttributes": {"secretProviderClass": "spc-a"},
-                },
-            }],
-        },
-    }));
+    env.add_pod(&POD_A, "spc-a", json!([]));
     let mut agent = Agent::start_with(&env, tmpfs_mounts_available(), &["--rotation-poll-interval=1s"]);
     let mut client = agent.client().await;
     let target = env.target(NAMESPACE, "pod-a");

@@ -59,27 +59,6 @@ fn request(setup: &AgentEnv, pod: &str, spc: &str) -> NodePublishVolumeRequest {
     setup.publish_request(&pod_ref, spc, &target(setup, pod))
 }
 
-/// The pod as the API server holds it: one inline volume `secrets` of the driver using `spc`.
-fn add_pod(setup: &AgentEnv, pod: &str, spc: &str, owners: Value) {
-    setup.cloud.kube.upsert(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": pod, "namespace": NAMESPACE, "ownerReferences": owners},
-        "spec": {
-            "serviceAccountName": SERVICE_ACCOUNT,
-            "containers": [{"name": "app", "image": "busybox"}],
-            "volumes": [{
-                "name": "secrets",
-                "csi": {
-                    "driver": "secrets-store.csi.k8s.io",
-                    "readOnly": true,
-                    "volumeAttributes": {"secretProviderClass": spc},
-                },
-            }],
-        },
-    }));
-}
-
 /// Stops `agent` with SIGTERM; panics if it does not exit.
 async fn stop(agent: &mut Agent) {
     assert!(
@@ -507,7 +486,7 @@ async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
         "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "shop-5d4f", "uid": "rs-uid-1",
         "controller": true, "blockOwnerDeletion": true,
     }]);
-    add_pod(&setup, "pod-a", "spc", replica_set);
+    setup.add_pod(&Pod { name: "pod-a", ..POD_A }, "spc", replica_set);
     let mut agent = Agent::start_with(&setup, tmpfs_mounts_available(), &["--rotation-poll-interval=1s"]);
     let mut client = agent.client().await;
     agent.publish(&mut client, request(&setup, "pod-a", "spc")).await;
@@ -581,7 +560,7 @@ async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
     // A second consumer adds its owner: the Secret is garbage-collected only when both are gone.
     let other_replica_set =
         json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "shop-7c9a", "uid": "rs-uid-2"}]);
-    add_pod(&setup, "pod-c", "spc", other_replica_set);
+    setup.add_pod(&Pod { name: "pod-c", ..POD_A }, "spc", other_replica_set);
     agent.publish(&mut client, request(&setup, "pod-c", "spc")).await;
     kube.wait_until("the Secret has both owners", PATIENCE, |_| {
         secret("db").is_some_and(|s| {
@@ -606,7 +585,7 @@ async fn secret_objects_become_kubernetes_secrets_kept_current_by_rotation() {
         &["objectName: db-password\nobjectType: secret"],
         Some(json!([{"secretName": "solo", "type": "Opaque", "data": [{"objectName": "db-password", "key": "p"}]}])),
     );
-    add_pod(&setup, "pod-b", "spc-solo", json!([]));
+    setup.add_pod(&Pod { name: "pod-b", ..POD_A }, "spc-solo", json!([]));
     agent.publish(&mut client, request(&setup, "pod-b", "spc-solo")).await;
     // The Secret is applied first, its owners are added right after.
     kube.wait_until("the Secret of pod-b has its owner", PATIENCE, |_| {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use integration_tests::fake_kube::{FakeKube, KubeVersion, RecordedRequest};
+use integration_tests::foreign_clients::{ForeignClients, HttpCall, HttpClient};
 use integration_tests::pki::TestPki;
 use integration_tests::webhook_harness::{Webhook, certificate_der, served_certificate};
 use pretty_assertions::assert_eq;
@@ -69,10 +70,14 @@ async fn admit(https: &reqwest::Client, webhook: &Webhook, review: &Value) -> Va
     assert_eq!(response.status().as_u16(), 200);
     // ALPN: the webhook offers HTTP/2 (and HTTP/1.1), like controller-runtime's server.
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
-    let mut body: Value = response.json().await.expect("JSON response");
+    with_decoded_patch(response.json().await.expect("JSON response"))
+}
+
+/// The AdmissionReview response with its patch decoded. wisp writes base64 (as Go's []byte encoding);
+/// kube-core 5's AdmissionResponse writes an array of numbers, which the API server accepts too. Either way the
+/// bytes are a JSON Patch.
+fn with_decoded_patch(mut body: Value) -> Value {
     let patch = &body["response"]["patch"];
-    // wisp writes base64 (as Go's []byte encoding); kube-core 5's AdmissionResponse writes an array of numbers,
-    // which the API server accepts too. Either way the bytes are a JSON Patch.
     let bytes = match patch {
         Value::Null => None,
         Value::Array(bytes) => Some(
@@ -411,4 +416,68 @@ async fn not_ready_until_the_service_account_cache_syncs() {
 
     let status = webhook.terminate().await;
     assert!(status.success(), "exit status {status}");
+}
+
+/// kube-apiserver is Go (net/http over crypto/tls, HTTP/2 by ALPN); the tests' own client is reqwest over
+/// rustls. Python's HTTP/1.1 and HTTP/2 clients over OpenSSL get the same admission answer, byte for byte once
+/// the patch is decoded, and the same health and metrics answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_other_tls_and_http_stacks_get_the_same_answers() {
+    let clients = ForeignClients::find();
+    let pki = TestPki::new();
+    let kube = FakeKube::start(&pki).await;
+    kube.upsert(service_account("workload", "client-1"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = kube.write_kubeconfig(dir.path());
+    let cert_dir = dir.path().join("certs");
+    std::fs::create_dir(&cert_dir).expect("cert dir");
+    install_cert(&pki, &cert_dir);
+    let ca_file = pki.write_ca_cert(dir.path());
+    let webhook = Webhook::start(&kubeconfig, &cert_dir, &[]);
+    webhook.wait_ready().await;
+
+    let review_body = review("uid-py", pod("app", "workload", json!({}))).to_string();
+    let admission = |client| HttpCall {
+        client,
+        host: "127.0.0.1".into(),
+        port: webhook.port,
+        ca_file: Some(ca_file.clone()),
+        method: "POST",
+        path: "/mutate-v1-pod".into(),
+        content_type: Some("application/json"),
+        body: Some(review_body.clone()),
+    };
+    let outcomes = clients.https(&[
+        admission(HttpClient::Http1),
+        admission(HttpClient::H2),
+        HttpCall::get(webhook.health_port, "/healthz"),
+        HttpCall::get(webhook.health_port, "/readyz"),
+        HttpCall::get(webhook.metrics_port, "/metrics"),
+    ]);
+    for (outcome, alpn) in outcomes[..2].iter().zip(["http/1.1", "h2"]) {
+        assert_eq!(
+            (&outcome["status"], &outcome["alpn"]),
+            (&json!(200), &json!(alpn)),
+            "{outcome}"
+        );
+        let body: Value = serde_json::from_str(outcome["body"].as_str().expect("body")).expect("JSON answer");
+        assert_eq!(
+            with_decoded_patch(body),
+            mutated_response("uid-py", "client-1", 7200),
+            "{alpn}"
+        );
+    }
+    assert_eq!(outcomes[2], json!({"status": 200, "alpn": null, "body": "ok"}));
+    assert_eq!(outcomes[3], json!({"status": 200, "alpn": null, "body": "ok"}));
+    assert_eq!(outcomes[4]["status"], json!(200));
+    let metrics = outcomes[4]["body"].as_str().expect("metrics text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "azwi_mutation_request_count{namespace=\"default\"} 2")
+            && metrics
+                .lines()
+                .any(|l| l == "wisp_webhook_admissions_total{outcome=\"mutated\"} 2"),
+        "{metrics}"
+    );
 }
