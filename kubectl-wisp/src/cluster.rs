@@ -11,15 +11,12 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("cannot find the cluster: {0}; point KUBECONFIG at a kubeconfig file or run `kubectl config use-context`")]
-    Config(#[source] kube::config::InferConfigError),
+    Config(kube::config::InferConfigError),
     #[error("cannot create a Kubernetes client from the kubeconfig: {0}")]
-    Client(#[source] kube::Error),
-    #[error("{action}: {}", describe(source))]
-    Api {
-        action: String,
-        #[source]
-        source: kube::Error,
-    },
+    Client(kube::Error),
+    // The API server's message is the whole story: it is shown here rather than kept as a source.
+    #[error("{action}: {}", describe(error))]
+    Api { action: String, error: kube::Error },
     #[error("{action}: {reason}")]
     Invalid { action: String, reason: String },
 }
@@ -136,9 +133,9 @@ impl Cluster {
         let applied = api
             .patch(name, &PatchParams::apply(field_manager), &Patch::Apply(object))
             .await
-            .map_err(|source| ClusterError::Api {
+            .map_err(|error| ClusterError::Api {
                 action: action.clone(),
-                source,
+                error,
             })?;
         serde_json::to_value(applied).map_err(|e| ClusterError::Invalid {
             action,
@@ -159,9 +156,9 @@ impl Cluster {
             .client
             .request(request)
             .await
-            .map_err(|source| ClusterError::Api {
+            .map_err(|error| ClusterError::Api {
                 action: action.clone(),
-                source,
+                error,
             })?;
         match document.get("issuer").and_then(Value::as_str) {
             Some(issuer) if !issuer.is_empty() => Ok(issuer.to_string()),
@@ -180,10 +177,7 @@ where
     match api.get(name).await {
         Ok(object) => Ok(Some(object)),
         Err(e) if is_not_found(&e) => Ok(None),
-        Err(source) => Err(ClusterError::Api {
-            action: action(),
-            source,
-        }),
+        Err(error) => Err(ClusterError::Api { action: action(), error }),
     }
 }
 
@@ -194,8 +188,5 @@ where
     api.list(params)
         .await
         .map(|list| list.items)
-        .map_err(|source| ClusterError::Api {
-            action: action(),
-            source,
-        })
+        .map_err(|error| ClusterError::Api { action: action(), error })
 }

@@ -27,7 +27,7 @@ pub enum ConnectError {
     #[error("no tenant: pass --tenant-id (read it with: az account show --query tenantId -o tsv)")]
     NoTenantFlag,
     #[error("cannot write the objects as YAML: {0}")]
-    Yaml(#[source] serde_saphyr::SerializeError),
+    Yaml(serde_saphyr::SerializeError),
 }
 
 /// How to carry out a connection.

@@ -75,7 +75,7 @@ pub enum PlanError {
          NAME"
     )]
     Class(String),
-    #[error("wisp-agent would refuse this SecretProviderClass (check --vault and the file names): {0}")]
+    #[error("wisp-agent would refuse this SecretProviderClass (check --vault and the file names)")]
     ClassRefused(#[source] ParamError),
 }
 
