@@ -86,3 +86,97 @@ impl Observed {
         Some(value.as_str()).filter(|v| !v.trim().is_empty())
     }
 }
+
+/// A healthy pod as doctor would read it, for the checks' unit tests to break one piece at a time.
+#[cfg(test)]
+pub mod fixture {
+    use serde_json::json;
+
+    use super::*;
+
+    pub const CLIENT_ID: &str = "a1b2c3d4-0000-4000-8000-000000000001";
+    pub const TENANT: &str = "72f988bf-0000-4000-8000-00000000aaaa";
+    pub const ISSUER: &str = "https://oidc.example/cluster/";
+
+    fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+        serde_json::from_value(value).expect("fixture objects are valid")
+    }
+
+    pub fn class_parameters() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("clientID".to_string(), CLIENT_ID.to_string()),
+            ("keyvaultName".to_string(), "shop-kv".to_string()),
+            ("tenantId".to_string(), TENANT.to_string()),
+            (
+                "objects".to_string(),
+                "array:\n  - |\n    objectName: api-key\n    objectType: secret\n".to_string(),
+            ),
+        ])
+    }
+
+    pub fn healthy() -> Observed {
+        let pod = from_json(json!({
+            "metadata": {"name": "web-1", "namespace": "shop", "uid": "u-1",
+                         "labels": {"azure.workload.identity/use": "true"}},
+            "spec": {
+                "serviceAccountName": "web",
+                "nodeName": "node-1",
+                "containers": [{"name": "app", "env": [
+                    {"name": "AZURE_FEDERATED_TOKEN_FILE", "value": "/var/run/secrets/azure/tokens/azure-identity-token"}]}],
+                "volumes": [
+                    {"name": "kv", "csi": {"driver": "secrets-store.csi.k8s.io",
+                                            "volumeAttributes": {"secretProviderClass": "shop-kv"}}},
+                    {"name": "azure-identity-token", "projected": {"sources": [{"serviceAccountToken": {
+                        "audience": "api://AzureADTokenExchange", "expirationSeconds": 3600, "path": "azure-identity-token"}}]}},
+                ],
+            },
+        }));
+        Observed {
+            pod,
+            namespace: Ok(Some(from_json(json!({"metadata": {"name": "shop",
+                "labels": {"kubernetes.io/metadata.name": "shop"}}})))),
+            service_account: Ok(Some(from_json(json!({"metadata": {"name": "web", "namespace": "shop",
+                "annotations": {"azure.workload.identity/client-id": CLIENT_ID}}})))),
+            webhook_configurations: Ok(vec![from_json(json!({"metadata": {"name": "wisp-webhook"},
+                "webhooks": [{"name": "mutation.azure-workload-identity.io", "admissionReviewVersions": ["v1"],
+                              "clientConfig": {}, "sideEffects": "None",
+                              "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name",
+                                  "operator": "NotIn", "values": ["wisp-system"]}]}}]}))]),
+            issuer: Ok(ISSUER.to_string()),
+            volumes: vec![VolumeObserved {
+                volume: "kv".into(),
+                attributes: BTreeMap::from([("secretProviderClass".to_string(), "shop-kv".to_string())]),
+                class_name: Some("shop-kv".into()),
+                class: Ok(Some(ClassObserved {
+                    provider: "azure".into(),
+                    parameters: class_parameters(),
+                })),
+                elsewhere: Vec::new(),
+                pod_status: Ok(Some(from_json(json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1",
+                    "kind": "SecretProviderClassPodStatus", "metadata": {"name": "web-1-shop-shop-kv"},
+                    "status": {"mounted": true, "objects": [{"id": "secret/api-key", "version": "1"}]}})))),
+            }],
+            csi_driver: Ok(Some(from_json(json!({"metadata": {"name": "secrets-store.csi.k8s.io"},
+                "spec": {"podInfoOnMount": true, "tokenRequests": [{"audience": "api://AzureADTokenExchange"}]}})))),
+            node: Some(NodeObserved {
+                name: "node-1".into(),
+                csi_node: Ok(Some(from_json(json!({"metadata": {"name": "node-1"},
+                    "spec": {"drivers": [{"name": "secrets-store.csi.k8s.io", "nodeID": "node-1"}]}})))),
+                agent_pods: Ok(vec![from_json(json!({"metadata": {"name": "wisp-agent-a", "namespace": "wisp-system"},
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))]),
+            }),
+            failed_mounts: Ok(Vec::new()),
+        }
+    }
+
+    /// A FailedMount event of the fixture's pod, as kubelet writes it, with wisp-agent's `message`.
+    pub fn failed_mount(message: &str) -> Event {
+        from_json(json!({
+            "metadata": {"name": "web-1.1", "namespace": "shop"},
+            "involvedObject": {"kind": "Pod", "name": "web-1", "namespace": "shop", "uid": "u-1"},
+            "reason": "FailedMount", "type": "Warning", "count": 1,
+            "lastTimestamp": "2026-12-02T10:00:00Z",
+            "message": format!("MountVolume.SetUp failed for volume \"kv\" : rpc error: code = Unknown desc = {message}"),
+        }))
+    }
+}
