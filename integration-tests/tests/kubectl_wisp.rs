@@ -87,7 +87,10 @@ impl Cluster {
             .filter(|request| request.method != "GET")
             .map(|request| {
                 let manager = request.query.get("fieldManager").cloned().unwrap_or_default();
-                format!("{} {} fieldManager={manager} -> {}", request.method, request.path, request.status)
+                format!(
+                    "{} {} fieldManager={manager} -> {}",
+                    request.method, request.path, request.status
+                )
             })
             .collect()
     }
@@ -217,7 +220,10 @@ async fn connect_applies_exactly_the_service_account_and_the_class_and_prints_wh
     );
     let mut service_account = expected_service_account();
     service_account["metadata"]["labels"] = json!({"app": "checkout"});
-    assert_eq!(cluster.stored("v1", "ServiceAccount", SERVICE_ACCOUNT), Some(service_account));
+    assert_eq!(
+        cluster.stored("v1", "ServiceAccount", SERVICE_ACCOUNT),
+        Some(service_account)
+    );
     assert_eq!(
         cluster.stored("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass", CLASS),
         Some(expected_class())
@@ -231,7 +237,13 @@ async fn connect_applies_exactly_the_service_account_and_the_class_and_prints_wh
                 .to_string(),
         ]
     );
-    assert_eq!(cluster.kube.list("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass").len(), 1);
+    assert_eq!(
+        cluster
+            .kube
+            .list("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass")
+            .len(),
+        1
+    );
 
     // Applying again changes nothing.
     let again = cluster.kubectl_wisp(CONNECT).await;
@@ -254,7 +266,12 @@ async fn connect_dry_run_prints_everything_and_writes_nothing() {
     );
     assert_eq!(cluster.writes(), Vec::<String>::new());
     assert_eq!(cluster.kube.list("v1", "ServiceAccount"), Vec::<Value>::new());
-    assert_eq!(cluster.kube.list("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass"), Vec::<Value>::new());
+    assert_eq!(
+        cluster
+            .kube
+            .list("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass"),
+        Vec::<Value>::new()
+    );
 
     // -o yaml: the same objects as a YAML stream, the rest as comments.
     args.extend(["-o", "yaml"]);
@@ -267,7 +284,12 @@ async fn connect_dry_run_prints_everything_and_writes_nothing() {
         .map(|document| serde_saphyr::from_str::<Value>(document).expect("YAML"))
         .collect();
     assert_eq!(parsed, vec![expected_service_account(), expected_class()]);
-    let comments: String = yaml.stdout.lines().filter(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    let comments: String = yaml
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert_eq!(comments, YAML_COMMENTS);
     assert_eq!(cluster.writes(), Vec::<String>::new());
 }
@@ -453,7 +475,10 @@ fn healthy_lines() -> Vec<String> {
         "  ok: CSIDriver secrets-store.csi.k8s.io requests pod tokens for api://AzureADTokenExchange".to_string(),
         "  ok: node node-1 lists driver secrets-store.csi.k8s.io (CSINode node-1)".to_string(),
         "  ok: wisp-agent pod wisp-system/wisp-agent-x7k2p on node node-1 is ready".to_string(),
-        format!("  ok: SecretProviderClassPodStatus shop/{}: mounted, 4 objects", pod_status_name()),
+        format!(
+            "  ok: SecretProviderClassPodStatus shop/{}: mounted, 4 objects",
+            pod_status_name()
+        ),
         "  ok: no FailedMount events".to_string(),
     ]
 }
@@ -475,7 +500,9 @@ fn text(lines: &[String]) -> String {
 }
 
 async fn doctor(cluster: &Cluster) -> Run {
-    cluster.kubectl_wisp(&["doctor", &format!("pod/{POD}"), "-n", NAMESPACE]).await
+    cluster
+        .kubectl_wisp(&["doctor", &format!("pod/{POD}"), "-n", NAMESPACE])
+        .await
 }
 
 fn assert_report(run: &Run, code: i32, lines: &[String]) {
@@ -502,14 +529,24 @@ async fn doctor_json_is_the_same_as_data() {
     assert_eq!(report["ok"], json!(true));
     let section = &report["sections"][0];
     assert_eq!(
-        (&section["kind"], &section["namespace"], &section["name"], &section["node"]),
+        (
+            &section["kind"],
+            &section["namespace"],
+            &section["name"],
+            &section["node"]
+        ),
         (&json!("pod"), &json!(NAMESPACE), &json!(POD), &json!(NODE))
     );
     let checks: Vec<(String, String)> = section["checks"]
         .as_array()
         .expect("checks")
         .iter()
-        .map(|c| (c["check"].as_str().unwrap().to_string(), c["status"].as_str().unwrap().to_string()))
+        .map(|c| {
+            (
+                c["check"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let expected: Vec<(String, String)> = [
         "label",
@@ -548,7 +585,8 @@ async fn doctor_on_a_deployment_checks_each_of_its_pods() {
         "spec": {"selector": {"matchLabels": {"app": "checkout"}},
                  "template": {"metadata": {"labels": {"app": "checkout"}}, "spec": {"containers": []}}},
     }));
-    let deployment_uid = kube.get("apps/v1", "Deployment", Some(NAMESPACE), "checkout").unwrap()["metadata"]["uid"].clone();
+    let deployment_uid =
+        kube.get("apps/v1", "Deployment", Some(NAMESPACE), "checkout").unwrap()["metadata"]["uid"].clone();
     kube.upsert(json!({
         "apiVersion": "apps/v1", "kind": "ReplicaSet",
         "metadata": {"name": "checkout-7d9f8c6b5", "namespace": NAMESPACE, "labels": {"app": "checkout"},
@@ -556,7 +594,10 @@ async fn doctor_on_a_deployment_checks_each_of_its_pods() {
                                           "uid": deployment_uid, "controller": true}]},
         "spec": {"selector": {"matchLabels": {"app": "checkout"}}},
     }));
-    let replica_set_uid = kube.get("apps/v1", "ReplicaSet", Some(NAMESPACE), "checkout-7d9f8c6b5").unwrap()["metadata"]["uid"].clone();
+    let replica_set_uid = kube
+        .get("apps/v1", "ReplicaSet", Some(NAMESPACE), "checkout-7d9f8c6b5")
+        .unwrap()["metadata"]["uid"]
+        .clone();
     let mut pod = kube.get("v1", "Pod", Some(NAMESPACE), POD).unwrap();
     pod["metadata"]["ownerReferences"][0]["uid"] = replica_set_uid;
     kube.upsert(pod);
@@ -566,11 +607,15 @@ async fn doctor_on_a_deployment_checks_each_of_its_pods() {
     stranger["metadata"]["ownerReferences"] = json!([]);
     kube.upsert(stranger);
 
-    let run = cluster.kubectl_wisp(&["doctor", "deployment/checkout", "-n", NAMESPACE]).await;
+    let run = cluster
+        .kubectl_wisp(&["doctor", "deployment/checkout", "-n", NAMESPACE])
+        .await;
     assert_report(&run, 0, &healthy_lines());
 
     kube.delete("v1", "Pod", Some(NAMESPACE), POD);
-    let run = cluster.kubectl_wisp(&["doctor", "deploy/checkout", "-n", NAMESPACE]).await;
+    let run = cluster
+        .kubectl_wisp(&["doctor", "deploy/checkout", "-n", NAMESPACE])
+        .await;
     assert_report(
         &run,
         1,
@@ -630,7 +675,12 @@ async fn doctor_with_the_class_in_another_namespace() {
     let cluster = healthy_cluster().await;
     let mut class = cluster
         .kube
-        .delete("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass", Some(NAMESPACE), CLASS)
+        .delete(
+            "secrets-store.csi.x-k8s.io/v1",
+            "SecretProviderClass",
+            Some(NAMESPACE),
+            CLASS,
+        )
         .expect("the class");
     class["metadata"] = json!({"name": CLASS, "namespace": "payments"});
     cluster.kube.upsert(class);
@@ -650,7 +700,12 @@ async fn doctor_with_a_bad_file_permission() {
     let cluster = healthy_cluster().await;
     let mut class = cluster
         .kube
-        .get("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass", Some(NAMESPACE), CLASS)
+        .get(
+            "secrets-store.csi.x-k8s.io/v1",
+            "SecretProviderClass",
+            Some(NAMESPACE),
+            CLASS,
+        )
         .unwrap();
     class["spec"]["parameters"]["objects"] =
         json!("array:\n  - |\n    objectName: api-key\n    objectType: secret\n    filePermission: \"0999\"\n");
@@ -669,7 +724,10 @@ async fn doctor_with_a_bad_file_permission() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_with_a_csi_driver_without_token_requests() {
     let cluster = healthy_cluster().await;
-    let mut driver = cluster.kube.get("storage.k8s.io/v1", "CSIDriver", None, DRIVER).unwrap();
+    let mut driver = cluster
+        .kube
+        .get("storage.k8s.io/v1", "CSIDriver", None, DRIVER)
+        .unwrap();
     driver["spec"].as_object_mut().unwrap().remove("tokenRequests");
     cluster.kube.upsert(driver);
 
@@ -763,9 +821,15 @@ async fn doctor_says_why_the_webhook_left_a_labelled_pod_alone() {
     // The webhook's configuration excludes the namespace.
     let mut configuration = cluster
         .kube
-        .get("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", None, "wisp-webhook")
+        .get(
+            "admissionregistration.k8s.io/v1",
+            "MutatingWebhookConfiguration",
+            None,
+            "wisp-webhook",
+        )
         .unwrap();
-    configuration["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"] = json!(["wisp-system", NAMESPACE]);
+    configuration["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"] =
+        json!(["wisp-system", NAMESPACE]);
     cluster.kube.upsert(configuration);
     let mut lines = healthy_lines();
     lines[WEBHOOK] = "  FAIL: the webhook did not mutate the pod (no AZURE_FEDERATED_TOKEN_FILE env, no \
@@ -777,9 +841,12 @@ async fn doctor_says_why_the_webhook_left_a_labelled_pod_alone() {
     assert_report(&doctor(&cluster).await, 1, &lines);
 
     // No webhook at all.
-    cluster
-        .kube
-        .delete("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", None, "wisp-webhook");
+    cluster.kube.delete(
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+        None,
+        "wisp-webhook",
+    );
     lines[WEBHOOK] = "  FAIL: the webhook did not mutate the pod (no AZURE_FEDERATED_TOKEN_FILE env, no \
                       azure-identity-token volume): no MutatingWebhookConfiguration has the webhook \
                       mutation.azure-workload-identity.io — install wisp (helm install wisp helm/wisp -n wisp-system \

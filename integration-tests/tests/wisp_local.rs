@@ -94,7 +94,10 @@ async fn keep_running_says_how_to_run_doctor_and_doctor_finds_the_pod_healthy() 
         .env_remove("RUST_LOG")
         .spawn();
     local
-        .wait_for_log("(kubectl-wisp on PATH, or: cargo run -p kubectl-wisp -- doctor ...)", Duration::from_secs(120))
+        .wait_for_log(
+            "(kubectl-wisp on PATH, or: cargo run -p kubectl-wisp -- doctor ...)",
+            Duration::from_secs(120),
+        )
         .await;
     let logs = local.logs();
     let doctor_line = logs
@@ -114,12 +117,23 @@ async fn keep_running_says_how_to_run_doctor_and_doctor_finds_the_pod_healthy() 
         .await
         .expect("cannot run kubectl-wisp");
     let report = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{report}{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let lines: Vec<&str> = report.lines().collect();
-    assert_eq!(lines[0], "pod default/busybox-secrets-store-inline-wi (node wisp-local-node)");
+    assert_eq!(
+        lines[0],
+        "pod default/busybox-secrets-store-inline-wi (node wisp-local-node)"
+    );
     assert_eq!(lines.len(), 12, "{report}");
     assert!(lines[1..].iter().all(|line| line.starts_with("  ok: ")), "{report}");
 
-    let status = local.terminate(Duration::from_secs(60)).await.expect("wisp-local stops on SIGTERM");
+    let status = local
+        .terminate(Duration::from_secs(60))
+        .await
+        .expect("wisp-local stops on SIGTERM");
     assert!(status.success(), "{}", local.log_tail(20));
 }

@@ -42,7 +42,9 @@ async fn run_connect(args: ConnectArgs) -> Result<Output, RunError> {
         .namespace
         .clone()
         .unwrap_or_else(|| cluster.default_namespace().to_string());
-    let service_account = (!args.managed_identity).then_some(args.service_account.as_deref()).flatten();
+    let service_account = (!args.managed_identity)
+        .then_some(args.service_account.as_deref())
+        .flatten();
     let tenant = connect::tenant(&cluster, args.tenant_id.as_deref(), &namespace, service_account).await?;
     let connection = args.connection(&namespace, &tenant).map_err(ConnectError::from)?;
     let options = ConnectOptions {

@@ -22,8 +22,10 @@ impl Issuer {
     fn argument(&self) -> String {
         match self {
             Issuer::Known(url) => shell_word(url),
-            Issuer::Unknown => "\"$(az aks show -g <resource-group> -n <cluster> --query oidcIssuerProfile.issuerUrl -o tsv)\""
-                .to_string(),
+            Issuer::Unknown => {
+                "\"$(az aks show -g <resource-group> -n <cluster> --query oidcIssuerProfile.issuerUrl -o tsv)\""
+                    .to_string()
+            }
         }
     }
 }
@@ -141,7 +143,10 @@ pub fn federated_credential_line(
     client_id: Option<&str>,
 ) -> String {
     let (name, group) = match client_id {
-        Some(client_id) => (identity_field(client_id, "name"), identity_field(client_id, "resourceGroup")),
+        Some(client_id) => (
+            identity_field(client_id, "name"),
+            identity_field(client_id, "resourceGroup"),
+        ),
         None => ("<identity>".to_string(), "<resource-group>".to_string()),
     };
     federated_credential_parts(issuer, namespace, service_account, &name, &group).join(" ")
@@ -160,7 +165,13 @@ pub fn federated_credential_list_command(client_id: &str) -> String {
 fn federated_credential_name(namespace: &str, service_account: &str) -> String {
     let name: String = format!("wisp-{namespace}-{service_account}")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(120)
         .collect();
     name
@@ -168,7 +179,10 @@ fn federated_credential_name(namespace: &str, service_account: &str) -> String {
 
 /// The line that sets `VAULT_ID`, the scope of the role assignments.
 pub fn vault_id_lookup(vault: &str) -> String {
-    format!("VAULT_ID=\"$(az keyvault show --name {} --query id -o tsv)\"", shell_word(vault))
+    format!(
+        "VAULT_ID=\"$(az keyvault show --name {} --query id -o tsv)\"",
+        shell_word(vault)
+    )
 }
 
 /// `az role assignment create` granting `role` on the vault (`$VAULT_ID`) to the identity with `client_id`.
@@ -224,7 +238,10 @@ mod tests {
     #[test]
     fn unusual_issuers_are_quoted_and_unknown_ones_read_from_aks() {
         assert_eq!(Issuer::Known("https://x/a b".into()).argument(), "'https://x/a b'");
-        assert_eq!(Issuer::Known("https://x/it's".into()).argument(), "'https://x/it'\\''s'");
+        assert_eq!(
+            Issuer::Known("https://x/it's".into()).argument(),
+            "'https://x/it'\\''s'"
+        );
         assert!(Issuer::Unknown.argument().contains("oidcIssuerProfile.issuerUrl"));
     }
 
@@ -236,7 +253,11 @@ mod tests {
             .collect();
         assert_eq!(
             roles,
-            ["Key Vault Secrets User", "Key Vault Crypto User", "Key Vault Certificate User"]
+            [
+                "Key Vault Secrets User",
+                "Key Vault Crypto User",
+                "Key Vault Certificate User"
+            ]
         );
         assert_eq!(ObjectKind::from_object_type(" CERT "), Some(ObjectKind::Cert));
         assert_eq!(ObjectKind::from_object_type("certificate"), None);

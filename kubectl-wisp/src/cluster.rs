@@ -88,7 +88,13 @@ impl Cluster {
             Some(namespace) => Api::namespaced(self.client.clone(), namespace),
             None => Api::all(self.client.clone()),
         };
-        let action = || format!("listing {}s in {}", K::kind(&()), namespace.unwrap_or("every namespace"));
+        let action = || {
+            format!(
+                "listing {}s in {}",
+                K::kind(&()),
+                namespace.unwrap_or("every namespace")
+            )
+        };
         list_all(&api, params, action).await
     }
 
@@ -117,7 +123,10 @@ impl Cluster {
     pub async fn find_custom(&self, resource: &ApiResource, name: &str) -> Result<Vec<DynamicObject>, ClusterError> {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), resource);
         let params = ListParams::default().fields(&format!("metadata.name={name}"));
-        list_all(&api, &params, || format!("looking for {} {name} in every namespace", resource.kind)).await
+        list_all(&api, &params, || {
+            format!("looking for {} {name} in every namespace", resource.kind)
+        })
+        .await
     }
 
     /// Server-side applies a namespaced object (its `apiVersion`, `kind`, `metadata.name`, `metadata.namespace`)
@@ -152,14 +161,10 @@ impl Cluster {
                 action: action.clone(),
                 reason: e.to_string(),
             })?;
-        let document: Value = self
-            .client
-            .request(request)
-            .await
-            .map_err(|error| ClusterError::Api {
-                action: action.clone(),
-                error,
-            })?;
+        let document: Value = self.client.request(request).await.map_err(|error| ClusterError::Api {
+            action: action.clone(),
+            error,
+        })?;
         match document.get("issuer").and_then(Value::as_str) {
             Some(issuer) if !issuer.is_empty() => Ok(issuer.to_string()),
             _ => Err(ClusterError::Invalid {
@@ -177,7 +182,10 @@ where
     match api.get(name).await {
         Ok(object) => Ok(Some(object)),
         Err(e) if is_not_found(&e) => Ok(None),
-        Err(error) => Err(ClusterError::Api { action: action(), error }),
+        Err(error) => Err(ClusterError::Api {
+            action: action(),
+            error,
+        }),
     }
 }
 
@@ -188,5 +196,8 @@ where
     api.list(params)
         .await
         .map(|list| list.items)
-        .map_err(|error| ClusterError::Api { action: action(), error })
+        .map_err(|error| ClusterError::Api {
+            action: action(),
+            error,
+        })
 }

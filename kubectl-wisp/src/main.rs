@@ -24,7 +24,11 @@ fn main() -> ExitCode {
             }
             // A closed pipe (`| head`) is not an error worth reporting.
             let _ = std::io::stdout().write_all(output.stdout.as_bytes());
-            if output.checks_failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+            if output.checks_failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("error: {:#}", anyhow::Error::from(e));

@@ -268,7 +268,11 @@ impl Connection {
                 }
             ));
             lines.extend(azure::identity_lookup(&self.client_id));
-            lines.extend(azure::federated_credential_command(issuer, &self.namespace, service_account));
+            lines.extend(azure::federated_credential_command(
+                issuer,
+                &self.namespace,
+                service_account,
+            ));
             step += 1;
         } else {
             lines.push(format!(
@@ -319,7 +323,11 @@ pub fn render_text(connection: &Connection, objects: &[Value], outcome: Outcome,
 
 /// `-o yaml`: the objects as a YAML stream, then the snippet and the commands as comments, so the whole output
 /// stays one valid YAML stream.
-pub fn render_yaml(connection: &Connection, objects: &[Value], issuer: &Issuer) -> Result<String, serde_saphyr::SerializeError> {
+pub fn render_yaml(
+    connection: &Connection,
+    objects: &[Value],
+    issuer: &Issuer,
+) -> Result<String, serde_saphyr::SerializeError> {
     let mut text = String::new();
     for object in objects {
         text.push_str("---\n");

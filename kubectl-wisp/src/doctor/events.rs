@@ -34,7 +34,11 @@ pub fn checks(observed: &Observed) -> Vec<Check> {
         .map(|event| {
             let explanation = explain(observed, event.message.as_deref().unwrap_or_default());
             let when = last_seen(event).map(|t| format!(", last {t}")).unwrap_or_default();
-            let times = event.count.filter(|count| *count > 1).map(|count| format!("{count} times")).unwrap_or_else(|| "once".into());
+            let times = event
+                .count
+                .filter(|count| *count > 1)
+                .map(|count| format!("{count} times"))
+                .unwrap_or_else(|| "once".into());
             Check::fail(
                 "mount-events",
                 format!("FailedMount ({times}{when}): {}", explanation.problem),
@@ -183,7 +187,10 @@ fn explain(observed: &Observed, message: &str) -> Explanation {
     }
     if message.contains("AADSTS90002") {
         return explanation(
-            format!("AADSTS90002: tenant {} does not exist", known.tenant.unwrap_or("<tenant>")),
+            format!(
+                "AADSTS90002: tenant {} does not exist",
+                known.tenant.unwrap_or("<tenant>")
+            ),
             "set the SecretProviderClass's tenantId to the vault's tenant (az account show --query tenantId -o tsv)"
                 .to_string(),
         );
@@ -228,7 +235,10 @@ fn explain(observed: &Observed, message: &str) -> Explanation {
             "403" => {
                 let role = object.map_or(ObjectKind::Secret, |(kind, _)| kind).reader_role();
                 return explanation(
-                    format!("Key Vault {vault} forbids client ID {} to read {what} (HTTP 403)", known.client()),
+                    format!(
+                        "Key Vault {vault} forbids client ID {} to read {what} (HTTP 403)",
+                        known.client()
+                    ),
                     azure::role_assignment_line(role, known.client(), vault),
                 );
             }

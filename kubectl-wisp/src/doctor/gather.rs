@@ -91,9 +91,8 @@ async fn observe_volume(
         };
     };
     let classes = custom_resource("SecretProviderClass", "secretproviderclasses");
-    let class = read(cluster.get_custom(&classes, namespace, &name).await).and_then(|found| {
-        found.map(|object| class_observed(&object)).transpose()
-    });
+    let class = read(cluster.get_custom(&classes, namespace, &name).await)
+        .and_then(|found| found.map(|object| class_observed(&object)).transpose());
     // Where else a class of that name lives, to say so; a user who may not list every namespace just does not
     // get that hint.
     let elsewhere = match &class {

@@ -46,7 +46,10 @@ fn label(observed: &Observed) -> Check {
         Some("true") => Check::ok("label", format!("label {}: \"true\"", wi::USE_LABEL)),
         Some(other) => Check::fail(
             "label",
-            format!("pod {name} has label {}: {other:?}, which is not \"true\"", wi::USE_LABEL),
+            format!(
+                "pod {name} has label {}: {other:?}, which is not \"true\"",
+                wi::USE_LABEL
+            ),
             fix,
         ),
         None => Check::fail(
@@ -102,10 +105,13 @@ fn webhook(observed: &Observed) -> Check {
     let namespace = observed.pod_namespace();
     let missing_env = format!("no {} env", wi::ENV_FEDERATED_TOKEN_FILE);
     let missing_token = format!("no {} volume", wi::TOKEN_VOLUME_NAME);
-    let missing: Vec<&str> = [(!has_env).then_some(missing_env.as_str()), (!has_token).then_some(missing_token.as_str())]
-        .into_iter()
-        .flatten()
-        .collect();
+    let missing: Vec<&str> = [
+        (!has_env).then_some(missing_env.as_str()),
+        (!has_token).then_some(missing_token.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let not_mutated = format!("the webhook did not mutate the pod ({})", missing.join(", "));
     let configurations = match &observed.webhook_configurations {
         Ok(configurations) => configurations,
@@ -234,7 +240,10 @@ fn token_audience(observed: &Observed) -> Check {
     let Some(token) = token_projection(observed) else {
         return Check::skip(
             "token-audience",
-            format!("the pod has no {} volume to check (see the webhook above)", wi::TOKEN_VOLUME_NAME),
+            format!(
+                "the pod has no {} volume to check (see the webhook above)",
+                wi::TOKEN_VOLUME_NAME
+            ),
         );
     };
     let expiration = token

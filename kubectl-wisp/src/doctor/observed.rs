@@ -156,14 +156,18 @@ pub mod fixture {
                     "kind": "SecretProviderClassPodStatus", "metadata": {"name": "web-1-shop-shop-kv"},
                     "status": {"mounted": true, "objects": [{"id": "secret/api-key", "version": "1"}]}})))),
             }],
-            csi_driver: Ok(Some(from_json(json!({"metadata": {"name": "secrets-store.csi.k8s.io"},
-                "spec": {"podInfoOnMount": true, "tokenRequests": [{"audience": "api://AzureADTokenExchange"}]}})))),
+            csi_driver: Ok(Some(from_json(
+                json!({"metadata": {"name": "secrets-store.csi.k8s.io"},
+                "spec": {"podInfoOnMount": true, "tokenRequests": [{"audience": "api://AzureADTokenExchange"}]}}),
+            ))),
             node: Some(NodeObserved {
                 name: "node-1".into(),
                 csi_node: Ok(Some(from_json(json!({"metadata": {"name": "node-1"},
                     "spec": {"drivers": [{"name": "secrets-store.csi.k8s.io", "nodeID": "node-1"}]}})))),
-                agent_pods: Ok(vec![from_json(json!({"metadata": {"name": "wisp-agent-a", "namespace": "wisp-system"},
-                    "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))]),
+                agent_pods: Ok(vec![from_json(
+                    json!({"metadata": {"name": "wisp-agent-a", "namespace": "wisp-system"},
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+                )]),
             }),
             failed_mounts: Ok(Vec::new()),
         }

@@ -171,12 +171,12 @@ mod tests {
         assert_eq!(
             value,
             json!({"ok": false, "sections": [{"kind": "pod", "namespace": "default", "name": "web", "node": "node-1",
-                "checks": [
-                    {"check": "label", "status": "ok", "detail": "label azure.workload.identity/use: \"true\""},
-                    {"check": "class", "volume": "kv", "status": "fail",
-                     "problem": "SecretProviderClass default/kv does not exist", "fix": "create it"},
-                    {"check": "pod-status", "volume": "kv", "status": "skip", "reason": "see the class above"},
-                ]}]})
+            "checks": [
+                {"check": "label", "status": "ok", "detail": "label azure.workload.identity/use: \"true\""},
+                {"check": "class", "volume": "kv", "status": "fail",
+                 "problem": "SecretProviderClass default/kv does not exist", "fix": "create it"},
+                {"check": "pod-status", "volume": "kv", "status": "skip", "reason": "see the class above"},
+            ]}]})
         );
     }
 }

@@ -28,7 +28,8 @@ pub fn checks(observed: &Observed) -> Vec<Check> {
         checks.push(if class.is_ok() {
             pod_status(observed, volume)
         } else {
-            Check::skip("pod-status", "nothing to mount until the class is fixed (see above)").for_volume(&volume.volume)
+            Check::skip("pod-status", "nothing to mount until the class is fixed (see above)")
+                .for_volume(&volume.volume)
         });
     }
     checks
@@ -146,7 +147,10 @@ fn csi_driver(observed: &Observed) -> Check {
 fn node_checks(node: Option<&NodeObserved>) -> Vec<Check> {
     let Some(node) = node else {
         let reason = "the pod is not scheduled to a node yet";
-        return vec![Check::skip("node-registration", reason), Check::skip("agent-pod", reason)];
+        return vec![
+            Check::skip("node-registration", reason),
+            Check::skip("agent-pod", reason),
+        ];
     };
     vec![registration(node), agent_pod(node)]
 }
@@ -161,7 +165,10 @@ fn registration(node: &NodeObserved) -> Check {
             .is_some(),
     };
     if registered {
-        Check::ok("node-registration", format!("node {name} lists driver {DRIVER_NAME} (CSINode {name})"))
+        Check::ok(
+            "node-registration",
+            format!("node {name} lists driver {DRIVER_NAME} (CSINode {name})"),
+        )
     } else {
         Check::fail(
             "node-registration",
@@ -198,14 +205,19 @@ fn agent_pod(node: &NodeObserved) -> Check {
         )
     };
     match (pods.iter().find(|pod| is_ready(pod)), pods.first()) {
-        (Some(ready), _) => Check::ok("agent-pod", format!("wisp-agent pod {} on node {name} is ready", describe(ready))),
+        (Some(ready), _) => Check::ok(
+            "agent-pod",
+            format!("wisp-agent pod {} on node {name} is ready", describe(ready)),
+        ),
         (None, Some(pod)) => {
             let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
             let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
             Check::fail(
                 "agent-pod",
                 format!("wisp-agent pod {} on node {name} is not ready", describe(pod)),
-                format!("read why: kubectl describe pod {pod_name} -n {namespace}; kubectl logs {pod_name} -n {namespace}"),
+                format!(
+                    "read why: kubectl describe pod {pod_name} -n {namespace}; kubectl logs {pod_name} -n {namespace}"
+                ),
             )
         }
         (None, None) => Check::fail(

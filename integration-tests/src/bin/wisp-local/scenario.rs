@@ -11,9 +11,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use integration_tests::fake_entra::FederatedCredential;
 use integration_tests::fake_keyvault::CertificateSpec;
+use integration_tests::fake_kube::FakeKube;
 use integration_tests::kubelet::{self, AgentLaunch, PodRef, csi};
 use integration_tests::local_cloud::{ClientFiles, CloudNames, LOGIN_HOST, LocalCloud, VAULT_RESOURCE};
-use integration_tests::fake_kube::FakeKube;
 use integration_tests::pki::TestPki;
 use integration_tests::process::{
     self, Program, RunningProgram, free_port, mount_namespaces_available, tmpfs_mounts_available,
@@ -478,7 +478,11 @@ async fn register_with_kubelet(fakes: &Fakes, agent: &mut RunningProgram, socket
         .await
         .map_err(|status| anyhow!("GetInfo on the registration socket failed: {}", status.message()))?
         .into_inner();
-    ensure!(info.name == ss::DRIVER_NAME, "the agent registers driver {:?}", info.name);
+    ensure!(
+        info.name == ss::DRIVER_NAME,
+        "the agent registers driver {:?}",
+        info.name
+    );
     registration
         .notify_registration_status(RegistrationStatus {
             plugin_registered: true,

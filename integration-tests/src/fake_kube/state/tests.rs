@@ -127,7 +127,9 @@ fn field_selectors_know_each_resources_own_fields() {
     let selector = "involvedObject.kind=Pod,involvedObject.name=p,reason=FailedMount,source=kubelet";
     assert!(FieldSelector::parse(events, selector).unwrap().matches(&event));
     assert_eq!(
-        FieldSelector::parse(events, "spec.nodeName=node-1").unwrap_err().message,
+        FieldSelector::parse(events, "spec.nodeName=node-1")
+            .unwrap_err()
+            .message,
         "field label not supported: spec.nodeName"
     );
 }
@@ -145,7 +147,10 @@ fn namespaces_always_carry_their_name_label() {
     let (replaced, _) = store
         .replace(namespaces, "", "team-a", json!({"metadata": {"name": "team-a"}}))
         .unwrap();
-    assert_eq!(replaced["metadata"]["labels"], json!({"kubernetes.io/metadata.name": "team-a"}));
+    assert_eq!(
+        replaced["metadata"]["labels"],
+        json!({"kubernetes.io/metadata.name": "team-a"})
+    );
 }
 
 #[test]

@@ -36,7 +36,15 @@ fn error(result: Result<Connection, PlanError>) -> String {
 fn every_flag_is_checked_and_named() {
     let one = || vec![secret("api-key", None)];
     assert_eq!(
-        error(Connection::new("Shop", workload("web"), CLIENT, TENANT, "shop-kv", one(), None)),
+        error(Connection::new(
+            "Shop",
+            workload("web"),
+            CLIENT,
+            TENANT,
+            "shop-kv",
+            one(),
+            None
+        )),
         "namespace \"Shop\" is not a namespace name (lower-case letters, digits and '-', at most 63); pass -n NAME"
     );
     assert_eq!(
@@ -44,12 +52,28 @@ fn every_flag_is_checked_and_named() {
         "--service-account \"Web\" is not a ServiceAccount name (lower-case letters, digits, '-' and '.')"
     );
     assert_eq!(
-        error(Connection::new("shop", workload("web"), "web-identity", TENANT, "shop-kv", one(), None)),
+        error(Connection::new(
+            "shop",
+            workload("web"),
+            "web-identity",
+            TENANT,
+            "shop-kv",
+            one(),
+            None
+        )),
         "--client-id \"web-identity\" is not a client ID (a GUID); read it with: az identity show -g \
          <resource-group> -n <identity> --query clientId -o tsv"
     );
     assert_eq!(
-        error(Connection::new("shop", workload("web"), CLIENT, "contoso", "shop-kv", one(), None)),
+        error(Connection::new(
+            "shop",
+            workload("web"),
+            CLIENT,
+            "contoso",
+            "shop-kv",
+            one(),
+            None
+        )),
         "--tenant-id \"contoso\" is not a tenant (its GUID or a domain such as contoso.onmicrosoft.com); read it \
          with: az account show --query tenantId -o tsv"
     );
@@ -66,17 +90,36 @@ fn every_flag_is_checked_and_named() {
         "--secret api-key= : the file name is empty; write --secret NAME or --secret NAME=FILE"
     );
     assert_eq!(
-        error(Connection::new("shop", workload("web"), CLIENT, TENANT, "k", one(), None)),
+        error(Connection::new(
+            "shop",
+            workload("web"),
+            CLIENT,
+            TENANT,
+            "k",
+            one(),
+            None
+        )),
         "wisp-agent would refuse this SecretProviderClass (check --vault and the file names): Invalid vault name: \
          \"k\", must be between 3 and 24 chars; set parameters.keyvaultName to the name of the Key Vault, not its URL"
     );
     assert_eq!(
-        error(Connection::new("shop", workload("web"), CLIENT, TENANT, "shop-kv", one(), Some("Shop"))),
+        error(Connection::new(
+            "shop",
+            workload("web"),
+            CLIENT,
+            TENANT,
+            "shop-kv",
+            one(),
+            Some("Shop")
+        )),
         "--class \"Shop\" is not a SecretProviderClass name (lower-case letters, digits, '-' and '.'); pass --class \
          NAME"
     );
     assert_eq!(
-        error(connection(workload("web"), vec![secret("a", Some("x")), secret("b", Some("x"))])),
+        error(connection(
+            workload("web"),
+            vec![secret("a", Some("x")), secret("b", Some("x"))]
+        )),
         "wisp-agent would refuse this SecretProviderClass (check --vault and the file names): objects array index 1 \
          (objectName \"b\"): file name \"x\" is also used by objects array index 0; give one of them a different \
          objectAlias"

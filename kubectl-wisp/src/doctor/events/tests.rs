@@ -12,7 +12,8 @@ fn explained(message: &str) -> String {
     checks[0].line()
 }
 
-const PREFIX: &str = "failed to mount secrets store objects for pod shop/web-1, err: SecretProviderClass shop/shop-kv: ";
+const PREFIX: &str =
+    "failed to mount secrets store objects for pod shop/web-1, err: SecretProviderClass shop/shop-kv: ";
 
 #[test]
 fn no_events_is_ok_and_unreadable_events_fail() {
@@ -41,7 +42,9 @@ fn entra_errors_are_explained_with_their_fix() {
         )
     );
     assert_eq!(
-        explained(&format!("{PREFIX}... AADSTS700016: Application with identifier '{client}' was not found")),
+        explained(&format!(
+            "{PREFIX}... AADSTS700016: Application with identifier '{client}' was not found"
+        )),
         format!(
             "FAIL: FailedMount (once, last 2026-12-02T10:00:00Z): AADSTS700016: client ID {client} is no application \
              in tenant {tenant} — set the SecretProviderClass's clientID (and the ServiceAccount's client-id) to the \
@@ -85,14 +88,21 @@ fn key_vault_errors_are_explained_with_their_fix() {
              properties.tenantId -o tsv)"
         )
     );
-    assert!(explained(&vault_error("404", "key")).starts_with(&format!("{at}Key Vault shop-kv has no key tls (HTTP 404) — correct objectName")));
-    assert!(explained(&vault_error("429", "secret")).starts_with(&format!("{at}Key Vault shop-kv throttled the reads (HTTP 429) — raise")));
+    assert!(explained(&vault_error("404", "key")).starts_with(&format!(
+        "{at}Key Vault shop-kv has no key tls (HTTP 404) — correct objectName"
+    )));
+    assert!(
+        explained(&vault_error("429", "secret"))
+            .starts_with(&format!("{at}Key Vault shop-kv throttled the reads (HTTP 429) — raise"))
+    );
 }
 
 #[test]
 fn wisps_own_errors_are_explained() {
     assert_eq!(
-        explained(&format!("{PREFIX}token for audience api://AzureADTokenExchange not found")),
+        explained(&format!(
+            "{PREFIX}token for audience api://AzureADTokenExchange not found"
+        )),
         "FAIL: FailedMount (once, last 2026-12-02T10:00:00Z): kubelet sent wisp-agent no pod token for \
          api://AzureADTokenExchange — add {audience: api://AzureADTokenExchange} to the CSIDriver's tokenRequests \
          (wisp chart value tokenRequests)"
@@ -105,9 +115,11 @@ fn wisps_own_errors_are_explained() {
         "FAIL: FailedMount (once, last 2026-12-02T10:00:00Z): SecretProviderClass other is not in the pod's \
          namespace shop; wisp-agent looks only there — create it in namespace shop"
     );
-    assert!(explained("something new").ends_with(
-        "desc = something new — see the README's Troubleshooting and the wisp-agent log on the pod's node"
-    ));
+    assert!(
+        explained("something new").ends_with(
+            "desc = something new — see the README's Troubleshooting and the wisp-agent log on the pod's node"
+        )
+    );
 }
 
 #[test]

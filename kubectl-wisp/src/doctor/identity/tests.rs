@@ -10,7 +10,11 @@ fn lines(observed: &Observed) -> Vec<String> {
 
 #[test]
 fn a_healthy_pod_passes_every_identity_check() {
-    assert!(checks(&fixture::healthy()).iter().all(Check::is_ok), "{:?}", lines(&fixture::healthy()));
+    assert!(
+        checks(&fixture::healthy()).iter().all(Check::is_ok),
+        "{:?}",
+        lines(&fixture::healthy())
+    );
 }
 
 #[test]
@@ -31,7 +35,10 @@ fn unmutated() -> Observed {
     let mut observed = fixture::healthy();
     let spec = observed.pod.spec.as_mut().unwrap();
     spec.containers[0].env = None;
-    spec.volumes.as_mut().unwrap().retain(|v| v.name != wi::TOKEN_VOLUME_NAME);
+    spec.volumes
+        .as_mut()
+        .unwrap()
+        .retain(|v| v.name != wi::TOKEN_VOLUME_NAME);
     observed
 }
 
@@ -106,9 +113,11 @@ fn a_token_for_another_audience_fails() {
 fn a_missing_service_account_and_an_unknown_issuer_fail() {
     let mut observed = fixture::healthy();
     observed.service_account = Ok(None);
-    observed.issuer = Err("reading the service account issuer (/.well-known/openid-configuration): the server \
+    observed.issuer = Err(
+        "reading the service account issuer (/.well-known/openid-configuration): the server \
                            could not find the requested resource (HTTP 404)"
-        .into());
+            .into(),
+    );
     let lines = lines(&observed);
     assert_eq!(
         lines[2],

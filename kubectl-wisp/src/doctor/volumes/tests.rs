@@ -32,7 +32,10 @@ fn volume_attributes_are_read_over_the_class_as_the_agent_does() {
          parameters.keyvaultName to the name of the Key Vault, not its URL — wisp-agent fails every mount of it \
          until spec.parameters are fixed (kubectl edit secretproviderclass shop-kv -n shop)"
     );
-    assert_eq!(lines(&observed)[4], "skip: nothing to mount until the class is fixed (see above)");
+    assert_eq!(
+        lines(&observed)[4],
+        "skip: nothing to mount until the class is fixed (see above)"
+    );
 }
 
 #[test]
