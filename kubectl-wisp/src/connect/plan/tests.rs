@@ -23,6 +23,18 @@ fn connection(identity: IdentityKind, objects: Vec<VaultObject>) -> Result<Conne
     Connection::new("shop", identity, CLIENT, TENANT, "shop-kv", objects, None)
 }
 
+/// A workload identity connection of `web` mounting one secret, with the given flags.
+fn flags(
+    namespace: &str,
+    client_id: &str,
+    tenant: &str,
+    vault: &str,
+    class: Option<&str>,
+) -> Result<Connection, PlanError> {
+    let objects = vec![secret("api-key", None)];
+    Connection::new(namespace, workload("web"), client_id, tenant, vault, objects, class)
+}
+
 fn error(result: Result<Connection, PlanError>) -> String {
     let error = result.expect_err("refused");
     let mut text = error.to_string();
@@ -34,46 +46,21 @@ fn error(result: Result<Connection, PlanError>) -> String {
 
 #[test]
 fn every_flag_is_checked_and_named() {
-    let one = || vec![secret("api-key", None)];
     assert_eq!(
-        error(Connection::new(
-            "Shop",
-            workload("web"),
-            CLIENT,
-            TENANT,
-            "shop-kv",
-            one(),
-            None
-        )),
+        error(flags("Shop", CLIENT, TENANT, "shop-kv", None)),
         "namespace \"Shop\" is not a namespace name (lower-case letters, digits and '-', at most 63); pass -n NAME"
     );
     assert_eq!(
-        error(connection(workload("Web"), one())),
+        error(connection(workload("Web"), vec![secret("api-key", None)])),
         "--service-account \"Web\" is not a ServiceAccount name (lower-case letters, digits, '-' and '.')"
     );
     assert_eq!(
-        error(Connection::new(
-            "shop",
-            workload("web"),
-            "web-identity",
-            TENANT,
-            "shop-kv",
-            one(),
-            None
-        )),
+        error(flags("shop", "web-identity", TENANT, "shop-kv", None)),
         "--client-id \"web-identity\" is not a client ID (a GUID); read it with: az identity show -g \
          <resource-group> -n <identity> --query clientId -o tsv"
     );
     assert_eq!(
-        error(Connection::new(
-            "shop",
-            workload("web"),
-            CLIENT,
-            "contoso",
-            "shop-kv",
-            one(),
-            None
-        )),
+        error(flags("shop", CLIENT, "contoso", "shop-kv", None)),
         "--tenant-id \"contoso\" is not a tenant (its GUID or a domain such as contoso.onmicrosoft.com); read it \
          with: az account show --query tenantId -o tsv"
     );
@@ -90,28 +77,12 @@ fn every_flag_is_checked_and_named() {
         "--secret api-key= : the file name is empty; write --secret NAME or --secret NAME=FILE"
     );
     assert_eq!(
-        error(Connection::new(
-            "shop",
-            workload("web"),
-            CLIENT,
-            TENANT,
-            "k",
-            one(),
-            None
-        )),
+        error(flags("shop", CLIENT, TENANT, "k", None)),
         "wisp-agent would refuse this SecretProviderClass (check --vault and the file names): Invalid vault name: \
          \"k\", must be between 3 and 24 chars; set parameters.keyvaultName to the name of the Key Vault, not its URL"
     );
     assert_eq!(
-        error(Connection::new(
-            "shop",
-            workload("web"),
-            CLIENT,
-            TENANT,
-            "shop-kv",
-            one(),
-            Some("Shop")
-        )),
+        error(flags("shop", CLIENT, TENANT, "shop-kv", Some("Shop"))),
         "--class \"Shop\" is not a SecretProviderClass name (lower-case letters, digits, '-' and '.'); pass --class \
          NAME"
     );
