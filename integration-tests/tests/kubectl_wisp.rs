@@ -901,3 +901,89 @@ const YAML_COMMENTS: &str = r#"# Add to the pod template: the label, the volume 
 # az role assignment create --role "Key Vault Crypto User" --assignee a1b2c3d4-0000-4000-8000-000000000001 --scope "$VAULT_ID"
 # az role assignment create --role "Key Vault Certificate User" --assignee a1b2c3d4-0000-4000-8000-000000000001 --scope "$VAULT_ID"
 "#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_doctor_with_the_nodes_managed_identity() {
+    let cluster = healthy_cluster().await;
+    let kube = &cluster.kube;
+    kube.delete(
+        "secrets-store.csi.x-k8s.io/v1",
+        "SecretProviderClass",
+        Some(NAMESPACE),
+        CLASS,
+    );
+    let run = cluster
+        .kubectl_wisp(&[
+            "connect",
+            "-n",
+            NAMESPACE,
+            "--managed-identity",
+            "--client-id",
+            CLIENT_ID,
+            "--tenant-id",
+            TENANT,
+            "--vault",
+            VAULT,
+            "--secret",
+            "api-key",
+        ])
+        .await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.starts_with(
+            "secretproviderclass/wisp-shop-kv (namespace shop): server-side applied (field manager kubectl-wisp)\n\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        cluster.stored("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass", CLASS),
+        Some(json!({
+            "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+            "kind": "SecretProviderClass",
+            "metadata": {"name": CLASS, "namespace": NAMESPACE},
+            "spec": {"provider": "azure", "parameters": {
+                "usePodIdentity": "false",
+                "useVMManagedIdentity": "true",
+                "userAssignedIdentityID": CLIENT_ID,
+                "keyvaultName": VAULT,
+                "tenantId": TENANT,
+                "objects": "array:\n  - |\n    objectName: api-key\n    objectType: secret\n",
+            }},
+        }))
+    );
+    // A pod without the label, never mutated, that mounted after one failure (kubelet retried).
+    let mut pod = kube.get("v1", "Pod", Some(NAMESPACE), POD).unwrap();
+    pod["metadata"]["labels"] = json!({"app": "checkout"});
+    pod["spec"]["containers"][0]["env"] = json!([]);
+    pod["spec"]["volumes"] = json!([pod["spec"]["volumes"][0]]);
+    let pod_uid = pod["metadata"]["uid"].clone();
+    kube.upsert(pod);
+    kube.upsert(json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": format!("{POD}.17f0a1b2c3d4e5f7"), "namespace": NAMESPACE},
+        "involvedObject": {"kind": "Pod", "namespace": NAMESPACE, "name": POD, "uid": pod_uid},
+        "reason": "FailedMount", "type": "Warning", "count": 1, "lastTimestamp": "2026-12-02T16:00:00Z",
+        "message": "MountVolume.SetUp failed for volume \"secrets-store-inline\" : rpc error: code = Unknown desc = \
+                    failed to get objectType:secret, objectName:api-key, objectVersion:: Key Vault \
+                    shop-kv.vault.azure.net answered HTTP 403 Forbidden: not yet",
+        "source": {"component": "kubelet", "host": NODE},
+    }));
+
+    let lines = healthy_lines();
+    let expected = [
+        lines[0].clone(),
+        "  skip: workload identity: the pod has no azure.workload.identity/use label and its classes mount with the \
+         nodes' managed identity or a service principal"
+            .to_string(),
+        lines[CLASS_LINE].clone(),
+        "  ok: CSIDriver secrets-store.csi.k8s.io sends kubelet's pod information".to_string(),
+        lines[REGISTRATION].clone(),
+        lines[REGISTRATION + 1].clone(),
+        lines[POD_STATUS].clone(),
+        "  ok: an earlier FailedMount of volume secrets-store-inline (once, last 2026-12-02T16:00:00Z) is resolved: \
+         it is mounted now"
+            .to_string(),
+    ];
+    assert_report(&doctor(&cluster).await, 0, &expected);
+}

@@ -32,13 +32,29 @@ pub fn checks(observed: &Observed) -> Vec<Check> {
         .filter(|event| seen.insert(event.message.clone().unwrap_or_default()))
         .take(MOST_EXPLAINED)
         .map(|event| {
-            let explanation = explain(observed, event.message.as_deref().unwrap_or_default());
+            let message = event.message.as_deref().unwrap_or_default();
             let when = last_seen(event).map(|t| format!(", last {t}")).unwrap_or_default();
             let times = event
                 .count
                 .filter(|count| *count > 1)
                 .map(|count| format!("{count} times"))
                 .unwrap_or_else(|| "once".into());
+            // A volume mounted since (kubelet retries) makes its earlier failures history: a failed refresh
+            // never becomes an event, so a failure after the first mount cannot be hiding behind the status.
+            let volume = failed_volume(message);
+            let pod_uid = observed.pod.metadata.uid.as_deref();
+            if let Some(volume) = volume
+                && observed
+                    .volumes
+                    .iter()
+                    .any(|v| v.volume == volume && v.is_mounted(pod_uid))
+            {
+                return Check::ok(
+                    "mount-events",
+                    format!("an earlier FailedMount of volume {volume} ({times}{when}) is resolved: it is mounted now"),
+                );
+            }
+            let explanation = explain(observed, message);
             Check::fail(
                 "mount-events",
                 format!("FailedMount ({times}{when}): {}", explanation.problem),
@@ -76,8 +92,7 @@ struct Known<'a> {
 
 impl<'a> Known<'a> {
     fn new(observed: &'a Observed, message: &str) -> Self {
-        // kubelet: `MountVolume.SetUp failed for volume "<name>" : rpc error: ...`
-        let volume_name = between(message, "for volume \"", "\"");
+        let volume_name = failed_volume(message);
         let parameters = observed
             .volumes
             .iter()
@@ -123,6 +138,11 @@ impl<'a> Known<'a> {
     fn vault(&self) -> &str {
         self.vault.unwrap_or("<vault>")
     }
+}
+
+/// The volume of kubelet's message: `MountVolume.SetUp failed for volume "<name>" : rpc error: ...`.
+fn failed_volume(message: &str) -> Option<&str> {
+    between(message, "for volume \"", "\"")
 }
 
 /// The text between `start` and the next `end`.

@@ -14,6 +14,16 @@ use crate::azure;
 use crate::names;
 
 pub fn checks(observed: &Observed) -> Vec<Check> {
+    if !observed.needs_workload_identity() {
+        return vec![Check::skip(
+            "workload-identity",
+            format!(
+                "workload identity: the pod has no {} label and its classes mount with the nodes' managed identity \
+                 or a service principal",
+                wi::USE_LABEL
+            ),
+        )];
+    }
     let label = label(observed);
     let webhook = if label.is_ok() {
         webhook(observed)

@@ -7,6 +7,8 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::storage::v1::{CSIDriver, CSINode};
 use kube::api::DynamicObject;
+use wisp_agent::{IdentityMode, ParamError};
+use wisp_shared::contract::workload_identity as wi;
 
 /// One read: what it found, or why it could not read.
 pub type Read<T> = Result<T, String>;
@@ -60,7 +62,57 @@ pub struct NodeObserved {
     pub agent_pods: Read<Vec<Pod>>,
 }
 
+impl VolumeObserved {
+    /// The class's parameters with the volume attributes over them, as the agent reads them; `None` without a
+    /// class.
+    pub fn merged_parameters(&self) -> Option<BTreeMap<String, String>> {
+        let class = self.class.as_ref().ok()?.as_ref()?;
+        let mut parameters = class.parameters.clone();
+        parameters.extend(self.attributes.clone());
+        Some(parameters)
+    }
+
+    /// Whether the volume's SecretProviderClassPodStatus says it is mounted for the pod with `pod_uid` (a status
+    /// left by an earlier pod of the same name, which its owner reference names, does not count).
+    pub fn is_mounted(&self, pod_uid: Option<&str>) -> bool {
+        let Ok(Some(status)) = &self.pod_status else {
+            return false;
+        };
+        let owners = status.metadata.owner_references.as_deref().unwrap_or_default();
+        let this_pod = owners.is_empty() || owners.iter().any(|owner| Some(owner.uid.as_str()) == pod_uid);
+        this_pod && status.data["status"]["mounted"].as_bool() == Some(true)
+    }
+
+    /// What wisp-agent makes of the merged parameters: the identity a mount uses, or its refusal.
+    pub fn identity(&self) -> Option<Result<IdentityMode, ParamError>> {
+        self.merged_parameters()
+            .map(|parameters| wisp_agent::check_class_parameters(&parameters))
+    }
+}
+
 impl Observed {
+    /// Whether the pod relies on workload identity: it asks for it (the label), or one of its volumes mounts with
+    /// it or cannot be read yet. A pod whose classes all mount with the nodes' managed identity or a service
+    /// principal, and that has no label, does not.
+    pub fn needs_workload_identity(&self) -> bool {
+        let labelled = self
+            .pod
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|labels| labels.contains_key(wi::USE_LABEL));
+        labelled
+            || self.volumes.is_empty()
+            || self.volumes.iter().any(|volume| {
+                !matches!(
+                    volume.identity(),
+                    Some(Ok(
+                        IdentityMode::VmManagedIdentity { .. } | IdentityMode::ServicePrincipal
+                    ))
+                )
+            })
+    }
+
     pub fn pod_name(&self) -> &str {
         self.pod.metadata.name.as_deref().unwrap_or_default()
     }

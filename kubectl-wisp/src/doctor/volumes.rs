@@ -79,12 +79,10 @@ fn class(observed: &Observed, volume: &VolumeObserved) -> Check {
             format!("parameters not set in {namespace}/{name}"),
             format!("set spec.parameters ({edit})"),
         ),
-        Ok(Some(class)) => {
+        Ok(Some(_)) => {
             // As the agent reads them: the pod's volume attributes over the class's parameters.
-            let mut parameters = class.parameters.clone();
-            parameters.extend(volume.attributes.clone());
-            match wisp_agent::check_class_parameters(&parameters) {
-                Ok(()) => Check::ok(
+            match volume.identity() {
+                None | Some(Ok(_)) => Check::ok(
                     "class",
                     format!(
                         "SecretProviderClass {namespace}/{name} (volume {}) is in the pod's namespace and wisp-agent \
@@ -92,7 +90,7 @@ fn class(observed: &Observed, volume: &VolumeObserved) -> Check {
                         volume.volume
                     ),
                 ),
-                Err(e) => Check::fail(
+                Some(Err(e)) => Check::fail(
                     "class",
                     format!("SecretProviderClass {namespace}/{name}: {e}"),
                     format!("wisp-agent fails every mount of it until spec.parameters are fixed ({edit})"),
@@ -113,12 +111,14 @@ fn csi_driver(observed: &Observed) -> Check {
             "install wisp's chart (agent.csiDriver.enabled=true)",
         ),
         Ok(Some(driver)) => {
-            let has_audience = driver
-                .spec
-                .token_requests
-                .iter()
-                .flatten()
-                .any(|request| request.audience == DEFAULT_AUDIENCE);
+            // kubelet's token is what workload identity exchanges; other identities need none.
+            let has_audience = !observed.needs_workload_identity()
+                || driver
+                    .spec
+                    .token_requests
+                    .iter()
+                    .flatten()
+                    .any(|request| request.audience == DEFAULT_AUDIENCE);
             if !has_audience {
                 Check::fail(
                     "csi-driver",
@@ -134,10 +134,15 @@ fn csi_driver(observed: &Observed) -> Check {
                     format!("CSIDriver {DRIVER_NAME} has no podInfoOnMount: true, so kubelet does not name the pod"),
                     "upgrade wisp's chart (it sets podInfoOnMount: true)",
                 )
-            } else {
+            } else if observed.needs_workload_identity() {
                 Check::ok(
                     "csi-driver",
                     format!("CSIDriver {DRIVER_NAME} requests pod tokens for {DEFAULT_AUDIENCE}"),
+                )
+            } else {
+                Check::ok(
+                    "csi-driver",
+                    format!("CSIDriver {DRIVER_NAME} sends kubelet's pod information"),
                 )
             }
         }
@@ -242,9 +247,8 @@ fn pod_status(observed: &Observed, volume: &VolumeObserved) -> Check {
             "the FailedMount events below say why",
         ),
         Ok(Some(status)) => {
-            let status = &status.data["status"];
-            let objects = status["objects"].as_array().map_or(0, Vec::len);
-            if status["mounted"].as_bool() == Some(true) {
+            let objects = status.data["status"]["objects"].as_array().map_or(0, Vec::len);
+            if volume.is_mounted(observed.pod.metadata.uid.as_deref()) {
                 Check::ok(
                     "pod-status",
                     format!("SecretProviderClassPodStatus {namespace}/{name}: mounted, {objects} objects"),
@@ -252,7 +256,9 @@ fn pod_status(observed: &Observed, volume: &VolumeObserved) -> Check {
             } else {
                 Check::fail(
                     "pod-status",
-                    format!("SecretProviderClassPodStatus {namespace}/{name} says the volume is not mounted"),
+                    format!(
+                        "SecretProviderClassPodStatus {namespace}/{name} does not say this pod's volume is mounted"
+                    ),
                     "the FailedMount events below say why",
                 )
             }

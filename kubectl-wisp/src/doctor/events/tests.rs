@@ -6,6 +6,8 @@ use crate::doctor::observed::fixture;
 /// The one line the fixture pod gets for a FailedMount event with wisp-agent's `message`.
 fn explained(message: &str) -> String {
     let mut observed = fixture::healthy();
+    // The mount never succeeded.
+    observed.volumes[0].pod_status = Ok(None);
     observed.failed_mounts = Ok(vec![fixture::failed_mount(message)]);
     let checks = checks(&observed);
     assert_eq!(checks.len(), 1);
@@ -133,4 +135,25 @@ fn repeated_messages_are_explained_once_newest_first() {
     observed.failed_mounts = Ok(vec![older, newer, other]);
     let checks = checks(&observed);
     assert_eq!(checks.len(), 2);
+}
+
+#[test]
+fn failures_of_a_volume_mounted_since_are_history() {
+    let mut observed = fixture::healthy();
+    observed.failed_mounts = Ok(vec![fixture::failed_mount("AADSTS700213: not yet federated")]);
+    assert_eq!(
+        checks(&observed)[0].line(),
+        "ok: an earlier FailedMount of volume kv (once, last 2026-12-02T10:00:00Z) is resolved: it is mounted now"
+    );
+    // A status an earlier pod of the same name left does not count.
+    if let Ok(Some(status)) = &mut observed.volumes[0].pod_status {
+        status.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: "web-1".into(),
+            uid: "an-earlier-pod".into(),
+            ..Default::default()
+        }]);
+    }
+    assert!(checks(&observed)[0].failed());
 }

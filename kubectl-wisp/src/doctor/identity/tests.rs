@@ -133,3 +133,31 @@ fn a_missing_service_account_and_an_unknown_issuer_fail() {
          verify the pod's token"
     );
 }
+
+#[test]
+fn a_pod_mounting_with_the_nodes_identity_needs_no_workload_identity() {
+    let mut observed = fixture::healthy();
+    observed.pod.metadata.labels = None;
+    let mut parameters = fixture::class_parameters();
+    parameters.remove("clientID");
+    parameters.insert("useVMManagedIdentity".into(), "true".into());
+    observed.volumes[0].class = Ok(Some(crate::doctor::observed::ClassObserved {
+        provider: "azure".into(),
+        parameters: parameters.clone(),
+    }));
+    assert_eq!(
+        lines(&observed),
+        [
+            "skip: workload identity: the pod has no azure.workload.identity/use label and its classes mount with the \
+          nodes' managed identity or a service principal"
+        ]
+    );
+    // The volume attributes can switch a class to workload identity.
+    observed.volumes[0]
+        .attributes
+        .insert("useVMManagedIdentity".into(), "false".into());
+    observed.volumes[0]
+        .attributes
+        .insert("clientID".into(), fixture::CLIENT_ID.into());
+    assert_eq!(lines(&observed).len(), 5);
+}

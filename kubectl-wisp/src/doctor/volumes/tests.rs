@@ -108,3 +108,19 @@ fn a_driver_without_pod_info_fails() {
          upgrade wisp's chart (it sets podInfoOnMount: true)"
     );
 }
+
+#[test]
+fn without_workload_identity_the_driver_needs_no_token_request() {
+    let mut observed = fixture::healthy();
+    observed.pod.metadata.labels = None;
+    observed.volumes[0]
+        .attributes
+        .insert("useVMManagedIdentity".into(), "true".into());
+    if let Ok(Some(driver)) = &mut observed.csi_driver {
+        driver.spec.token_requests = None;
+    }
+    assert_eq!(
+        lines(&observed)[1],
+        "ok: CSIDriver secrets-store.csi.k8s.io sends kubelet's pod information"
+    );
+}
