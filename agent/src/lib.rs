@@ -15,6 +15,9 @@
 //! - The floor, used by all of the above: [`metrics`], [`content`] (rendered files, object versions, the file-path
 //!   rule), [`pem`] and [`private_key`] (Go-compatible encodings), [`error_text`] (an error with its causes on one line), [`grpc_socket`] (unix sockets that take any
 //!   `:authority`), [`proto`] (the generated gRPC code).
+//!
+//! For other programs (`kubectl wisp`), [`check_class_parameters`] checks a SecretProviderClass's parameters
+//! exactly as a mount does, with the same messages, and says which identity the mount would use.
 
 // The map above links the crate-private modules: it is read with `cargo doc --document-private-items`.
 #![allow(rustdoc::private_intra_doc_links)]
@@ -34,6 +37,17 @@ pub(crate) mod private_key;
 pub(crate) mod proto;
 pub(crate) mod provider;
 pub(crate) mod volume;
+
+pub use provider::params::{IdentityMode, ObjectProblem, ParamError};
+
+/// Checks a SecretProviderClass's `parameters` (with the pod's volume attributes already merged over them) as
+/// every mount does before it fetches anything: the identity the mount would use, or the first problem, with the
+/// text the mount would fail with.
+pub fn check_class_parameters(
+    parameters: &std::collections::BTreeMap<String, String>,
+) -> Result<IdentityMode, ParamError> {
+    provider::params::parse_mount_params(parameters).map(|params| params.identity)
+}
 
 #[cfg(test)]
 pub(crate) mod test_support {

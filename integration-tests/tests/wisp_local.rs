@@ -2,8 +2,9 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use integration_tests::process::built_binary;
+use integration_tests::process::{Program, built_binary};
 use pretty_assertions::assert_eq;
 
 /// Builds the webhook and agent binaries once per test process (a no-op when up to date) and returns the
@@ -82,4 +83,57 @@ fn a_missing_binary_fails_with_its_path_and_a_non_zero_exit() {
         String::from_utf8_lossy(&output.stdout),
         "FAILED: /nonexistent-wisp-bin/wisp-webhook does not exist (from --bin-dir)\n"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_running_says_how_to_run_doctor_and_doctor_finds_the_pod_healthy() {
+    let dir = bin_dir().display().to_string();
+    let doctor_binary = built_binary("kubectl-wisp", "kubectl-wisp");
+    let mut local = Program::from_path("wisp-local", env!("CARGO_BIN_EXE_wisp-local"))
+        .args(["--keep-running", "--bin-dir", &dir])
+        .env_remove("RUST_LOG")
+        .spawn();
+    local
+        .wait_for_log(
+            "(kubectl-wisp on PATH, or: cargo run -p kubectl-wisp -- doctor ...)",
+            Duration::from_secs(120),
+        )
+        .await;
+    let logs = local.logs();
+    let doctor_line = logs
+        .lines()
+        .find_map(|line| line.strip_prefix("    doctor      KUBECONFIG="))
+        .unwrap_or_else(|| panic!("no doctor line in:\n{logs}"));
+    assert!(
+        doctor_line.ends_with(" kubectl wisp doctor pod/busybox-secrets-store-inline-wi -n default"),
+        "{doctor_line}"
+    );
+    let kubeconfig = doctor_line.split_whitespace().next().expect("the kubeconfig path");
+
+    let output = tokio::process::Command::new(doctor_binary)
+        .args(["doctor", "pod/busybox-secrets-store-inline-wi", "-n", "default"])
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .await
+        .expect("cannot run kubectl-wisp");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(
+        lines[0],
+        "pod default/busybox-secrets-store-inline-wi (node wisp-local-node)"
+    );
+    assert_eq!(lines.len(), 12, "{report}");
+    assert!(lines[1..].iter().all(|line| line.starts_with("  ok: ")), "{report}");
+
+    let status = local
+        .terminate(Duration::from_secs(60))
+        .await
+        .expect("wisp-local stops on SIGTERM");
+    assert!(status.success(), "{}", local.log_tail(20));
 }

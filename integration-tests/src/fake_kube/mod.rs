@@ -5,6 +5,9 @@
 //! SecretProviderClasses, SecretProviderClassPodStatuses, MutatingWebhookConfigurations, ...):
 //!
 //! - `GET /version` (configurable, e.g. 1.28 vs 1.29 for native sidecar detection);
+//! - `GET /.well-known/openid-configuration` and `/openid/v1/jwks` of the service account issuer, once
+//!   [`FakeKube::serve_issuer_discovery`] names it (404 before, as with discovery off; authenticated, as the
+//!   default RBAC has it);
 //! - LIST, namespaced and cluster-wide, with `labelSelector`, `fieldSelector` (`metadata.name`,
 //!   `metadata.namespace`), `limit`/`continue` paging and the list's `resourceVersion`;
 //! - WATCH (`?watch=true`): newline-delimited `WatchEvent`s (ADDED / MODIFIED / DELETED / BOOKMARK / ERROR),
@@ -19,6 +22,11 @@
 //! - errors as the API server's `Status` objects (`NotFound`, `AlreadyExists`, `Conflict`, `Unauthorized`, ...);
 //! - bearer token authentication: a wrong or missing token is `401`, except that `/version` and the health
 //!   endpoints are open to anonymous requests, as with the API server's default RBAC.
+//!
+//! `fieldSelector` takes each resource's own field labels too (a pod's `spec.nodeName`, an event's
+//! `involvedObject.name`, `reason`, ...; anything else is `field label not supported`), and every Namespace
+//! carries the `kubernetes.io/metadata.name` label. No controller runs: Deployments, ReplicaSets and their pods are
+//! objects a test writes.
 //!
 //! As on the real server, a write that changes nothing is a no-op (no new resourceVersion, no event), and an
 //! object entering or leaving a watch's selector arrives as ADDED or DELETED.
@@ -65,10 +73,11 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::https_server::LoopbackServer;
+use crate::issuer::TestIssuer;
 use crate::pki::TestPki;
 pub use state::KubeVersion;
 use state::{ResourceType, Store, meta_str};
-use wire::{Broadcast, InjectedFailure, Shared};
+use wire::{Broadcast, InjectedFailure, IssuerDiscovery, Shared};
 pub use wire::{PARTIAL_OBJECT_METADATA, PARTIAL_OBJECT_METADATA_LIST, RecordedRequest};
 const KUBECONFIG_NAME: &str = "wisp-fake";
 
@@ -104,6 +113,7 @@ impl FakeKube {
             token: random_token(),
             version: Mutex::new(version),
             requests: Mutex::new(Vec::new()),
+            issuer_discovery: Mutex::new(None),
         });
         let router = wire::router(shared.clone());
         let server = pki.serve(router, &[]);
@@ -140,6 +150,16 @@ impl FakeKube {
         );
         std::fs::write(&path, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         path
+    }
+
+    /// Serves `issuer`'s discovery documents from now on, as the API server of a cluster whose service account
+    /// tokens it issues (`/.well-known/openid-configuration`, `/openid/v1/jwks`).
+    pub fn serve_issuer_discovery(&self, issuer: &TestIssuer) {
+        let discovery = IssuerDiscovery {
+            openid_configuration: issuer.openid_configuration(),
+            jwks: serde_json::to_value(issuer.jwks()).unwrap_or_else(|e| panic!("the JWKS does not serialize: {e}")),
+        };
+        *self.shared.issuer_discovery.lock().unwrap_or_else(|p| p.into_inner()) = Some(discovery);
     }
 
     /// Changes what `/version` reports from now on.

@@ -48,7 +48,76 @@ pub const RESOURCES: &[ResourceType] = &[
         false,
     ),
     res("storage.k8s.io", "csidrivers", "CSIDriver", false),
+    res("storage.k8s.io", "csinodes", "CSINode", false),
+    res("apps", "deployments", "Deployment", true),
+    res("apps", "replicasets", "ReplicaSet", true),
 ];
+
+/// The field labels a `fieldSelector` may use beyond `metadata.name` and `metadata.namespace`, per resource, as
+/// the API server registers them (`GetAttrs` of each registry); any other label is refused.
+fn extra_field_labels(rt: &ResourceType) -> &'static [&'static str] {
+    match (rt.group, rt.plural) {
+        ("", "pods") => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        ("", "events") => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        ("", "secrets") => &["type"],
+        ("", "namespaces") => &["status.phase"],
+        ("", "nodes") => &["spec.unschedulable"],
+        ("apps", "replicasets") => &["status.replicas"],
+        _ => &[],
+    }
+}
+
+/// The value a field label selects: a dotted path into the object, "" when absent (as the API server compares an
+/// unset `spec.nodeName`), booleans and numbers as text; an event's `source` is its `source.component`.
+fn field_value(object: &Value, field: &str) -> String {
+    let path = if field == "source" { "source.component" } else { field };
+    let value = path.split('.').fold(object, |value, part| &value[part]);
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// The label the API server puts on every Namespace (`NamespaceDefaultLabelName`, on since 1.21), so that
+/// namespace selectors can name one namespace.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// Namespaces always carry [`NAMESPACE_NAME_LABEL`] with their own name, whatever the client wrote.
+fn stamp_namespace_name_label(rt: &ResourceType, object: &mut Value) {
+    if rt.group.is_empty() && rt.plural == "namespaces" {
+        let name = meta_str(object, "name").to_string();
+        let metadata = ensure_metadata(object);
+        let labels = metadata.entry("labels").or_insert_with(|| Value::Object(Map::new()));
+        if !labels.is_object() {
+            *labels = Value::Object(Map::new());
+        }
+        if let Some(labels) = labels.as_object_mut() {
+            labels.insert(NAMESPACE_NAME_LABEL.into(), Value::from(name));
+        }
+    }
+}
 
 const fn res(group: &'static str, plural: &'static str, kind: &'static str, namespaced: bool) -> ResourceType {
     ResourceType {
@@ -308,6 +377,7 @@ impl Store {
         self.uid_counter += 1;
         let uid = format!("00000000-0000-4000-8000-{:012x}", self.uid_counter);
         stamp_type(rt, &mut object);
+        stamp_namespace_name_label(rt, &mut object);
         let metadata = ensure_metadata(&mut object);
         metadata.insert("uid".into(), Value::from(uid));
         metadata.insert("creationTimestamp".into(), Value::from(now_rfc3339()));
@@ -350,6 +420,7 @@ impl Store {
         if rt.namespaced {
             metadata.insert("namespace".into(), Value::from(namespace));
         }
+        stamp_namespace_name_label(rt, &mut object);
         if object == current.object {
             if current.get_only {
                 // An unchanged write still publishes a GET-only object to lists and watches.
@@ -554,12 +625,14 @@ fn parse_set(s: &str) -> Option<Vec<String>> {
     )
 }
 
-/// A parsed `fieldSelector`: the API server supports `metadata.name` and `metadata.namespace` for every type.
+/// A parsed `fieldSelector`: the API server supports `metadata.name` and `metadata.namespace` for every type, and
+/// a few more fields per type (`extra_field_labels`, e.g. a pod's `spec.nodeName`, an event's
+/// `involvedObject.name`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
-    pub fn parse(selector: &str) -> Result<Self, ApiError> {
+    pub fn parse(rt: &ResourceType, selector: &str) -> Result<Self, ApiError> {
         let mut terms = Vec::new();
         for term in selector.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             let (field, equal, value) = if let Some((f, v)) = term.split_once("!=") {
@@ -572,7 +645,7 @@ impl FieldSelector {
                 )));
             };
             let field = field.trim();
-            if field != "metadata.name" && field != "metadata.namespace" {
+            if field != "metadata.name" && field != "metadata.namespace" && !extra_field_labels(rt).contains(&field) {
                 return Err(ApiError::bad_request(format!("field label not supported: {field}")));
             }
             terms.push((field.to_string(), equal, value.trim().to_string()));
@@ -581,10 +654,9 @@ impl FieldSelector {
     }
 
     pub fn matches(&self, object: &Value) -> bool {
-        self.0.iter().all(|(field, equal, value)| {
-            let actual = meta_str(object, field.trim_start_matches("metadata."));
-            (actual == value) == *equal
-        })
+        self.0
+            .iter()
+            .all(|(field, equal, value)| (field_value(object, field) == *value) == *equal)
     }
 }
 

@@ -64,6 +64,15 @@ pub(super) struct Shared {
     pub(super) token: String,
     pub(super) version: Mutex<KubeVersion>,
     pub(super) requests: Mutex<Vec<RecordedRequest>>,
+    /// The service account issuer's discovery documents, once a test serves them.
+    pub(super) issuer_discovery: Mutex<Option<IssuerDiscovery>>,
+}
+
+/// What `/.well-known/openid-configuration` and `/openid/v1/jwks` return.
+#[derive(Debug, Clone)]
+pub(super) struct IssuerDiscovery {
+    pub(super) openid_configuration: Value,
+    pub(super) jwks: Value,
 }
 
 impl Shared {
@@ -84,6 +93,8 @@ impl Shared {
 enum Target {
     Version,
     Health,
+    OpenIdConfiguration,
+    Jwks,
     Collection {
         rt: &'static ResourceType,
         /// `None`: across namespaces (or a cluster-scoped kind).
@@ -118,6 +129,8 @@ fn parse_target(path: &str) -> Result<Target, ApiError> {
     match path {
         "/version" | "/version/" => return Ok(Target::Version),
         "/healthz" | "/livez" | "/readyz" => return Ok(Target::Health),
+        "/.well-known/openid-configuration" => return Ok(Target::OpenIdConfiguration),
+        "/openid/v1/jwks" => return Ok(Target::Jwks),
         _ => {}
     }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -277,6 +290,10 @@ fn route(shared: &Arc<Shared>, req: &Req, path: &str, authorization: Option<Stri
     match (target?, &req.method) {
         (Target::Version, &Method::GET) => Ok(json_response(StatusCode::OK, &version_body(shared))),
         (Target::Health, &Method::GET) => Ok((StatusCode::OK, "ok").into_response()),
+        // Served only when the issuer is discoverable, as kube-apiserver with a URL `--service-account-issuer`;
+        // the default RBAC does not open them to anonymous requests.
+        (Target::OpenIdConfiguration, &Method::GET) => issuer_document(shared, |d| &d.openid_configuration),
+        (Target::Jwks, &Method::GET) => issuer_document(shared, |d| &d.jwks),
         (Target::Collection { rt, namespace }, &Method::GET) => {
             if matches!(req.param("watch"), Some("true" | "1")) {
                 watch(shared, req, rt, namespace.as_deref())
@@ -322,6 +339,12 @@ fn route(shared: &Arc<Shared>, req: &Req, path: &str, authorization: Option<Stri
         }
         _ => Err(method_not_allowed()),
     }
+}
+
+fn issuer_document(shared: &Shared, pick: impl Fn(&IssuerDiscovery) -> &Value) -> Result<Response, ApiError> {
+    let discovery = shared.issuer_discovery.lock().unwrap_or_else(|p| p.into_inner());
+    let document = discovery.as_ref().map(pick).ok_or_else(not_served)?;
+    Ok(json_response(StatusCode::OK, document))
 }
 
 fn take_injected_failure(shared: &Shared, method: &Method, path: &str) -> Option<u16> {
@@ -376,10 +399,13 @@ struct Selectors {
 }
 
 impl Selectors {
-    fn from(req: &Req) -> Result<Self, ApiError> {
+    fn from(req: &Req, rt: &ResourceType) -> Result<Self, ApiError> {
         Ok(Self {
             labels: req.param("labelSelector").map(LabelSelector::parse).transpose()?,
-            fields: req.param("fieldSelector").map(FieldSelector::parse).transpose()?,
+            fields: req
+                .param("fieldSelector")
+                .map(|selector| FieldSelector::parse(rt, selector))
+                .transpose()?,
         })
     }
 
@@ -389,7 +415,7 @@ impl Selectors {
 }
 
 fn list(shared: &Shared, req: &Req, rt: &'static ResourceType, namespace: Option<&str>) -> Result<Response, ApiError> {
-    let selectors = Selectors::from(req)?;
+    let selectors = Selectors::from(req, rt)?;
     let limit: usize = match req.param("limit") {
         None => 0,
         Some(l) => l
@@ -470,7 +496,7 @@ fn watch(
     rt: &'static ResourceType,
     namespace: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let selectors = Selectors::from(req)?;
+    let selectors = Selectors::from(req, rt)?;
     let metadata_only = req.wants_metadata();
     let bookmarks = req.param("allowWatchBookmarks") == Some("true");
     let timeout = match req.param("timeoutSeconds") {

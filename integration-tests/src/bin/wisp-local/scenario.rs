@@ -11,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use integration_tests::fake_entra::FederatedCredential;
 use integration_tests::fake_keyvault::CertificateSpec;
+use integration_tests::fake_kube::FakeKube;
 use integration_tests::kubelet::{self, AgentLaunch, PodRef, csi};
 use integration_tests::local_cloud::{ClientFiles, CloudNames, LOGIN_HOST, LocalCloud, VAULT_RESOURCE};
 use integration_tests::pki::TestPki;
@@ -19,6 +20,7 @@ use integration_tests::process::{
 };
 use serde_json::{Value, json};
 use tokio::sync::Notify;
+use wisp_shared::contract::deploy;
 use wisp_shared::contract::secrets_store as ss;
 use wisp_shared::contract::workload_identity as wi;
 
@@ -40,6 +42,12 @@ const NAMESPACE: &str = "default";
 const SERVICE_ACCOUNT: &str = "workload-identity-sa";
 const EXAMPLE_SECRET_VALUE: &str = "MyAKSExampleSecret";
 const MOUNT_PATH: &str = "/mnt/secrets-store";
+/// The node kubelet runs on, as the agent (`--nodeid`), the pod's `spec.nodeName` and the CSINode name it.
+const NODE: &str = "wisp-local-node";
+/// The workload identity pod of the documentation.
+const WORKLOAD_POD: &str = "busybox-secrets-store-inline-wi";
+/// Where the chart would run wisp (the namespace of the agent's pod and the webhook's Service).
+const WISP_NAMESPACE: &str = "wisp-system";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MountChoice {
@@ -181,6 +189,7 @@ pub async fn run(options: Options, interrupt: Arc<Notify>) -> Result<()> {
         let socket = dir.join("plugins/secrets-store.csi.k8s.io/csi.sock");
         let mut agent = start_agent(&fakes, &agent_binary, &socket, &kubeconfig, &ca_file, tmpfs)?;
         let mut node = connect(&mut agent, &socket).await?;
+        with_log(register_with_kubelet(&fakes, &mut agent, &socket).await, &agent)?;
         detail(&format!(
             "CSI socket {} ({} mode{})",
             socket.display(),
@@ -195,6 +204,8 @@ pub async fn run(options: Options, interrupt: Arc<Notify>) -> Result<()> {
         step("Admitting pod busybox-secrets-store-inline-wi through the webhook (as kube-apiserver)");
         let pod = with_log(admit(&fakes.pki, webhook_port, &seed_pod()).await, &webhook)?;
         detail(&describe_mutation(&pod));
+        // kube-apiserver stores the admitted pod (with its own uid), bound to the node; kubelet mounts that one.
+        let pod = fakes.kube.upsert(pod);
 
         let scenarios = [
             (
@@ -271,7 +282,9 @@ pub async fn run(options: Options, interrupt: Arc<Notify>) -> Result<()> {
              agent       unix://{} (CSI Identity + Node; see the pod UIDs above for target paths)\n\
              entra       {} (IMDS {})\n\
              key vault   {} (resolves inside the agent's namespace only)\n\
-             cloud file  {}",
+             cloud file  {}\n\
+             doctor      KUBECONFIG={} kubectl wisp doctor pod/{WORKLOAD_POD} -n {NAMESPACE}\n\
+             \x20           (kubectl-wisp on PATH, or: cargo run -p kubectl-wisp -- doctor ...)",
             kubeconfig.display(),
             ca_file.display(),
             socket.display(),
@@ -279,6 +292,7 @@ pub async fn run(options: Options, interrupt: Arc<Notify>) -> Result<()> {
             fakes.entra.imds_proxy_url(),
             fakes.vault.vault_url(VAULT),
             cloud_env.display(),
+            kubeconfig.display(),
         ));
         interrupt.notified().await;
     }
@@ -348,6 +362,7 @@ fn seed(fakes: &Fakes, cloud_env: &Path) -> Result<()> {
         .context("seeding cert1")?;
 
     let kube = &fakes.kube;
+    seed_chart_objects(kube);
     kube.upsert(json!({
         "apiVersion": "v1",
         "kind": "ServiceAccount",
@@ -410,6 +425,92 @@ fn seed(fakes: &Fakes, cloud_env: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What installing the chart leaves in the API server (`helm/wisp`): the namespaces, the webhook's configuration
+/// and the CSIDriver with its token request.
+fn seed_chart_objects(kube: &FakeKube) {
+    for namespace in [NAMESPACE, WISP_NAMESPACE] {
+        kube.upsert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}));
+    }
+    kube.upsert(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": deploy::MUTATING_WEBHOOK_CONFIGURATION_NAME},
+        "webhooks": [{
+            "name": deploy::MUTATING_WEBHOOK_NAME,
+            "admissionReviewVersions": ["v1"],
+            "clientConfig": {"service": {"name": deploy::WEBHOOK_SERVICE_NAME, "namespace": WISP_NAMESPACE,
+                                         "path": deploy::WEBHOOK_PATH, "port": 443}},
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "namespaceSelector": {"matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [WISP_NAMESPACE]}]},
+            "objectSelector": {"matchLabels": {wi::USE_LABEL: "true"}},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+        }],
+    }));
+    kube.upsert(json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "CSIDriver",
+        "metadata": {"name": ss::DRIVER_NAME},
+        "spec": {
+            "podInfoOnMount": true,
+            "attachRequired": false,
+            "volumeLifecycleModes": ["Ephemeral"],
+            "requiresRepublish": true,
+            "tokenRequests": [{"audience": wi::DEFAULT_AUDIENCE}],
+        },
+    }));
+}
+
+/// Plays kubelet's plugin watcher: reads the agent's registration (GetInfo), accepts it, and records the driver
+/// on the node (CSINode) as kubelet does; the agent running there is recorded as the DaemonSet's ready pod.
+async fn register_with_kubelet(fakes: &Fakes, agent: &mut RunningProgram, socket: &Path) -> Result<()> {
+    use integration_tests::kubelet::registration::registration_client::RegistrationClient;
+    use integration_tests::kubelet::registration::{InfoRequest, RegistrationStatus};
+
+    let registration_socket = socket
+        .with_file_name("plugins_registry")
+        .join(format!("{}-reg.sock", ss::DRIVER_NAME));
+    let channel = kubelet::unix_channel(agent, &registration_socket, PATIENCE).await?;
+    let mut registration = RegistrationClient::new(channel);
+    let info = registration
+        .get_info(InfoRequest {})
+        .await
+        .map_err(|status| anyhow!("GetInfo on the registration socket failed: {}", status.message()))?
+        .into_inner();
+    ensure!(
+        info.name == ss::DRIVER_NAME,
+        "the agent registers driver {:?}",
+        info.name
+    );
+    registration
+        .notify_registration_status(RegistrationStatus {
+            plugin_registered: true,
+            error: String::new(),
+        })
+        .await
+        .map_err(|status| anyhow!("NotifyRegistrationStatus failed: {}", status.message()))?;
+    fakes.kube.upsert(json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "CSINode",
+        "metadata": {"name": NODE},
+        "spec": {"drivers": [{"name": info.name, "nodeID": NODE}]},
+    }));
+    fakes.kube.upsert(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "wisp-agent-local",
+            "namespace": WISP_NAMESPACE,
+            "labels": {"app.kubernetes.io/name": "wisp", "app.kubernetes.io/instance": "wisp",
+                       "app.kubernetes.io/component": "agent"},
+        },
+        "spec": {"nodeName": NODE, "containers": [{"name": "agent", "image": "wisp-agent"}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    }));
+    Ok(())
+}
+
 fn inline_volume(class: &str) -> Value {
     json!({
         "name": "secrets-store01-inline",
@@ -440,13 +541,13 @@ fn seed_pod() -> Value {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": "busybox-secrets-store-inline-wi",
+            "name": WORKLOAD_POD,
             "namespace": NAMESPACE,
-            "uid": "6f1e0c1e-0000-4000-8000-000000000001",
             "labels": {wi::USE_LABEL: "true"},
         },
         "spec": {
             "serviceAccountName": SERVICE_ACCOUNT,
+            "nodeName": NODE,
             "containers": [busybox(true)],
             "volumes": [inline_volume("azure-kvname-wi")],
         },
@@ -533,7 +634,7 @@ fn start_agent(
     Ok(AgentLaunch {
         binary,
         socket,
-        node_id: "wisp-local-node",
+        node_id: NODE,
         tmpfs,
         kubeconfig,
         ca_file,

@@ -101,13 +101,55 @@ fn selectors_follow_api_server_syntax() {
         );
     }
     assert!(
-        FieldSelector::parse("metadata.name=n,metadata.namespace!=x")
+        FieldSelector::parse(sa_type(), "metadata.name=n,metadata.namespace!=x")
             .unwrap()
             .matches(&object)
     );
     assert_eq!(
-        FieldSelector::parse("spec.nodeName=x").unwrap_err().message,
+        FieldSelector::parse(sa_type(), "spec.nodeName=x").unwrap_err().message,
         "field label not supported: spec.nodeName"
+    );
+}
+
+#[test]
+fn field_selectors_know_each_resources_own_fields() {
+    let pods = ResourceType::by_kind("v1", "Pod").unwrap();
+    let events = ResourceType::by_kind("v1", "Event").unwrap();
+    let scheduled = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "node-1", "hostNetwork": true}});
+    let pending = json!({"metadata": {"name": "q"}, "spec": {}});
+    let on_node = FieldSelector::parse(pods, "spec.nodeName=node-1,spec.hostNetwork=true").unwrap();
+    assert!(on_node.matches(&scheduled));
+    assert!(!on_node.matches(&pending));
+    // An unscheduled pod's spec.nodeName compares as "".
+    assert!(FieldSelector::parse(pods, "spec.nodeName=").unwrap().matches(&pending));
+    let event = json!({"involvedObject": {"kind": "Pod", "name": "p"}, "reason": "FailedMount",
+                       "source": {"component": "kubelet", "host": "node-1"}});
+    let selector = "involvedObject.kind=Pod,involvedObject.name=p,reason=FailedMount,source=kubelet";
+    assert!(FieldSelector::parse(events, selector).unwrap().matches(&event));
+    assert_eq!(
+        FieldSelector::parse(events, "spec.nodeName=node-1")
+            .unwrap_err()
+            .message,
+        "field label not supported: spec.nodeName"
+    );
+}
+
+#[test]
+fn namespaces_always_carry_their_name_label() {
+    let namespaces = ResourceType::by_kind("v1", "Namespace").unwrap();
+    let mut store = Store::default();
+    let written = json!({"metadata": {"name": "team-a", "labels": {"kubernetes.io/metadata.name": "other", "x": "y"}}});
+    let (created, _) = store.create(namespaces, "", written, false).unwrap();
+    assert_eq!(
+        created["metadata"]["labels"],
+        json!({"kubernetes.io/metadata.name": "team-a", "x": "y"})
+    );
+    let (replaced, _) = store
+        .replace(namespaces, "", "team-a", json!({"metadata": {"name": "team-a"}}))
+        .unwrap();
+    assert_eq!(
+        replaced["metadata"]["labels"],
+        json!({"kubernetes.io/metadata.name": "team-a"})
     );
 }
 
