@@ -8,10 +8,10 @@
 //! arrived yet), and whatever became current while the admission was in flight. A state before C−1 is a stale
 //! answer; anything that is not one of the exact responses (or a transport error) is an error. Both must be 0.
 //!
-//! For "one watch event old" to be the webhook's promise rather than luck, the writer changes a ServiceAccount
-//! again only after the webhook answered its previous state from its watch cache (a probe admission during which
-//! the fake API saw no live GET of it). Writes go round-robin over the ServiceAccounts, so the load always meets
-//! some in their window. Sizes come from the environment (`bench/webhook-churn.sh` runs a bigger case); timings
+//! For "one watch event old" to be the webhook's promise rather than luck, the writer writes again only after the
+//! webhook answered the previous write's state from its watch cache (a probe admission during which the fake API
+//! saw no live GET of that ServiceAccount). Writes go round-robin over the ServiceAccounts, creating each on its
+//! first write, so the load always meets one in its window and pods of the next, not yet created, one. Sizes come from the environment (`bench/webhook-churn.sh` runs a bigger case); timings
 //! are printed, never asserted.
 
 use std::sync::Arc;
@@ -62,7 +62,7 @@ struct Ledger {
     issued: Vec<AtomicU32>,
     /// The state of the last write the fake stored.
     committed: Vec<AtomicU32>,
-    /// ServiceAccounts whose creation has begun; the load picks among them.
+    /// ServiceAccounts whose creation has begun; the load picks among them and the next.
     created: AtomicUsize,
 }
 
@@ -89,8 +89,9 @@ async fn connection(
     let mut n = 0usize;
     while !stop.load(Ordering::SeqCst) {
         n += 1;
-        let created = ledger.created.load(Ordering::SeqCst).max(1);
-        let i = (c * 7 + n) % created;
+        // The ServiceAccounts created so far and the next one, whose pods are refused until it exists.
+        let known = (ledger.created.load(Ordering::SeqCst) + 1).min(ledger.issued.len());
+        let i = (c * 7 + n) % known;
         let uid = format!("c{c}-{n}");
         let committed = ledger.committed[i].load(Ordering::SeqCst);
         let low = committed.saturating_sub(1);
@@ -193,12 +194,13 @@ async fn admissions_under_service_account_churn_are_never_stale_and_never_fail()
     // The writer: round-robin over the ServiceAccounts, creating each on its first write.
     let writer = https_client(pki.ca_pem());
     let mut probes = 0;
+    let write = |w: usize| (w % accounts, (w / accounts) as u32 + 1);
     for w in 0..writes {
-        let i = w % accounts;
-        let state = (w / accounts) as u32 + 1;
-        if state > 1 {
-            probes += wait_until_cached(&writer, &webhook, &kube, i, state - 1).await;
+        // The previous write is in the cache first (so is every earlier one: the watch delivers in order).
+        if let Some((previous, state)) = w.checked_sub(1).map(write) {
+            probes += wait_until_cached(&writer, &webhook, &kube, previous, state).await;
         }
+        let (i, state) = write(w);
         ledger.issued[i].store(state, Ordering::SeqCst);
         if state == 1 {
             ledger.created.store(i + 1, Ordering::SeqCst);
