@@ -12,6 +12,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p wisp-webhook --bin wisp-webhook
 echo "load before: $(uptime)" >&2
 WISP_LOAD_CONNECTIONS=${1:-50} WISP_LOAD_SERVICE_ACCOUNTS=${2:-100} WISP_LOAD_WRITES=${3:-2000} \
   cargo test --quiet --release --manifest-path "$root/Cargo.toml" -p integration-tests --test webhook_load \

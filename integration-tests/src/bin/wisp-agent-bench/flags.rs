@@ -53,6 +53,11 @@ pub(crate) struct Cli {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub burst_rounds: u32,
 
+    /// After the burst or rotation run, wait this long with nothing mounted and read the agent's RSS and open
+    /// descriptors once more: idle pooled connections close after 90 s (the agent's pool idle timeout).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub settle_secs: u64,
+
     /// Secrets in each volume of the burst run.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub burst_objects: u32,

@@ -41,8 +41,8 @@ use clap::Parser;
 
 use flags::Cli;
 use harness::{Bench, PATIENCE, SIZES, WARM_SA, agent_binary, tail};
-use proc::memory;
-use report::{Case, print_burst_report, print_report, print_rotation_report};
+use proc::{Usage, memory, usage};
+use report::{Case, print_burst_report, print_report, print_rotation_report, print_settled};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -73,8 +73,10 @@ async fn run(cli: &Cli) -> Result<()> {
     if cli.rotation {
         bench.set_latency(latency);
         let report = bench.rotation_run(cli).await?;
+        let settled = settle(cli, pid).await?;
         stop_agent(&mut bench).await?;
         print_rotation_report(cli, &bench, latency, started_memory, &report);
+        print_settled(cli, settled);
         return Ok(());
     }
     if cli.burst > 0 {
@@ -84,8 +86,10 @@ async fn run(cli: &Cli) -> Result<()> {
             reports.push(bench.burst_run(cli.burst as usize, cli.burst_objects as usize).await?);
             eprintln!("burst {round} of {} done", cli.burst_rounds);
         }
+        let settled = settle(cli, pid).await?;
         stop_agent(&mut bench).await?;
         print_burst_report(cli, &bench, latency, &reports);
+        print_settled(cli, settled);
         return Ok(());
     }
 
@@ -159,4 +163,14 @@ async fn stop_agent(bench: &mut Bench) -> Result<()> {
         tail(&bench.agent)
     );
     Ok(())
+}
+
+/// The agent's usage after `--settle-secs` idle, if asked for.
+async fn settle(cli: &Cli, pid: u32) -> Result<Option<Usage>> {
+    if cli.settle_secs == 0 {
+        return Ok(None);
+    }
+    eprintln!("idle for {} s", cli.settle_secs);
+    tokio::time::sleep(Duration::from_secs(cli.settle_secs)).await;
+    Ok(Some(usage(pid)?))
 }

@@ -403,3 +403,15 @@ fn print_usage_table(before: Usage, peak: Peak, end: Usage, later: (&str, Usage)
     println!("| at the end | {} | {} |", mib(end.memory.rss_kib), end.fds);
     println!("| {} | {} | {} |", later.0, mib(later.1.memory.rss_kib), later.1.fds);
 }
+
+/// The `--settle-secs` reading.
+pub(crate) fn print_settled(cli: &Cli, settled: Option<Usage>) {
+    if let Some(u) = settled {
+        println!(
+            "after {} s idle with nothing mounted: VmRSS {} MiB, {} open fds",
+            cli.settle_secs,
+            mib(u.memory.rss_kib),
+            u.fds
+        );
+    }
+}
