@@ -127,6 +127,18 @@ async fn wait_for_client_id(https: &reqwest::Client, webhook: &Webhook, sa: &str
         .await;
 }
 
+/// A webhook of `c` whose cache has synced, with a client, after one admission of `workload` (client-1).
+async fn synced_webhook(c: &Cluster) -> (reqwest::Client, Webhook) {
+    let https = https_client(c.pki.ca_pem());
+    let webhook = Webhook::start(&c.kubeconfig, &c.cert_dir, &["--native-sidecar=false"]);
+    webhook.wait_ready().await;
+    assert_eq!(
+        admit(&https, &webhook, "uid-1", "workload").await,
+        mutated_response("uid-1", "client-1")
+    );
+    (https, webhook)
+}
+
 fn assert_still_running(webhook: &mut Webhook) {
     assert_eq!(
         webhook.program.try_wait(),
@@ -217,13 +229,7 @@ async fn with_native_sidecar_auto_an_api_down_at_start_stops_the_webhook_with_th
 async fn api_down_or_failing_while_watching_answers_from_the_cache_and_resumes_the_watch() {
     for outage in [Outage::Down, Outage::Status(500)] {
         let c = cluster().await;
-        let https = https_client(c.pki.ca_pem());
-        let mut webhook = Webhook::start(&c.kubeconfig, &c.cert_dir, &["--native-sidecar=false"]);
-        webhook.wait_ready().await;
-        assert_eq!(
-            admit(&https, &webhook, "uid-1", "workload").await,
-            mutated_response("uid-1", "client-1")
-        );
+        let (https, mut webhook) = synced_webhook(&c).await;
 
         c.kube.clear_requests();
         c.kube.start_outage(outage);
@@ -280,13 +286,7 @@ async fn api_down_or_failing_while_watching_answers_from_the_cache_and_resumes_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_relist_keeps_the_last_cache_and_is_retried_until_it_succeeds() {
     let c = cluster().await;
-    let https = https_client(c.pki.ca_pem());
-    let mut webhook = Webhook::start(&c.kubeconfig, &c.cert_dir, &["--native-sidecar=false"]);
-    webhook.wait_ready().await;
-    assert_eq!(
-        admit(&https, &webhook, "uid-1", "workload").await,
-        mutated_response("uid-1", "client-1")
-    );
+    let (https, mut webhook) = synced_webhook(&c).await;
 
     // The history is gone past the cache's resourceVersion (another kind's write moved the revision on), so the
     // re-watch gets 410 Gone, and every LIST fails: the cache must re-list and cannot.
