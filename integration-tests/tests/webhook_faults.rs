@@ -216,12 +216,7 @@ async fn with_native_sidecar_auto_an_api_down_at_start_stops_the_webhook_with_th
         ),
         "{log}"
     );
-    let versions: Vec<(String, u16)> = c
-        .kube
-        .requests()
-        .into_iter()
-        .map(|r| (r.path, r.status))
-        .collect();
+    let versions: Vec<(String, u16)> = c.kube.requests().into_iter().map(|r| (r.path, r.status)).collect();
     assert_eq!(versions, vec![("/version".to_string(), 0)]);
 }
 
@@ -234,7 +229,9 @@ async fn api_down_or_failing_while_watching_answers_from_the_cache_and_resumes_t
         c.kube.clear_requests();
         c.kube.start_outage(outage);
         c.kube
-            .wait_until("a failed re-watch", PATIENCE, |k| watches(k, failed_status(outage)) >= 1)
+            .wait_until("a failed re-watch", PATIENCE, |k| {
+                watches(k, failed_status(outage)) >= 1
+            })
             .await;
         // Still ready: every replica would fail the same way, and the cache it holds is the cluster's last state.
         assert_eq!(webhook.health("/readyz").await, Some((200, "ok".to_string())));
@@ -291,7 +288,9 @@ async fn a_failing_relist_keeps_the_last_cache_and_is_retried_until_it_succeeds(
     // The history is gone past the cache's resourceVersion (another kind's write moved the revision on), so the
     // re-watch gets 410 Gone, and every LIST fails: the cache must re-list and cannot.
     c.kube.clear_requests();
-    c.kube.upsert(serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "other", "namespace": NS}}));
+    c.kube.upsert(
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "other", "namespace": NS}}),
+    );
     c.kube.compact();
     c.kube.start_outage(Outage::ListStatus(500));
     c.kube

@@ -18,9 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use integration_tests::admission::{
-    https_client, mutated_response, not_found_response, post, review, service_account,
-};
+use integration_tests::admission::{https_client, mutated_response, not_found_response, post, review, service_account};
 use integration_tests::fake_kube::FakeKube;
 use integration_tests::pki::TestPki;
 use integration_tests::webhook_harness::Webhook;
@@ -78,13 +76,7 @@ struct Tally {
     latencies: Vec<Duration>,
 }
 
-async fn connection(
-    c: usize,
-    https: reqwest::Client,
-    port: u16,
-    ledger: Arc<Ledger>,
-    stop: Arc<AtomicBool>,
-) -> Tally {
+async fn connection(c: usize, https: reqwest::Client, port: u16, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) -> Tally {
     let mut tally = Tally::default();
     let mut n = 0usize;
     while !stop.load(Ordering::SeqCst) {
@@ -103,7 +95,9 @@ async fn connection(
         match answer {
             Err(e) => tally.errors.push(format!("{uid} ({}): {e}", sa_name(i))),
             Ok(response) => match state_of(i, &uid, &response) {
-                None => tally.errors.push(format!("{uid} ({}): unexpected {response}", sa_name(i))),
+                None => tally
+                    .errors
+                    .push(format!("{uid} ({}): unexpected {response}", sa_name(i))),
                 Some(state) if state < low || state > high => tally.stale.push(format!(
                     "{uid} ({}): state {state}, acceptable {low}..={high}",
                     sa_name(i)
@@ -132,13 +126,16 @@ fn live_reads(kube: &FakeKube, i: usize) -> usize {
 async fn wait_until_cached(https: &reqwest::Client, webhook: &Webhook, kube: &FakeKube, i: usize, state: u32) -> u64 {
     let mut probes = 0;
     webhook
-        .wait_for(&format!("{} state {state} in the watch cache", sa_name(i)), async || {
-            probes += 1;
-            let uid = format!("probe-{i}-{state}-{probes}");
-            let reads = live_reads(kube, i);
-            let response = post(https, webhook.port, &review(&uid, NS, &sa_name(i))).await.ok()?;
-            (state_of(i, &uid, &response) == Some(state) && live_reads(kube, i) == reads).then_some(())
-        })
+        .wait_for(
+            &format!("{} state {state} in the watch cache", sa_name(i)),
+            async || {
+                probes += 1;
+                let uid = format!("probe-{i}-{state}-{probes}");
+                let reads = live_reads(kube, i);
+                let response = post(https, webhook.port, &review(&uid, NS, &sa_name(i))).await.ok()?;
+                (state_of(i, &uid, &response) == Some(state) && live_reads(kube, i) == reads).then_some(())
+            },
+        )
         .await;
     probes
 }
@@ -151,7 +148,10 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 fn status_field(pid: u32, name: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string())))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        })
         .unwrap_or_default()
 }
 
@@ -160,7 +160,10 @@ async fn admissions_under_service_account_churn_are_never_stale_and_never_fail()
     let connections = size("WISP_LOAD_CONNECTIONS", 50);
     let accounts = size("WISP_LOAD_SERVICE_ACCOUNTS", 10);
     let writes = size("WISP_LOAD_WRITES", 60);
-    assert!(accounts >= 1 && writes >= accounts, "at least one write per ServiceAccount");
+    assert!(
+        accounts >= 1 && writes >= accounts,
+        "at least one write per ServiceAccount"
+    );
 
     let pki = TestPki::new();
     let kube = FakeKube::start(&pki).await;
@@ -217,7 +220,12 @@ async fn admissions_under_service_account_churn_are_never_stale_and_never_fail()
     let peak_rss = status_field(webhook.program.pid(), "VmHWM:");
     let mut tallies = Vec::with_capacity(connections);
     for task in load {
-        tallies.push(tokio::time::timeout(PATIENCE, task).await.expect("connection ends").expect("task"));
+        tallies.push(
+            tokio::time::timeout(PATIENCE, task)
+                .await
+                .expect("connection ends")
+                .expect("task"),
+        );
     }
     let elapsed = started.elapsed();
 

@@ -388,9 +388,7 @@ impl Bench {
             .into_iter()
             .map(|(name, (bytes, _mode))| (name, bytes))
             .collect();
-        let expected: Vec<(String, Vec<u8>)> = (0..objects)
-            .map(|i| (object_name(i), value(i).into_bytes()))
-            .collect();
+        let expected: Vec<(String, Vec<u8>)> = (0..objects).map(|i| (object_name(i), value(i).into_bytes())).collect();
         if shown != expected {
             let names: Vec<&String> = shown.iter().map(|(n, _)| n).collect();
             let wrong: Vec<&String> = shown
@@ -415,7 +413,10 @@ impl Bench {
             volumes.push(self.pod_volume(&spc_name(MEMORY_RUN_OBJECTS), WARM_SA)?);
         }
         let started = Instant::now();
-        let published = self.in_parallel(&volumes, Call::Publish, MEMORY_RUN_PARALLEL).await.map(drop);
+        let published = self
+            .in_parallel(&volumes, Call::Publish, MEMORY_RUN_PARALLEL)
+            .await
+            .map(drop);
         let publish_time = started.elapsed();
         // Whatever happened, unpublish every target before reporting.
         let loaded = memory(self.agent.pid());
@@ -432,7 +433,10 @@ impl Bench {
             }
         }
         let started = Instant::now();
-        let unpublished = self.in_parallel(&volumes, Call::Unpublish, MEMORY_RUN_PARALLEL).await.map(drop);
+        let unpublished = self
+            .in_parallel(&volumes, Call::Unpublish, MEMORY_RUN_PARALLEL)
+            .await
+            .map(drop);
         let unpublish_time = started.elapsed();
         published.map_err(|e| anyhow!("{e:#}\n{}", tail(&self.agent)))?;
         unpublished.map_err(|e| anyhow!("{e:#}\n{}", tail(&self.agent)))?;

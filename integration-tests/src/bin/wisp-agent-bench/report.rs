@@ -312,7 +312,9 @@ pub(crate) fn print_burst_report(cli: &Cli, bench: &Bench, latency: Duration, re
     }
     if reports.len() > 1 {
         println!();
-        println!("| burst | max answer (ms) | VmRSS before | peak | after unpublishing (MiB) | fds before | peak | after |");
+        println!(
+            "| burst | max answer (ms) | VmRSS before | peak | after unpublishing (MiB) | fds before | peak | after |"
+        );
         println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (round, r) in reports.iter().enumerate() {
             println!(
@@ -381,11 +383,7 @@ fn print_answer_times(call: &str, latencies: &[Duration]) {
     println!(
         "  every call answered within kubelet's {} s deadline: {}",
         KUBELET_DEADLINE.as_secs(),
-        if stats.max < KUBELET_DEADLINE {
-            "MET"
-        } else {
-            "MISSED"
-        }
+        if stats.max < KUBELET_DEADLINE { "MET" } else { "MISSED" }
     );
 }
 
