@@ -60,6 +60,11 @@ pub fn review(uid: &str, namespace: &str, service_account: &str) -> Value {
         },
         "spec": {"serviceAccountName": service_account, "containers": [{"name": "app", "image": "app:1"}]}
     });
+    review_of(uid, namespace, pod)
+}
+
+/// The CREATE review of `pod` in `namespace`, as kube-apiserver sends it.
+pub fn review_of(uid: &str, namespace: &str, pod: Value) -> Value {
     json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use integration_tests::admission::{denied_response, mutated_response, service_account};
+use integration_tests::admission::{denied_response, mutated_response, review_of, service_account};
 use integration_tests::fake_kube::{FakeKube, KubeVersion, RecordedRequest};
 use integration_tests::pki::TestPki;
 use integration_tests::webhook_harness::{Webhook, certificate_der, served_certificate};
@@ -41,21 +41,7 @@ fn pod(name: &str, sa: &str, annotations: Value) -> Value {
 }
 
 fn review(uid: &str, pod: Value) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "default",
-            "operation": "CREATE",
-            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
-            "object": pod,
-            "oldObject": null,
-            "dryRun": false
-        }
-    })
+    review_of(uid, "default", pod)
 }
 
 /// POSTs an AdmissionReview; returns the review response with its patch (if any) decoded into JSON.
