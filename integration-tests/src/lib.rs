@@ -1,6 +1,7 @@
 //! wisp's local fakes of the services it talks to (the Kubernetes API subset, Microsoft Entra with IMDS, Key
 //! Vault), the test PKI and SA-token issuer, and helpers to run the real binaries against them.
 
+pub mod admission;
 pub mod agent_harness;
 pub mod fake_entra;
 pub mod fake_keyvault;

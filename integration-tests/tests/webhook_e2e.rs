@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
+use integration_tests::admission::{decoded_review, denied_response, mutated_response, review_of, service_account};
 use integration_tests::fake_kube::{FakeKube, KubeVersion, RecordedRequest};
 use integration_tests::foreign_clients::{ForeignClients, HttpCall, HttpClient};
 use integration_tests::pki::TestPki;
@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 
 /// Guards against a hang only; no test asserts on timing.
 const PATIENCE: Duration = Duration::from_secs(30);
-const TOKEN_FILE: &str = "/var/run/secrets/azure/tokens/azure-identity-token";
 
 /// An HTTPS client trusting only the test CA, as kube-apiserver trusts the caBundle.
 fn https_client(pki: &TestPki) -> reqwest::Client {
@@ -42,21 +41,7 @@ fn pod(name: &str, sa: &str, annotations: Value) -> Value {
 }
 
 fn review(uid: &str, pod: Value) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "default",
-            "operation": "CREATE",
-            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
-            "object": pod,
-            "oldObject": null,
-            "dryRun": false
-        }
-    })
+    review_of(uid, "default", pod)
 }
 
 /// POSTs an AdmissionReview; returns the review response with its patch (if any) decoded into JSON.
@@ -70,84 +55,7 @@ async fn admit(https: &reqwest::Client, webhook: &Webhook, review: &Value) -> Va
     assert_eq!(response.status().as_u16(), 200);
     // ALPN: the webhook offers HTTP/2 (and HTTP/1.1), like controller-runtime's server.
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
-    with_decoded_patch(response.json().await.expect("JSON response"))
-}
-
-/// The AdmissionReview response with its patch decoded. wisp writes base64 (as Go's []byte encoding);
-/// kube-core 5's AdmissionResponse writes an array of numbers, which the API server accepts too. Either way the
-/// bytes are a JSON Patch.
-fn with_decoded_patch(mut body: Value) -> Value {
-    let patch = &body["response"]["patch"];
-    let bytes = match patch {
-        Value::Null => None,
-        Value::Array(bytes) => Some(
-            bytes
-                .iter()
-                .map(|b| b.as_u64().expect("byte") as u8)
-                .collect::<Vec<_>>(),
-        ),
-        Value::String(b64) => Some(base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")),
-        other => panic!("patch is neither bytes nor base64: {other}"),
-    };
-    if let Some(bytes) = bytes {
-        body["response"]["patch"] = serde_json::from_slice(&bytes).expect("patch is JSON");
-    }
-    body
-}
-
-fn env(client_id: &str) -> Value {
-    json!([
-        {"name": "AZURE_CLIENT_ID", "value": client_id},
-        {"name": "AZURE_TENANT_ID", "value": "webhook-tenant"},
-        {"name": "AZURE_FEDERATED_TOKEN_FILE", "value": TOKEN_FILE},
-        {"name": "AZURE_AUTHORITY_HOST", "value": "https://login.microsoftonline.com/"}
-    ])
-}
-
-fn mutated_response(uid: &str, client_id: &str, expiration: u32) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "response": {
-            "uid": uid,
-            "allowed": true,
-            "status": {"code": 200},
-            "patchType": "JSONPatch",
-            "patch": [
-                {"op": "add", "path": "/spec/containers/0/env", "value": env(client_id)},
-                {"op": "add", "path": "/spec/containers/0/volumeMounts", "value": [
-                    {"name": "azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": true}
-                ]},
-                {"op": "add", "path": "/spec/volumes", "value": [{
-                    "name": "azure-identity-token",
-                    "projected": {"sources": [{"serviceAccountToken": {
-                        "path": "azure-identity-token",
-                        "expirationSeconds": expiration,
-                        "audience": "api://AzureADTokenExchange"
-                    }}]}
-                }]}
-            ]
-        }
-    })
-}
-
-fn denied_response(uid: &str, message: &str) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "response": {"uid": uid, "allowed": false, "status": {"code": 400, "message": message}}
-    })
-}
-
-fn service_account(name: &str, client_id: &str) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {"name": name, "namespace": "default", "annotations": {
-            "azure.workload.identity/client-id": client_id,
-            "azure.workload.identity/service-account-token-expiration": "7200"
-        }}
-    })
+    decoded_review(&response.text().await.expect("body")).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Writes a pair the way kubelet updates a Secret volume: into a fresh directory, then an atomic rename.
@@ -173,7 +81,7 @@ fn gets_of(requests: &[RecordedRequest], path: &str) -> Vec<(String, u16)> {
 async fn webhook_end_to_end() {
     let pki = TestPki::new();
     let kube = FakeKube::start_with(&pki, KubeVersion { major: 1, minor: 33 }).await;
-    kube.upsert(service_account("workload", "client-1"));
+    kube.upsert(service_account("default", "workload", "client-1"));
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = kube.write_kubeconfig(dir.path());
     let cert_dir = dir.path().join("certs");
@@ -218,7 +126,7 @@ async fn webhook_end_to_end() {
 
     // ServiceAccount from the watch cache.
     let response = admit(&https, &webhook, &review("uid-1", pod("app", "workload", json!({})))).await;
-    assert_eq!(response, mutated_response("uid-1", "client-1", 7200));
+    assert_eq!(response, mutated_response("uid-1", "client-1"));
 
     // A denial from the pod's annotations.
     let response = admit(
@@ -238,6 +146,7 @@ async fn webhook_end_to_end() {
         response,
         denied_response(
             "uid-2",
+            400,
             "token expiration 100 not valid. Expected value to be between 3600 and 86400 (pod annotation azure.workload.identity/service-account-token-expiration)"
         )
     );
@@ -280,10 +189,10 @@ async fn webhook_end_to_end() {
     );
 
     // A ServiceAccount the watch has not delivered yet: read live.
-    kube.insert_get_only(service_account("late", "client-late"));
+    kube.insert_get_only(service_account("default", "late", "client-late"));
     kube.clear_requests();
     let response = admit(&https, &webhook, &review("uid-4", pod("app", "late", json!({})))).await;
-    assert_eq!(response, mutated_response("uid-4", "client-late", 7200));
+    assert_eq!(response, mutated_response("uid-4", "client-late"));
     let path = "/api/v1/namespaces/default/serviceaccounts/late";
     assert_eq!(gets_of(&kube.requests(), path), vec![(path.to_string(), 200)]);
 
@@ -294,6 +203,7 @@ async fn webhook_end_to_end() {
         response,
         denied_response(
             "uid-5",
+            400,
             "serviceaccounts \"default\" not found in namespace \"default\"; create the ServiceAccount before the pod or set spec.serviceAccountName"
         )
     );
@@ -301,11 +211,11 @@ async fn webhook_end_to_end() {
     assert_eq!(gets_of(&kube.requests(), path), vec![(path.to_string(), 404)]);
 
     // An annotation change reaches the cache through the watch.
-    kube.upsert(service_account("workload", "client-2"));
+    kube.upsert(service_account("default", "workload", "client-2"));
     webhook
         .wait_for("the watch delivers the new client id", async || {
             let response = admit(&https, &webhook, &review("uid-6", pod("app", "workload", json!({})))).await;
-            (response == mutated_response("uid-6", "client-2", 7200)).then_some(())
+            (response == mutated_response("uid-6", "client-2")).then_some(())
         })
         .await;
 
@@ -322,7 +232,7 @@ async fn webhook_end_to_end() {
         })
         .await;
     let response = admit(&https, &webhook, &review("uid-7", pod("app", "workload", json!({})))).await;
-    assert_eq!(response, mutated_response("uid-7", "client-2", 7200));
+    assert_eq!(response, mutated_response("uid-7", "client-2"));
 
     // Metrics: upstream's histogram per namespace and the outcome counter.
     let (status, text) = webhook.metrics("/metrics").await.expect("metrics");
@@ -376,7 +286,7 @@ async fn webhook_end_to_end() {
 async fn not_ready_until_the_service_account_cache_syncs() {
     let pki = TestPki::new();
     let kube = FakeKube::start_with(&pki, KubeVersion { major: 1, minor: 29 }).await;
-    kube.upsert(service_account("workload", "client-1"));
+    kube.upsert(service_account("default", "workload", "client-1"));
     let dir = tempfile::tempdir().expect("tempdir");
     // A token the API server refuses: every list, watch and GET is 401, so the cache never syncs.
     let kubeconfig = kube.write_kubeconfig(dir.path());
@@ -410,6 +320,7 @@ async fn not_ready_until_the_service_account_cache_syncs() {
         response,
         denied_response(
             "uid-1",
+            400,
             "cannot read serviceaccount default/workload from the Kubernetes API: HTTP 401 Unauthorized: Unauthorized; the webhook needs get, list and watch on serviceaccounts"
         )
     );
@@ -426,7 +337,7 @@ async fn clients_of_other_tls_and_http_stacks_get_the_same_answers() {
     let clients = ForeignClients::find();
     let pki = TestPki::new();
     let kube = FakeKube::start(&pki).await;
-    kube.upsert(service_account("workload", "client-1"));
+    kube.upsert(service_account("default", "workload", "client-1"));
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = kube.write_kubeconfig(dir.path());
     let cert_dir = dir.path().join("certs");
@@ -460,12 +371,8 @@ async fn clients_of_other_tls_and_http_stacks_get_the_same_answers() {
             (&json!(200), &json!(alpn)),
             "{outcome}"
         );
-        let body: Value = serde_json::from_str(outcome["body"].as_str().expect("body")).expect("JSON answer");
-        assert_eq!(
-            with_decoded_patch(body),
-            mutated_response("uid-py", "client-1", 7200),
-            "{alpn}"
-        );
+        let body = decoded_review(outcome["body"].as_str().expect("body")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(body, mutated_response("uid-py", "client-1"), "{alpn}");
     }
     assert_eq!(outcomes[2], json!({"status": 200, "alpn": null, "body": "ok"}));
     assert_eq!(outcomes[3], json!({"status": 200, "alpn": null, "body": "ok"}));

@@ -1,6 +1,10 @@
 //! ServiceAccount lookups: an in-memory index of the annotations the mutation reads, fed by a cluster-wide
 //! metadata watch, with a live GET when a ServiceAccount is not (yet) in the index — it may have been created a
 //! moment before the pod.
+//!
+//! The watch is the only writer of the index. A live read is used for the one admission and not stored: its answer
+//! can arrive after newer watch events (a slow GET racing an annotation change, or a delete), and storing it
+//! would put an older state back into the index with no event left to correct it until the next re-list.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,7 +139,7 @@ impl ServiceAccountSource for NoServiceAccounts {
     }
 }
 
-/// Index first, then the live source; what the live source finds is added to the index.
+/// Index first, then the live source (not stored: see the module documentation).
 #[derive(Clone)]
 pub struct ServiceAccountLookup {
     index: Arc<ServiceAccountIndex>,
@@ -158,7 +162,6 @@ impl ServiceAccountLookup {
         let fetched = self.source.fetch(namespace, name).await?;
         Ok(fetched.map(|info| {
             tracing::debug!(namespace, name, "serviceaccount not in the watch cache, read live");
-            self.index.apply(namespace, name, info.clone());
             Arc::new(info)
         }))
     }

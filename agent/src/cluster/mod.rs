@@ -70,12 +70,21 @@ pub trait ClusterSink: Send + Sync {
 
 pub type SharedClusterSink = Arc<dyn ClusterSink>;
 
+/// Pod status writes and secret syncs in flight at once. kube's client speaks HTTP/1.1, so every request in
+/// flight holds a TLS connection of its own, and its pool keeps every connection it opened (idle connections
+/// expire only when the pool is next used): kubelet republishing 2,000 volumes at once left 1,700 connections to
+/// the API server open for good (RELIABILITY.md, `## Load`). Sixteen keep the pool at sixteen; a write takes
+/// milliseconds, so the rest wait milliseconds, far inside kubelet's 2-minute deadline.
+const API_WRITES_IN_FLIGHT: usize = 16;
+
 /// The Kubernetes API as the sink.
 pub struct KubeCluster {
     client: kube::Client,
     node_name: String,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    /// [`API_WRITES_IN_FLIGHT`] permits.
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for KubeCluster {
@@ -97,6 +106,7 @@ impl KubeCluster {
             client,
             node_name: node_name.to_string(),
             metrics,
+            in_flight: tokio::sync::Semaphore::new(API_WRITES_IN_FLIGHT),
         }
     }
 
@@ -227,6 +237,8 @@ fn pod_reference(pod: &Pod) -> ObjectReference {
 impl ClusterSink for KubeCluster {
     fn record_pod_status<'a>(&'a self, volume: &'a MountedVolume) -> BoxFuture<'a, Result<(), ClusterError>> {
         async move {
+            // The semaphore is never closed.
+            let _permit = self.in_flight.acquire().await.ok();
             self.write_pod_status(volume)
                 .await
                 .map_err(|e| ClusterError::PodStatus {
@@ -239,6 +251,7 @@ impl ClusterSink for KubeCluster {
 
     fn sync_secrets<'a>(&'a self, volume: &'a MountedVolume, spc: &'a SecretProviderClass) -> BoxFuture<'a, ()> {
         async move {
+            let _permit = self.in_flight.acquire().await.ok();
             let started = Instant::now();
             match self.sync(volume, spc).await {
                 Ok(0) => {}

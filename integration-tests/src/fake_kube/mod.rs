@@ -40,7 +40,8 @@
 //! Test controls: [`FakeKube::upsert`], [`FakeKube::delete`], [`FakeKube::insert_get_only`] (an object GET
 //! returns but lists and watches do not show yet, i.e. a lagging watch cache), [`FakeKube::compact`],
 //! [`FakeKube::bookmark`], [`FakeKube::close_watches`], [`FakeKube::set_version`], injected failures
-//! ([`FakeKube::fail_requests`]) and a request log ([`FakeKube::requests`]). Programs reach it through a
+//! ([`FakeKube::fail_requests`]), outages of the whole server ([`FakeKube::start_outage`]: down, or every
+//! request or every LIST failing) and a request log ([`FakeKube::requests`]). Programs reach it through a
 //! kubeconfig ([`FakeKube::write_kubeconfig`]).
 //!
 //! ```no_run
@@ -78,7 +79,7 @@ use crate::pki::TestPki;
 pub use state::KubeVersion;
 use state::{ResourceType, Store, meta_str};
 use wire::{Broadcast, InjectedFailure, IssuerDiscovery, Shared};
-pub use wire::{PARTIAL_OBJECT_METADATA, PARTIAL_OBJECT_METADATA_LIST, RecordedRequest};
+pub use wire::{Outage, PARTIAL_OBJECT_METADATA, PARTIAL_OBJECT_METADATA_LIST, RecordedRequest};
 const KUBECONFIG_NAME: &str = "wisp-fake";
 
 /// The fake API server. Stops serving when dropped.
@@ -108,6 +109,7 @@ impl FakeKube {
         let (changes, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
             failures: Mutex::new(Vec::new()),
+            outage: Mutex::new(None),
             store: Mutex::new(Store::default()),
             changes,
             token: random_token(),
@@ -263,6 +265,20 @@ impl FakeKube {
     /// Ends every failure [`fail_requests`](Self::fail_requests) injected: the API server is back.
     pub fn clear_failures(&self) {
         self.shared.failures.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// From now on, fails requests as `outage` says (replacing an outage already in force) and ends every open
+    /// watch response, as an API server going down or restarting into a failing state; requests are still
+    /// recorded. The store keeps taking [`upsert`](Self::upsert) and [`delete`](Self::delete), as writes through
+    /// another API server would, and watches resumed after [`end_outage`](Self::end_outage) receive them.
+    pub fn start_outage(&self, outage: Outage) {
+        *self.shared.outage.lock().unwrap_or_else(|p| p.into_inner()) = Some(outage);
+        self.close_watches();
+    }
+
+    /// Serves every request normally again.
+    pub fn end_outage(&self) {
+        *self.shared.outage.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Every request so far, in arrival order (watch requests are logged when their response starts).

@@ -48,6 +48,48 @@ pub(super) enum Broadcast {
     CloseAll,
 }
 
+/// The whole API server failing, until the test ends it (`FakeKube::start_outage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// Down or unreachable: every connection is dropped without an answer (recorded with status 0), `/version`
+    /// and the health endpoints included.
+    Down,
+    /// Every request is answered with this HTTP status and a `Status` body, as an API server whose storage fails.
+    Status(u16),
+    /// Only LIST requests (a collection GET without `watch`) are answered with this status; GET of one object,
+    /// watches and writes are served. A re-list fails while everything else works, as when the storage behind
+    /// consistent reads fails under a working watch cache.
+    ListStatus(u16),
+}
+
+/// Whether `outage` replaces the answer to `req` on `path`.
+fn covers(outage: Outage, req: &Req, path: &str) -> bool {
+    match outage {
+        Outage::Down | Outage::Status(_) => true,
+        Outage::ListStatus(_) => {
+            req.method == Method::GET
+                && !matches!(req.param("watch"), Some("true" | "1"))
+                && matches!(parse_target(path), Ok(Target::Collection { .. }))
+        }
+    }
+}
+
+/// Response headers, then the connection aborted before the body: what a client sees of a server that goes away
+/// (HTTP/1.1 and HTTP/2 alike report an error, never a status).
+fn dropped_connection() -> Response {
+    let failing = futures::stream::once(async {
+        Err::<Bytes, _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "fake API server outage: connection dropped",
+        ))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_LENGTH, "1024")
+        .body(Body::from_stream(failing))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
 /// A failure served instead of the real answer to the next matching requests.
 #[derive(Debug, Clone)]
 pub(super) struct InjectedFailure {
@@ -59,6 +101,7 @@ pub(super) struct InjectedFailure {
 
 pub(super) struct Shared {
     pub(super) failures: Mutex<Vec<InjectedFailure>>,
+    pub(super) outage: Mutex<Option<Outage>>,
     pub(super) store: Mutex<Store>,
     pub(super) changes: broadcast::Sender<Broadcast>,
     pub(super) token: String,
@@ -235,11 +278,28 @@ async fn handle(
         content_type: record.content_type.clone().unwrap_or_default(),
         body,
     };
-    let response = match route(&shared, &req, uri.path(), header(header::AUTHORIZATION)) {
-        Ok(response) => response,
-        Err(e) => status_response(&e),
+    let outage = *shared.outage.lock().unwrap_or_else(|p| p.into_inner());
+    let (response, status) = match outage.filter(|o| covers(*o, &req, uri.path())) {
+        Some(Outage::Down) => (dropped_connection(), 0),
+        Some(Outage::Status(code) | Outage::ListStatus(code)) => {
+            let error = ApiError {
+                code,
+                reason: reason_for(code),
+                message: format!("injected outage: {code} for {} {}", req.method, uri.path()),
+                details: None,
+            };
+            (status_response(&error), code)
+        }
+        None => {
+            let response = match route(&shared, &req, uri.path(), header(header::AUTHORIZATION)) {
+                Ok(response) => response,
+                Err(e) => status_response(&e),
+            };
+            let status = response.status().as_u16();
+            (response, status)
+        }
     };
-    record.status = response.status().as_u16();
+    record.status = status;
     shared.requests.lock().unwrap_or_else(|p| p.into_inner()).push(record);
     response
 }
@@ -260,22 +320,9 @@ fn route(shared: &Arc<Shared>, req: &Req, path: &str, authorization: Option<Stri
         });
     }
     if let Some(code) = take_injected_failure(shared, &req.method, path) {
-        let reason = match code {
-            400 => "BadRequest",
-            401 => "Unauthorized",
-            403 => "Forbidden",
-            404 => "NotFound",
-            409 => "Conflict",
-            410 => "Expired",
-            422 => "Invalid",
-            429 => "TooManyRequests",
-            503 => "ServiceUnavailable",
-            504 => "Timeout",
-            _ => "InternalError",
-        };
         let error = ApiError {
             code,
-            reason,
+            reason: reason_for(code),
             message: format!("injected failure {code} for {} {path}", req.method),
             details: None,
         };
@@ -345,6 +392,23 @@ fn issuer_document(shared: &Shared, pick: impl Fn(&IssuerDiscovery) -> &Value) -
     let discovery = shared.issuer_discovery.lock().unwrap_or_else(|p| p.into_inner());
     let document = discovery.as_ref().map(pick).ok_or_else(not_served)?;
     Ok(json_response(StatusCode::OK, document))
+}
+
+/// The `Status` reason the API server gives with `code`.
+fn reason_for(code: u16) -> &'static str {
+    match code {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        409 => "Conflict",
+        410 => "Expired",
+        422 => "Invalid",
+        429 => "TooManyRequests",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        _ => "InternalError",
+    }
 }
 
 fn take_injected_failure(shared: &Shared, method: &Method, path: &str) -> Option<u16> {

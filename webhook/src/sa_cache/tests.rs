@@ -51,7 +51,7 @@ impl ServiceAccountSource for Recording {
 }
 
 #[tokio::test]
-async fn miss_falls_back_to_live_read_once() {
+async fn miss_falls_back_to_a_live_read_that_is_not_stored() {
     let source = Arc::new(Recording {
         known: HashMap::from([(("ns".to_string(), "late".to_string()), info("live"))]),
         calls: Mutex::new(Vec::new()),
@@ -67,11 +67,57 @@ async fn miss_falls_back_to_live_read_once() {
     assert_eq!(lookup.get("ns", "late").await.unwrap().as_deref(), Some(&info("live")));
     assert_eq!(lookup.get("ns", "late").await.unwrap().as_deref(), Some(&info("live")));
     assert_eq!(lookup.get("ns", "missing").await.unwrap(), None);
+    // Until the watch delivers it, every admission reads live.
     assert_eq!(
         *source.calls.lock().unwrap(),
-        vec!["ns/late".to_string(), "ns/missing".to_string()]
+        vec!["ns/late".to_string(), "ns/late".to_string(), "ns/missing".to_string()]
     );
-    assert_eq!(index.get("ns", "late").as_deref(), Some(&info("live")));
+    assert_eq!(index.get("ns", "late"), None);
+}
+
+/// Answers with `stale` only once released, as a GET that is slow while the watch moves on; says when it started.
+struct Slow {
+    stale: ServiceAccountInfo,
+    started: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl ServiceAccountSource for Slow {
+    fn fetch<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<Option<ServiceAccountInfo>, LookupError>> {
+        Box::pin(async move {
+            self.started.notify_one();
+            self.release.notified().await;
+            Ok(Some(self.stale.clone()))
+        })
+    }
+}
+
+/// A live read that answers after the watch delivered a newer state must not put its older state into the
+/// index: the watch sends no further event to correct it.
+#[tokio::test]
+async fn a_slow_live_read_never_overwrites_a_newer_watch_event() {
+    let source = Arc::new(Slow {
+        stale: info("v1"),
+        started: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let index = Arc::new(ServiceAccountIndex::new());
+    let lookup = ServiceAccountLookup::new(index.clone(), source.clone());
+
+    let admission = tokio::spawn({
+        let lookup = lookup.clone();
+        async move { lookup.get("ns", "sa").await }
+    });
+    // The watch delivers the creation and then the annotation change while the GET (which read v1) is in flight.
+    source.started.notified().await;
+    index.apply("ns", "sa", info("v1"));
+    index.apply("ns", "sa", info("v2"));
+    source.release.notify_one();
+    let answered = admission.await.unwrap().unwrap();
+    // The admission that started before the watch delivered anything uses what it read.
+    assert_eq!(answered.as_deref(), Some(&info("v1")));
+    assert_eq!(index.get("ns", "sa").as_deref(), Some(&info("v2")));
+    assert_eq!(lookup.get("ns", "sa").await.unwrap().as_deref(), Some(&info("v2")));
 }
 
 #[test]

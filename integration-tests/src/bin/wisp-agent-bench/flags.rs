@@ -43,12 +43,32 @@ pub(crate) struct Cli {
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub rotation_volumes: u32,
 
+    /// Run the burst benchmark instead of the latency and memory runs: this many NodePublishVolume calls for
+    /// distinct pods (and service accounts) at once (0: off).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=2000))]
+    pub burst: u32,
+
+    /// Bursts in a row (new pods each time): memory and descriptors that do not grow from one to the next are
+    /// bounded, not leaked.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub burst_rounds: u32,
+
+    /// After the burst or rotation run, wait this long with nothing mounted and read the agent's RSS and open
+    /// descriptors once more: idle pooled connections close after 90 s (the agent's pool idle timeout).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub settle_secs: u64,
+
+    /// Secrets in each volume of the burst run.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub burst_objects: u32,
+
     /// The agent's `--rotation-poll-interval` in the rotation run, in seconds.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..=300))]
     pub rotation_interval_secs: u64,
 
-    /// NodePublishVolume calls in flight in the rotation run (publish and republish).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// NodePublishVolume calls in flight in the rotation run (publish and republish); kubelet's pod workers
+    /// republish every pod's volumes independently, so up to one per pod.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub rotation_parallel: u32,
 
     /// An extra flag for wisp-agent (repeatable), e.g. `--agent-arg=--max-parallel-fetches=16`.

@@ -18,10 +18,13 @@ use tonic::transport::Channel;
 use wisp_shared::contract::secrets_store as ss;
 
 use crate::flags::{Cli, MountChoice};
-use crate::proc::{Memory, clock_ticks_per_second, cpu_ticks, memory};
+use crate::proc::{Memory, Peak, Sampler, Usage, clock_ticks_per_second, cpu_ticks, memory, usage};
 
 /// Guards against a hang only: no call of a healthy agent comes near it.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
+/// kubelet's bound on every CSI call (`csiTimeout` in kubelet's `pkg/volume/csi`, 2 minutes): a NodePublishVolume
+/// that takes longer fails the mount (kubelet retries it), so every call here is bounded by it.
+pub(crate) const KUBELET_DEADLINE: Duration = Duration::from_secs(120);
 pub(crate) const TENANT: &str = "72f988bf-0000-4000-8000-0000000be4c4";
 pub(crate) const CLIENT_ID: &str = "b3b3b3b3-0000-4000-8000-000000000001";
 pub(crate) const VAULT: &str = "benchkv";
@@ -140,15 +143,24 @@ impl Bench {
         entra.trust_issuer(issuer.issuer(), issuer.jwks());
         vault.add_vault(VAULT, TENANT);
         vault.grant(CLIENT_ID, VAULT).context("granting vault access")?;
-        let largest = SIZES.iter().copied().max().unwrap_or(1).max(MEMORY_RUN_OBJECTS);
+        let burst_objects = cli.burst_objects as usize;
+        let largest = SIZES
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(1)
+            .max(MEMORY_RUN_OBJECTS)
+            .max(burst_objects);
         for i in 0..largest {
-            let value: String = format!("secret-{i:02}-").chars().cycle().take(SECRET_BYTES).collect();
             vault
-                .add_secret(VAULT, &object_name(i), &value, None)
+                .add_secret(VAULT, &object_name(i), &secret_value(i), None)
                 .context("seeding a secret")?;
         }
         let mut sizes = SIZES.to_vec();
         sizes.push(MEMORY_RUN_OBJECTS);
+        if !sizes.contains(&burst_objects) {
+            sizes.push(burst_objects);
+        }
         for size in sizes {
             let objects: Vec<String> = (0..size)
                 .map(|i| format!("objectName: {}\nobjectType: secret", object_name(i)))
@@ -334,18 +346,20 @@ impl Bench {
             .count())
     }
 
-    /// Makes `call` for every volume, `parallel` at a time; the first error, if any.
+    /// Makes `call` for every volume, `parallel` at a time: the time each call took to answer (as kubelet
+    /// measures it against its deadline), or the first error.
     pub(crate) async fn in_parallel(
         &self,
         volumes: &[(PathBuf, NodePublishVolumeRequest)],
         call: Call,
         parallel: usize,
-    ) -> Result<()> {
+    ) -> Result<Vec<Duration>> {
         let calls: Vec<_> = volumes
             .iter()
             .map(|(target, request)| {
                 let mut node = self.node.clone();
                 async move {
+                    let started = Instant::now();
                     let answer = match call {
                         Call::Publish => bounded(node.node_publish_volume(request.clone())).await.map(drop),
                         Call::Unpublish => {
@@ -353,15 +367,43 @@ impl Bench {
                             bounded(node.node_unpublish_volume(request)).await.map(drop)
                         }
                     };
-                    answer.map_err(|e| anyhow!("{call:?} {}: {e}", target.display()))
+                    answer
+                        .map(|()| started.elapsed())
+                        .map_err(|e| anyhow!("{call:?} {}: {e}", target.display()))
                 }
             })
             .collect();
         futures::stream::iter(calls)
             .buffer_unordered(parallel)
-            .try_collect::<Vec<()>>()
+            .try_collect::<Vec<Duration>>()
             .await
-            .map(drop)
+    }
+
+    /// Whether the volume at `target` shows exactly the first `objects` secrets with `value(i)` as their bytes
+    /// (every file, nothing more); the differences otherwise.
+    pub(crate) fn check_volume(&self, target: &Path, objects: usize, value: impl Fn(usize) -> String) -> Result<()> {
+        let seen = kubelet::in_namespace_of(self.agent.pid(), target);
+        ensure!(seen.is_dir(), "{} does not exist", target.display());
+        let shown: Vec<(String, Vec<u8>)> = kubelet::visible_files(&seen)
+            .into_iter()
+            .map(|(name, (bytes, _mode))| (name, bytes))
+            .collect();
+        let expected: Vec<(String, Vec<u8>)> = (0..objects).map(|i| (object_name(i), value(i).into_bytes())).collect();
+        if shown != expected {
+            let names: Vec<&String> = shown.iter().map(|(n, _)| n).collect();
+            let wrong: Vec<&String> = shown
+                .iter()
+                .zip(&expected)
+                .filter(|(a, b)| a != b)
+                .map(|(a, _)| &a.0)
+                .collect();
+            return Err(anyhow!(
+                "{} shows {} files {names:?}, expected {objects}; differing: {wrong:?}",
+                target.display(),
+                shown.len()
+            ));
+        }
+        Ok(())
     }
 
     /// Publishes `count` volumes of [`MEMORY_RUN_OBJECTS`] secrets, reads the agent's memory, unpublishes them.
@@ -371,7 +413,10 @@ impl Bench {
             volumes.push(self.pod_volume(&spc_name(MEMORY_RUN_OBJECTS), WARM_SA)?);
         }
         let started = Instant::now();
-        let published = self.in_parallel(&volumes, Call::Publish, MEMORY_RUN_PARALLEL).await;
+        let published = self
+            .in_parallel(&volumes, Call::Publish, MEMORY_RUN_PARALLEL)
+            .await
+            .map(drop);
         let publish_time = started.elapsed();
         // Whatever happened, unpublish every target before reporting.
         let loaded = memory(self.agent.pid());
@@ -388,7 +433,10 @@ impl Bench {
             }
         }
         let started = Instant::now();
-        let unpublished = self.in_parallel(&volumes, Call::Unpublish, MEMORY_RUN_PARALLEL).await;
+        let unpublished = self
+            .in_parallel(&volumes, Call::Unpublish, MEMORY_RUN_PARALLEL)
+            .await
+            .map(drop);
         let unpublish_time = started.elapsed();
         published.map_err(|e| anyhow!("{e:#}\n{}", tail(&self.agent)))?;
         unpublished.map_err(|e| anyhow!("{e:#}\n{}", tail(&self.agent)))?;
@@ -446,7 +494,7 @@ impl Bench {
         }
         let before_publish = self.counts();
         let started = Instant::now();
-        let published = self.in_parallel(&volumes, Call::Publish, parallel).await;
+        let published = self.in_parallel(&volumes, Call::Publish, parallel).await.map(drop);
         // Every volume's last refresh is before this instant.
         let published_at = Instant::now();
         let publish_time = published_at - started;
@@ -456,15 +504,12 @@ impl Bench {
         let round = async {
             published?;
             let vault = &self.cloud.vault;
-            let mut new_values = Vec::with_capacity(ROTATION_OBJECTS);
             for i in 0..ROTATION_OBJECTS {
-                let value: String = format!("rotated-{i:02}-").chars().cycle().take(SECRET_BYTES).collect();
                 vault
-                    .add_secret(VAULT, &object_name(i), &value, None)
+                    .add_secret(VAULT, &object_name(i), &rotated_value(i), None)
                     .context("adding a secret version")?;
-                new_values.push(value);
             }
-            let before_round = memory(pid)?;
+            let before_round = usage(pid)?;
             // Past the interval for every volume and for the round of the first mounts' reads.
             let due = published_at + interval + Duration::from_millis(500);
             eprintln!(
@@ -476,28 +521,21 @@ impl Bench {
 
             let requests_before = self.counts();
             let cpu_before = cpu_ticks(pid)?;
+            let sampler = Sampler::start(pid);
             let started = Instant::now();
-            self.in_parallel(&volumes, Call::Publish, parallel).await?;
+            let answered = self.in_parallel(&volumes, Call::Publish, parallel).await;
             let wall = started.elapsed();
+            let peak = sampler.stop();
+            let latencies = answered?;
             let cpu_after = cpu_ticks(pid)?;
             let requests = self.counts() - requests_before;
-            let after_round = memory(pid)?;
+            let after_round = usage(pid)?;
 
-            // Every file of every volume shows the new bytes.
+            // Every volume shows exactly the new bytes of every object, and nothing else.
             let mut checked_files = 0;
             for (target, _) in &volumes {
-                for (i, value) in new_values.iter().enumerate() {
-                    let path = kubelet::in_namespace_of(pid, &target.join(object_name(i)));
-                    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                    ensure!(
-                        bytes == value.as_bytes(),
-                        "{} does not show the new version ({} bytes, starting {:?})",
-                        path.display(),
-                        bytes.len(),
-                        String::from_utf8_lossy(&bytes[..bytes.len().min(16)])
-                    );
-                    checked_files += 1;
-                }
+                self.check_volume(target, ROTATION_OBJECTS, rotated_value)?;
+                checked_files += ROTATION_OBJECTS;
             }
             let metrics = self.metrics().await?;
             Ok::<_, anyhow::Error>(RotationRound {
@@ -506,6 +544,8 @@ impl Bench {
                 cpu_ms: (cpu_after.saturating_sub(cpu_before)) as f64 * 1000.0 / clock_ticks_per_second() as f64,
                 before_round,
                 after_round,
+                peak,
+                latencies,
                 checked_files,
                 rotated: metric_sum(&metrics, "rotation_reconcile_total", "rotated=\"true\""),
                 not_rotated: metric_sum(&metrics, "rotation_reconcile_total", "rotated=\"false\""),
@@ -516,6 +556,7 @@ impl Bench {
         let unpublished = self.in_parallel(&volumes, Call::Unpublish, parallel).await;
         let round = round.map_err(|e| anyhow!("{e:#}\n{}", tail(&self.agent)))?;
         unpublished.map_err(|e| anyhow!("{e:#}\n{}", tail(&self.agent)))?;
+        let after_unpublish = usage(pid)?;
         let left_mounts = kubelet::mount_points_under(pid, &self.kubelet_root());
         ensure!(
             left_mounts.is_empty(),
@@ -528,6 +569,7 @@ impl Bench {
             publish_time,
             publish_requests,
             round,
+            after_unpublish,
         })
     }
 }
@@ -536,8 +578,12 @@ pub(crate) struct RotationRound {
     pub requests: Counts,
     pub wall: Duration,
     pub cpu_ms: f64,
-    pub before_round: Memory,
-    pub after_round: Memory,
+    pub before_round: Usage,
+    pub after_round: Usage,
+    /// Highest RSS and open descriptors during the round.
+    pub peak: Peak,
+    /// How long each republish took to answer.
+    pub latencies: Vec<Duration>,
     pub checked_files: usize,
     pub rotated: f64,
     pub not_rotated: f64,
@@ -551,6 +597,7 @@ pub(crate) struct RotationReport {
     pub publish_time: Duration,
     pub publish_requests: Counts,
     pub round: RotationRound,
+    pub after_unpublish: Usage,
 }
 
 /// The sum of the samples of `name` whose labels contain `label` (all of them when it is empty).
@@ -564,6 +611,16 @@ pub(crate) fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
         .filter(|l| l.contains(label))
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
         .fold(0.0, |sum, v| sum + v)
+}
+
+/// The bytes of secret `i` as seeded ([`SECRET_BYTES`] of them).
+pub(crate) fn secret_value(i: usize) -> String {
+    format!("secret-{i:02}-").chars().cycle().take(SECRET_BYTES).collect()
+}
+
+/// Its bytes after the rotation run's new version.
+pub(crate) fn rotated_value(i: usize) -> String {
+    format!("rotated-{i:02}-").chars().cycle().take(SECRET_BYTES).collect()
 }
 
 pub(crate) fn object_name(i: usize) -> String {
@@ -580,14 +637,14 @@ pub(crate) enum Call {
     Unpublish,
 }
 
-/// A CSI call bounded by [`PATIENCE`].
+/// A CSI call bounded by [`KUBELET_DEADLINE`], as kubelet bounds it.
 pub(crate) async fn bounded<T>(
     call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(PATIENCE, call).await {
+    match tokio::time::timeout(KUBELET_DEADLINE, call).await {
         Ok(Ok(response)) => Ok(response.into_inner()),
         Ok(Err(status)) => Err(format!("{}: {}", status.code(), status.message())),
-        Err(_) => Err(format!("no answer within {PATIENCE:?}")),
+        Err(_) => Err(format!("no answer within kubelet's deadline ({KUBELET_DEADLINE:?})")),
     }
 }
 

@@ -18,10 +18,16 @@
 //!    round, its wall time, the agent's CPU time during it (utime + stime, `/proc/<pid>/stat`), its memory
 //!    before and after, and that every volume shows the new bytes (`rotation_reconcile_total` from `/metrics`).
 //!
+//! 4. Burst (`--burst N`, instead of 1 and 2): N NodePublishVolume calls for distinct pods at once, each volume of
+//!    `--burst-objects` secrets; each call's answer time against kubelet's 2-minute deadline, memory and open
+//!    descriptors before, at their peak and after, and every volume's files checked byte for byte. The rotation
+//!    run reports the same for its round.
+//!
 //! Everything it starts lives in a temporary directory and in the agent's own mount namespace (the agent runs
 //! under `unshare --mount` for its hosts file): every volume is unpublished, the agent is stopped with SIGTERM,
 //! and on any failure or Ctrl-C the agent is killed, which drops the namespace with any mount left in it.
 
+mod burst;
 mod flags;
 mod harness;
 mod proc;
@@ -35,8 +41,8 @@ use clap::Parser;
 
 use flags::Cli;
 use harness::{Bench, PATIENCE, SIZES, WARM_SA, agent_binary, tail};
-use proc::memory;
-use report::{Case, print_report, print_rotation_report};
+use proc::{Usage, memory, usage};
+use report::{Case, print_burst_report, print_report, print_rotation_report, print_settled};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -67,13 +73,23 @@ async fn run(cli: &Cli) -> Result<()> {
     if cli.rotation {
         bench.set_latency(latency);
         let report = bench.rotation_run(cli).await?;
-        let status = bench.agent.terminate(PATIENCE).await;
-        ensure!(
-            status.is_some_and(|s| s.success()),
-            "wisp-agent did not stop cleanly on SIGTERM ({status:?})\n{}",
-            tail(&bench.agent)
-        );
+        let settled = settle(cli, pid).await?;
+        stop_agent(&mut bench).await?;
         print_rotation_report(cli, &bench, latency, started_memory, &report);
+        print_settled(cli, settled);
+        return Ok(());
+    }
+    if cli.burst > 0 {
+        bench.set_latency(latency);
+        let mut reports = Vec::new();
+        for round in 1..=cli.burst_rounds {
+            reports.push(bench.burst_run(cli.burst as usize, cli.burst_objects as usize).await?);
+            eprintln!("burst {round} of {} done", cli.burst_rounds);
+        }
+        let settled = settle(cli, pid).await?;
+        stop_agent(&mut bench).await?;
+        print_burst_report(cli, &bench, latency, &reports);
+        print_settled(cli, settled);
         return Ok(());
     }
 
@@ -124,12 +140,7 @@ async fn run(cli: &Cli) -> Result<()> {
         n => Some(bench.memory_run(n as usize).await?),
     };
 
-    let status = bench.agent.terminate(PATIENCE).await;
-    ensure!(
-        status.is_some_and(|s| s.success()),
-        "wisp-agent did not stop cleanly on SIGTERM ({status:?})\n{}",
-        tail(&bench.agent)
-    );
+    stop_agent(&mut bench).await?;
     print_report(
         cli,
         &bench,
@@ -141,4 +152,25 @@ async fn run(cli: &Cli) -> Result<()> {
         memory_report.as_ref(),
     );
     Ok(())
+}
+
+/// SIGTERM, and a clean exit expected.
+async fn stop_agent(bench: &mut Bench) -> Result<()> {
+    let status = bench.agent.terminate(PATIENCE).await;
+    ensure!(
+        status.is_some_and(|s| s.success()),
+        "wisp-agent did not stop cleanly on SIGTERM ({status:?})\n{}",
+        tail(&bench.agent)
+    );
+    Ok(())
+}
+
+/// The agent's usage after `--settle-secs` idle, if asked for.
+async fn settle(cli: &Cli, pid: u32) -> Result<Option<Usage>> {
+    if cli.settle_secs == 0 {
+        return Ok(None);
+    }
+    eprintln!("idle for {} s", cli.settle_secs);
+    tokio::time::sleep(Duration::from_secs(cli.settle_secs)).await;
+    Ok(Some(usage(pid)?))
 }

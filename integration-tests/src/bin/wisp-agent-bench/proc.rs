@@ -1,4 +1,9 @@
-//! What `/proc` tells about the agent: its resident memory and threads (`status`) and its CPU time (`stat`).
+//! What `/proc` tells about the agent: its resident memory and threads (`status`), its CPU time (`stat`), its open
+//! file descriptors (`fd/`), and their peaks over a run, sampled.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 
@@ -59,4 +64,73 @@ pub(crate) fn memory(pid: u32) -> Result<Memory> {
         file_kib: field("RssFile:")?,
         threads: field("Threads:")?,
     })
+}
+
+/// Open file descriptors of process `pid`: the entries of `/proc/<pid>/fd` (sockets, pipes, files, the epoll
+/// instance; a leak of any kind shows here).
+pub(crate) fn open_fds(pid: u32) -> Result<usize> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).context("reading the agent's fd directory")?;
+    Ok(entries.count())
+}
+
+/// Memory and open descriptors at one moment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Usage {
+    pub memory: Memory,
+    pub fds: usize,
+}
+
+pub(crate) fn usage(pid: u32) -> Result<Usage> {
+    Ok(Usage {
+        memory: memory(pid)?,
+        fds: open_fds(pid)?,
+    })
+}
+
+/// The highest VmRSS and open descriptor count seen while a [`Sampler`] ran.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Peak {
+    pub rss_kib: u64,
+    pub fds: usize,
+    pub samples: u64,
+}
+
+/// Reads [`usage`] every `SAMPLE_EVERY` on a thread of its own (so a busy runtime cannot skip samples) until
+/// stopped: the peaks of a phase, which VmHWM (a peak since the process started) cannot give.
+pub(crate) struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Peak>,
+}
+
+const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+
+impl Sampler {
+    pub(crate) fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut peak = Peak::default();
+                loop {
+                    // Sampled once more after the stop, so the phase's last moment counts.
+                    let stopping = stop.load(Ordering::SeqCst);
+                    if let Ok(now) = usage(pid) {
+                        peak.rss_kib = peak.rss_kib.max(now.memory.rss_kib);
+                        peak.fds = peak.fds.max(now.fds);
+                        peak.samples += 1;
+                    }
+                    if stopping {
+                        return peak;
+                    }
+                    std::thread::sleep(SAMPLE_EVERY);
+                }
+            }
+        });
+        Self { stop, thread }
+    }
+
+    pub(crate) fn stop(self) -> Peak {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap_or_default()
+    }
 }

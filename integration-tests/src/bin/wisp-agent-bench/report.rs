@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
+use crate::burst::BurstReport;
 use crate::flags::Cli;
 use crate::harness::{
-    Bench, Counts, MEMORY_RUN_OBJECTS, MEMORY_RUN_PARALLEL, MemoryReport, ROTATION_OBJECTS, RotationReport,
-    SECRET_BYTES, Sample,
+    Bench, Counts, KUBELET_DEADLINE, MEMORY_RUN_OBJECTS, MEMORY_RUN_PARALLEL, MemoryReport, ROTATION_OBJECTS,
+    RotationReport, SECRET_BYTES, Sample,
 };
-use crate::proc::Memory;
+use crate::proc::{Memory, Peak, Usage};
 
 /// Order statistics of a set of durations.
 #[derive(Debug, Clone, Copy)]
@@ -130,9 +131,17 @@ pub(crate) fn print_rotation_report(
     println!();
     print_memory_table(&[
         ("started, idle", &started),
-        ("before the round (volumes mounted)", &round.before_round),
-        ("after the round", &round.after_round),
+        ("before the round (volumes mounted)", &round.before_round.memory),
+        ("after the round", &round.after_round.memory),
     ]);
+    println!();
+    print_answer_times("republish", &round.latencies);
+    print_usage_table(
+        round.before_round,
+        round.peak,
+        round.after_round,
+        ("after unpublishing them all", report.after_unpublish),
+    );
     let ok = round.requests.key_vault == ROTATION_OBJECTS as u64
         && round.rotated as usize == report.count
         && round.errors == 0.0
@@ -290,6 +299,117 @@ fn print_memory_table(rows: &[(&str, &Memory)]) {
             mib(m.anon_kib),
             mib(m.file_kib),
             m.threads
+        );
+    }
+}
+
+/// Each burst in full, then one row per burst: growth from one to the next would be a leak.
+pub(crate) fn print_burst_report(cli: &Cli, bench: &Bench, latency: Duration, reports: &[BurstReport]) {
+    for (round, report) in reports.iter().enumerate() {
+        println!();
+        println!("## burst {} of {}", round + 1, reports.len());
+        print_one_burst(cli, bench, latency, report);
+    }
+    if reports.len() > 1 {
+        println!();
+        println!(
+            "| burst | max answer (ms) | VmRSS before | peak | after unpublishing (MiB) | fds before | peak | after |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (round, r) in reports.iter().enumerate() {
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                round + 1,
+                ms(Stats::of(r.latencies.clone()).max),
+                mib(r.before.memory.rss_kib),
+                mib(r.peak.rss_kib),
+                mib(r.after.memory.rss_kib),
+                r.before.fds,
+                r.peak.fds,
+                r.after.fds
+            );
+        }
+    }
+}
+
+fn print_one_burst(cli: &Cli, bench: &Bench, latency: Duration, report: &BurstReport) {
+    println!(
+        "wisp-agent burst benchmark: {} mode, {} NodePublishVolume calls at once for distinct pods and service \
+         accounts, {} secrets of {SECRET_BYTES} bytes each, {}ms injected at Entra and Key Vault, {} CPUs",
+        if bench.tmpfs { "tmpfs" } else { "directory" },
+        report.count,
+        report.objects,
+        latency.as_millis(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    if !cli.agent_args.is_empty() {
+        println!("agent flags: {}", cli.agent_args.join(" "));
+    }
+    println!(
+        "all answered in {:.2} s; {} Entra, {} Key Vault, {} kube requests; {} files checked byte for byte",
+        report.wall.as_secs_f64(),
+        report.requests.entra,
+        report.requests.key_vault,
+        report.requests.kube,
+        report.checked_files
+    );
+    println!();
+    print_answer_times("publish", &report.latencies);
+    print_usage_table(
+        report.before,
+        report.peak,
+        report.loaded,
+        ("after unpublishing them all", report.after),
+    );
+}
+
+/// Each call's answer time, and whether all were within kubelet's deadline.
+fn print_answer_times(call: &str, latencies: &[Duration]) {
+    let stats = Stats::of(latencies.to_vec());
+    let p99 = {
+        let mut sorted = latencies.to_vec();
+        sorted.sort();
+        let rank = ((0.99 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    };
+    println!(
+        "{call} answer time over {} calls (ms): median {}, p90 {}, p99 {}, max {}",
+        latencies.len(),
+        ms(stats.median),
+        ms(stats.p90),
+        ms(p99),
+        ms(stats.max)
+    );
+    println!(
+        "  every call answered within kubelet's {} s deadline: {}",
+        KUBELET_DEADLINE.as_secs(),
+        if stats.max < KUBELET_DEADLINE { "MET" } else { "MISSED" }
+    );
+}
+
+/// RSS and open descriptors before a phase, at their sampled peak during it, at its end, and once more later.
+fn print_usage_table(before: Usage, peak: Peak, end: Usage, later: (&str, Usage)) {
+    println!(
+        "Agent RSS and open file descriptors (/proc/<pid>/status VmRSS, /proc/<pid>/fd; peak sampled every 10 ms, \
+         {} samples)",
+        peak.samples
+    );
+    println!("| when | VmRSS (MiB) | open fds |");
+    println!("|---|---:|---:|");
+    println!("| before | {} | {} |", mib(before.memory.rss_kib), before.fds);
+    println!("| peak during | {} | {} |", mib(peak.rss_kib), peak.fds);
+    println!("| at the end | {} | {} |", mib(end.memory.rss_kib), end.fds);
+    println!("| {} | {} | {} |", later.0, mib(later.1.memory.rss_kib), later.1.fds);
+}
+
+/// The `--settle-secs` reading.
+pub(crate) fn print_settled(cli: &Cli, settled: Option<Usage>) {
+    if let Some(u) = settled {
+        println!(
+            "after {} s idle with nothing mounted: VmRSS {} MiB, {} open fds",
+            cli.settle_secs,
+            mib(u.memory.rss_kib),
+            u.fds
         );
     }
 }
