@@ -1,0 +1,112 @@
+//! Runtime wiring: the provider (with the agent's HTTP client, retries and Key Vault metrics), the Kubernetes
+//! client and Event recorder, `/metrics`, `/healthz` and `/readyz`, and the controller until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use kube::runtime::events::{Recorder, Reporter};
+use wisp_agent::library::{HttpError, Metrics, ProviderConfig, RenderOptions, build_provider};
+
+use crate::cli::Cli;
+use crate::reconcile::{Context, ReconcileConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("building the HTTP client for Entra and Key Vault failed")]
+    Http(#[from] HttpError),
+    #[error("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")]
+    Kube(#[source] kube::Error),
+    #[error("cannot listen on {addr}; choose another address with --metrics-addr or --health-addr")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.encode(),
+                )
+            }
+        }),
+    )
+}
+
+fn health_router() -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+}
+
+async fn serve_http(addr: SocketAddr, router: Router) -> Result<(), RunError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Listen { addr, source })?;
+    tracing::info!(%addr, "HTTP endpoint listening");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(%addr, error = %e, "HTTP endpoint failed");
+        }
+    });
+    Ok(())
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + Sync + 'static) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let provider = Arc::new(build_provider(
+        ProviderConfig {
+            default_cloud: cli.cloud_name.clone(),
+            render: RenderOptions {
+                construct_pem_chain: cli.construct_pem_chain,
+                write_cert_and_key_in_separate_files: cli.write_cert_and_key_in_separate_files,
+            },
+            max_parallel: usize::from(cli.max_parallel_fetches),
+            rotation_round: cli.rotation_poll_interval,
+        },
+        &cli.imds_endpoint,
+        metrics.clone(),
+    )?);
+    let client = kube::Client::try_default().await.map_err(RunError::Kube)?;
+    if cli.metrics_addr == cli.health_addr {
+        serve_http(cli.metrics_addr, metrics_router(metrics).merge(health_router())).await?;
+    } else {
+        serve_http(cli.metrics_addr, metrics_router(metrics)).await?;
+        serve_http(cli.health_addr, health_router()).await?;
+    }
+    let reporter = Reporter {
+        controller: cli.controller_name.clone(),
+        instance: (!cli.pod_name.is_empty()).then(|| cli.pod_name.clone()),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        provider,
+        Recorder::new(client, reporter),
+        ReconcileConfig {
+            interval: cli.rotation_poll_interval,
+            controller_name: cli.controller_name.clone(),
+            pod_name: cli.pod_name.clone(),
+            pod_uid: cli.pod_uid.clone(),
+        },
+    ));
+    tracing::info!(
+        interval = ?cli.rotation_poll_interval,
+        controller = %cli.controller_name,
+        "watching SecretSyncs"
+    );
+    crate::controller::run(ctx, shutdown).await;
+    Ok(())
+}
