@@ -94,6 +94,7 @@ impl LocalCloud {
         let vault = FakeKeyVault::start(config, &tls, entra.jwks()).await?;
         let kube = FakeKube::start(&pki).await;
         let issuer = TestIssuer::new(names.oidc_issuer)?;
+        kube.serve_token_requests(issuer.clone());
         Ok(Self {
             pki,
             kube,
