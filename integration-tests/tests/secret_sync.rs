@@ -36,7 +36,13 @@ async fn setup() -> AgentEnv {
 
 /// A running wisp-sync against `env`, polling every `interval`.
 fn start_sync(env: &AgentEnv, interval: &str) -> RunningProgram {
+    start_replica(env, "wisp-sync-0", interval, &[])
+}
+
+/// A running wisp-sync whose pod is `pod_name`, with `extra` flags.
+fn start_replica(env: &AgentEnv, pod_name: &str, interval: &str, extra: &[&str]) -> RunningProgram {
     Program::from_path("wisp-sync", built_binary("wisp-sync", "wisp-sync"))
+        .args(extra)
         .args([
             format!("--rotation-poll-interval={interval}"),
             format!("--metrics-addr=127.0.0.1:{}", free_port()),
@@ -44,7 +50,7 @@ fn start_sync(env: &AgentEnv, interval: &str) -> RunningProgram {
             "--log-level=wisp_sync=debug,info".to_string(),
         ])
         .env("KUBECONFIG", &env.files.kubeconfig)
-        .env("SYNC_CONTROLLER_POD_NAME", "wisp-sync-0")
+        .env("SYNC_CONTROLLER_POD_NAME", pod_name)
         .trust_ca_file(&env.files.ca_file)
         .resolve_to_loopback(&[LOGIN_HOST.to_string(), env.cloud.vault.vault_host(VAULT)])
         .env_remove("RUST_LOG")
@@ -356,4 +362,69 @@ async fn secret_sync_failures_before_the_first_sync() {
     })
     .await;
     assert_eq!(get_secret(kube, "reserved"), None);
+}
+
+fn lease_holder(kube: &FakeKube) -> Option<String> {
+    kube.get("coordination.k8s.io/v1", "Lease", Some("default"), "wisp-sync-leader")
+        .and_then(|lease| lease["spec"]["holderIdentity"].as_str().map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_one_active_and_the_stand_by_takes_over() {
+    let env = setup().await;
+    let (kube, vault) = (&env.cloud.kube, &env.cloud.vault);
+    vault
+        .add_secret(VAULT, "db-password", "first-value", None)
+        .expect("secret");
+    env.add_spc(
+        NAMESPACE,
+        "kv",
+        &[("clientID", CLIENT)],
+        &["objectName: db-password\nobjectType: secret"],
+    );
+    // Six seconds, renewed in the last two: on this shared, loaded test machine a shorter grace let a renewal
+    // come late and the stand-by take over from a living leader (which then stops, as it should).
+    let election = ["--leader-elect", "--leader-election-lease-duration=6s"];
+    let mut first = start_replica(&env, "replica-a", "1s", &election);
+    kube.wait_until("replica-a leads", PATIENCE, |k| {
+        lease_holder(k).as_deref() == Some("replica-a")
+    })
+    .await;
+    let second = start_replica(&env, "replica-b", "1s", &election);
+    kube.upsert(secret_sync("app-secret", "kv", SA, None));
+    kube.wait_until("the Secret is created", PATIENCE, |k| {
+        get_secret(k, "app-secret").is_some()
+    })
+    .await;
+    // Rotations while both run: only the leader syncs; the stand-by only waits.
+    vault
+        .add_secret(VAULT, "db-password", "second-value", None)
+        .expect("v2");
+    kube.wait_until("the leader rotates", PATIENCE, |k| {
+        get_secret(k, "app-secret").is_some_and(|s| decoded(&s, "password") == "second-value")
+    })
+    .await;
+    assert!(first.logs().contains("secret written"), "{}", first.logs());
+    let stand_by = second.logs();
+    assert!(stand_by.contains("waiting for leadership"), "{stand_by}");
+    assert!(!stand_by.contains("watching SecretSyncs"), "{stand_by}");
+    assert!(!stand_by.contains("secret written"), "{stand_by}");
+    assert_eq!(lease_holder(kube).as_deref(), Some("replica-a"));
+
+    // The leader dies without releasing the Lease: the stand-by takes over once it expires (6 s) and syncs.
+    first.kill();
+    let killed = std::time::Instant::now();
+    vault.add_secret(VAULT, "db-password", "third-value", None).expect("v3");
+    kube.wait_until("replica-b leads", PATIENCE, |k| {
+        lease_holder(k).as_deref() == Some("replica-b")
+    })
+    .await;
+    let takeover = killed.elapsed();
+    assert!(takeover < Duration::from_secs(12), "took over after {takeover:?}");
+    kube.wait_until("the new leader rotates", PATIENCE, |k| {
+        get_secret(k, "app-secret").is_some_and(|s| decoded(&s, "password") == "third-value")
+    })
+    .await;
+    let logs = second.logs();
+    assert!(logs.contains("leading") && logs.contains("secret written"), "{logs}");
 }

@@ -11,6 +11,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use wisp_agent::library::{HttpError, Metrics, ProviderConfig, RenderOptions, build_provider};
 
 use crate::cli::Cli;
+use crate::leader::{self, LeaderConfig};
 use crate::reconcile::{Context, ReconcileConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,10 @@ pub enum RunError {
     Http(#[from] HttpError),
     #[error("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")]
     Kube(#[source] kube::Error),
+    #[error(transparent)]
+    Leader(#[from] crate::leader::LeaderError),
+    #[error("lost the leader election Lease; stopping so that the new leader alone writes")]
+    LeadershipLost,
     #[error("cannot listen on {addr}; choose another address with --metrics-addr or --health-addr")]
     Listen {
         addr: SocketAddr,
@@ -102,11 +107,60 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + Sync + 's
             pod_uid: cli.pod_uid.clone(),
         },
     ));
+    // The shutdown signal, seen by the wait for leadership and by the controller.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let wait_stop = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let leadership = if cli.leader_elect {
+        let config = LeaderConfig {
+            namespace: cli.leader_election_namespace.clone(),
+            name: cli.leader_election_id.clone(),
+            identity: identity(&cli),
+            lease_duration: cli.leader_election_lease_duration,
+        };
+        tokio::select! {
+            acquired = leader::acquire(ctx.client.clone(), &config) => Some(acquired?),
+            () = wait_stop(stopped.clone()) => return Ok(()),
+        }
+    } else {
+        None
+    };
     tracing::info!(
         interval = ?cli.rotation_poll_interval,
         controller = %cli.controller_name,
         "watching SecretSyncs"
     );
-    crate::controller::run(ctx, shutdown).await;
-    Ok(())
+    let lost = leadership.as_ref().map(|l| l.lost());
+    let controller_stop = async move {
+        match lost {
+            Some(lost) => tokio::select! {
+                () = lost => {}
+                () = wait_stop(stopped) => {}
+            },
+            None => wait_stop(stopped).await,
+        }
+    };
+    crate::controller::run(ctx, controller_stop).await;
+    match leadership {
+        Some(leadership) if !leadership.held() => Err(RunError::LeadershipLost),
+        Some(leadership) => {
+            leadership.release().await;
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// This replica's `holderIdentity`: its pod name, else the host name and process id.
+fn identity(cli: &Cli) -> String {
+    if !cli.pod_name.is_empty() {
+        return cli.pod_name.clone();
+    }
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "wisp-sync".to_string());
+    format!("{host}-{}", std::process::id())
 }

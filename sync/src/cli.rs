@@ -66,6 +66,24 @@ pub struct Cli {
     #[arg(long, env = "SYNC_CONTROLLER_POD_UID", default_value = "")]
     pub pod_uid: String,
 
+    /// Run only while holding a `coordination.k8s.io` Lease, so that of several replicas one is active.
+    #[arg(long, env = "WISP_LEADER_ELECT", default_value = "false", action = ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_parser = parse_go_bool)]
+    pub leader_elect: bool,
+
+    /// The Lease's name.
+    #[arg(long, env = "WISP_LEADER_ELECTION_ID", default_value = "wisp-sync-leader")]
+    pub leader_election_id: String,
+
+    /// The Lease's namespace (the chart passes the release's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
+
+    /// How long a Lease its holder stopped renewing stays held: at most this long without an active replica after
+    /// a crash. The holder renews it in the last third.
+    #[arg(long, env = "WISP_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_go_duration)]
+    pub leader_election_lease_duration: Duration,
+
     /// Log filter (`info`, `debug`, `wisp_sync=trace`).
     #[arg(long, env = "WISP_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

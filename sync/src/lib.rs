@@ -5,6 +5,7 @@
 //! Modules from the top down (each uses only those below it):
 //! - [`app`] — the wiring: flags to the provider, the Kubernetes client, HTTP endpoints and the controller.
 //! - [`cli`] — the flags ([`cli::Cli`]).
+//! - [`leader`] — leader election over a Lease (kube-lease-manager).
 //! - [`controller`] — the kube-runtime controller: watches, concurrency, requeues.
 //! - [`reconcile`] — one SecretSync: token, class, provider, Secret, status, Events.
 //! - [`secret`] — SecretSync + rendered files → the Secret (pure).
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod conditions;
 pub mod controller;
 pub mod hash;
+pub mod leader;
 pub mod reconcile;
 pub mod secret;
 pub mod secretsync;

@@ -53,6 +53,7 @@ pub const RESOURCES: &[ResourceType] = &[
         false,
     ),
     res("storage.k8s.io", "csidrivers", "CSIDriver", false),
+    res("coordination.k8s.io", "leases", "Lease", true),
     ResourceType {
         group: SECRET_SYNC_GROUP,
         version: "v1alpha1",
