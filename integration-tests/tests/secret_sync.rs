@@ -80,6 +80,16 @@ fn secret_sync(name: &str, class: &str, sa: &str, force: Option<&str>) -> Value 
     })
 }
 
+/// SecretProviderClass `kv`: secret `db-password` of [`VAULT`] with workload identity [`CLIENT`].
+fn add_class(env: &AgentEnv) {
+    env.add_spc(
+        NAMESPACE,
+        "kv",
+        &[("clientID", CLIENT)],
+        &["objectName: db-password\nobjectType: secret"],
+    );
+}
+
 fn get_sync(kube: &FakeKube, name: &str) -> Value {
     kube.get(SECRET_SYNC_V1ALPHA1, "SecretSync", Some(NAMESPACE), name)
         .expect("the SecretSync")
@@ -147,12 +157,7 @@ async fn secret_sync_creates_refreshes_rotates_keeps_on_failure_and_is_collected
     vault
         .add_secret(VAULT, "db-password", "first-value", None)
         .expect("secret");
-    env.add_spc(
-        NAMESPACE,
-        "kv",
-        &[("clientID", CLIENT)],
-        &["objectName: db-password\nobjectType: secret"],
-    );
+    add_class(&env);
     let mut program = start_sync(&env, "2s");
     kube.upsert(secret_sync("app-secret", "kv", SA, None));
 
@@ -326,12 +331,7 @@ async fn secret_sync_failures_before_the_first_sync() {
                 )),
         "{events:?}"
     );
-    env.add_spc(
-        NAMESPACE,
-        "kv",
-        &[("clientID", CLIENT)],
-        &["objectName: db-password\nobjectType: secret"],
-    );
+    add_class(&env);
     kube.wait_until("created once the class exists", Duration::from_secs(15), |k| {
         conditions(&get_sync(k, "no-class-yet")) == [condition("Create", "True", "CreateSucceeded")]
             && get_secret(k, "no-class-yet").is_some()
@@ -376,12 +376,7 @@ async fn two_replicas_one_active_and_the_stand_by_takes_over() {
     vault
         .add_secret(VAULT, "db-password", "first-value", None)
         .expect("secret");
-    env.add_spc(
-        NAMESPACE,
-        "kv",
-        &[("clientID", CLIENT)],
-        &["objectName: db-password\nobjectType: secret"],
-    );
+    add_class(&env);
     // Six seconds, renewed in the last two: on this shared, loaded test machine a shorter grace let a renewal
     // come late and the stand-by take over from a living leader (which then stops, as it should).
     let election = ["--leader-elect", "--leader-election-lease-duration=6s"];
