@@ -34,21 +34,23 @@ async fn setup() -> AgentEnv {
     env
 }
 
-/// A running wisp-sync against `env`, polling every `interval`.
-fn start_sync(env: &AgentEnv, interval: &str) -> RunningProgram {
-    start_replica(env, "wisp-sync-0", interval, &[])
+/// A running wisp-sync against `env`, polling every `interval`, and its `/metrics` port.
+fn start_sync(env: &AgentEnv, interval: &str) -> (RunningProgram, u16) {
+    let metrics_port = free_port();
+    let program = start_replica(env, "wisp-sync-0", interval, metrics_port, &[]);
+    (program, metrics_port)
 }
 
-/// A running wisp-sync whose pod is `pod_name`, with `extra` flags.
-fn start_replica(env: &AgentEnv, pod_name: &str, interval: &str, extra: &[&str]) -> RunningProgram {
+/// A running wisp-sync whose pod is `pod_name`, with `/metrics` on `metrics_port` and `extra` flags.
+fn start_replica(env: &AgentEnv, pod_name: &str, interval: &str, metrics_port: u16, extra: &[&str]) -> RunningProgram {
     Program::from_path("wisp-sync", built_binary("wisp-sync", "wisp-sync"))
-        .args(extra)
         .args([
             format!("--rotation-poll-interval={interval}"),
-            format!("--metrics-addr=127.0.0.1:{}", free_port()),
+            format!("--metrics-addr=127.0.0.1:{metrics_port}"),
             format!("--health-addr=127.0.0.1:{}", free_port()),
             "--log-level=wisp_sync=debug,info".to_string(),
         ])
+        .args(extra)
         .env("KUBECONFIG", &env.files.kubeconfig)
         .env("SYNC_CONTROLLER_POD_NAME", pod_name)
         .trust_ca_file(&env.files.ca_file)
@@ -158,7 +160,7 @@ async fn secret_sync_creates_refreshes_rotates_keeps_on_failure_and_is_collected
         .add_secret(VAULT, "db-password", "first-value", None)
         .expect("secret");
     add_class(&env);
-    let mut program = start_sync(&env, "2s");
+    let (mut program, metrics_port) = start_sync(&env, "2s");
     kube.upsert(secret_sync("app-secret", "kv", SA, None));
 
     // Create: the whole Secret, and the status.
@@ -294,6 +296,22 @@ async fn secret_sync_creates_refreshes_rotates_keeps_on_failure_and_is_collected
         .expect("deleted");
     assert_eq!(get_secret(kube, "app-secret"), None);
 
+    // Metrics under upstream's names, and the provider's Key Vault requests.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for line in [
+        "rotation_reconcile_total{successful=\"true\",namespace=\"ns-a\"}",
+        "rotation_reconcile_total{successful=\"false\",namespace=\"ns-a\"}",
+        "secrets_store_sync_duration_sec_count{successful=\"true\",namespace=\"ns-a\"}",
+        "keyvault_request_count{provider=\"azure\",os_type=\"linux\",object_type=\"secret\",object_name=\"db-password\",error=\"\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
+
     // Nothing secret in the logs: neither values nor tokens.
     let logs = program.logs();
     for value in ["first-value", "second-value", "unreadable", "eyJ"] {
@@ -380,12 +398,12 @@ async fn two_replicas_one_active_and_the_stand_by_takes_over() {
     // Six seconds, renewed in the last two: on this shared, loaded test machine a shorter grace let a renewal
     // come late and the stand-by take over from a living leader (which then stops, as it should).
     let election = ["--leader-elect", "--leader-election-lease-duration=6s"];
-    let mut first = start_replica(&env, "replica-a", "1s", &election);
+    let mut first = start_replica(&env, "replica-a", "1s", free_port(), &election);
     kube.wait_until("replica-a leads", PATIENCE, |k| {
         lease_holder(k).as_deref() == Some("replica-a")
     })
     .await;
-    let second = start_replica(&env, "replica-b", "1s", &election);
+    let second = start_replica(&env, "replica-b", "1s", free_port(), &election);
     kube.upsert(secret_sync("app-secret", "kv", SA, None));
     kube.wait_until("the Secret is created", PATIENCE, |k| {
         get_secret(k, "app-secret").is_some()

@@ -12,6 +12,7 @@ use wisp_agent::library::{HttpError, Metrics, ProviderConfig, RenderOptions, bui
 
 use crate::cli::Cli;
 use crate::leader::{self, LeaderConfig};
+use crate::metrics::SyncMetrics;
 use crate::reconcile::{Context, ReconcileConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +33,7 @@ pub enum RunError {
     },
 }
 
-fn metrics_router(metrics: Arc<Metrics>) -> Router {
+fn metrics_router(metrics: Arc<SyncMetrics>) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
@@ -86,10 +87,11 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + Sync + 's
         metrics.clone(),
     )?);
     let client = kube::Client::try_default().await.map_err(RunError::Kube)?;
+    let metrics = Arc::new(SyncMetrics::new(metrics));
     if cli.metrics_addr == cli.health_addr {
-        serve_http(cli.metrics_addr, metrics_router(metrics).merge(health_router())).await?;
+        serve_http(cli.metrics_addr, metrics_router(metrics.clone()).merge(health_router())).await?;
     } else {
-        serve_http(cli.metrics_addr, metrics_router(metrics)).await?;
+        serve_http(cli.metrics_addr, metrics_router(metrics.clone())).await?;
         serve_http(cli.health_addr, health_router()).await?;
     }
     let reporter = Reporter {
@@ -106,6 +108,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + Sync + 's
             pod_name: cli.pod_name.clone(),
             pod_uid: cli.pod_uid.clone(),
         },
+        metrics,
     ));
     // The shutdown signal, seen by the wait for leadership and by the controller.
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -5,6 +5,7 @@
 //! Modules from the top down (each uses only those below it):
 //! - [`app`] — the wiring: flags to the provider, the Kubernetes client, HTTP endpoints and the controller.
 //! - [`cli`] — the flags ([`cli::Cli`]).
+//! - [`metrics`] — upstream's metric names, plus the provider's `keyvault_request`.
 //! - [`leader`] — leader election over a Lease (kube-lease-manager).
 //! - [`controller`] — the kube-runtime controller: watches, concurrency, requeues.
 //! - [`reconcile`] — one SecretSync: token, class, provider, Secret, status, Events.
@@ -19,6 +20,7 @@ pub mod conditions;
 pub mod controller;
 pub mod hash;
 pub mod leader;
+pub mod metrics;
 pub mod reconcile;
 pub mod secret;
 pub mod secretsync;

@@ -31,6 +31,7 @@ use zeroize::Zeroizing;
 
 use crate::conditions::{self, Plan, Reason};
 use crate::hash::{HashInputs, sync_hash};
+use crate::metrics::SyncMetrics;
 use crate::secret::{self, FIELD_MANAGER, SecretError};
 use crate::secretsync::{API_VERSION, KIND, SecretProviderClass, SecretSync, SecretSyncStatus};
 
@@ -90,6 +91,16 @@ impl SyncFailure {
             message: message.into(),
         }
     }
+
+    /// An API server refusal: `ValidatingAdmissionPolicyCheckFailed` if a policy refused, else `UnknownError`.
+    fn api_refusal(text: String) -> Self {
+        let reason = if conditions::is_admission_policy_refusal(&text) {
+            Reason::ValidatingAdmissionPolicyCheckFailed
+        } else {
+            Reason::UnknownError
+        };
+        Self::new(reason, text)
+    }
 }
 
 /// What the last attempt of one SecretSync saw, to tell whether the next is due.
@@ -113,6 +124,7 @@ pub struct Context {
     pub provider: Arc<Provider>,
     pub recorder: Recorder,
     pub config: ReconcileConfig,
+    pub metrics: Arc<SyncMetrics>,
     observed: Mutex<HashMap<(String, String), Observed>>,
     tokens: Mutex<HashMap<(String, String), Arc<CachedToken>>>,
 }
@@ -126,12 +138,19 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn new(client: kube::Client, provider: Arc<Provider>, recorder: Recorder, config: ReconcileConfig) -> Self {
+    pub fn new(
+        client: kube::Client,
+        provider: Arc<Provider>,
+        recorder: Recorder,
+        config: ReconcileConfig,
+        metrics: Arc<SyncMetrics>,
+    ) -> Self {
         Self {
             client,
             provider,
             recorder,
             config,
+            metrics,
             observed: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
         }
@@ -246,7 +265,10 @@ pub async fn reconcile(sync: Arc<SecretSync>, ctx: Arc<Context>) -> Result<Actio
 
     let shown = format!("{namespace}/{name}");
     let now = Time(Timestamp::now());
+    let started = Instant::now();
     let outcome = sync_once(&sync, spc, freshness, &ctx).await;
+    ctx.metrics
+        .reconciled(&namespace, outcome.is_ok(), started.elapsed().as_secs_f64());
     let (status, failed) = match outcome {
         Ok(Synced::Unchanged(status)) => {
             tracing::debug!(secretsync = %shown, "no value change");
@@ -316,12 +338,7 @@ async fn sync_once(
              {}; the ServiceAccount must exist and wisp-sync needs create on serviceaccounts/token",
             error_chain(&e)
         );
-        let reason = if conditions::is_admission_policy_refusal(&text) {
-            Reason::ValidatingAdmissionPolicyCheckFailed
-        } else {
-            Reason::UnknownError
-        };
-        SyncFailure::new(reason, text)
+        SyncFailure::api_refusal(text)
     })?;
 
     let class_name = &sync.spec.secret_provider_class_name;
@@ -415,22 +432,20 @@ async fn sync_once(
         Plan::Write(status) => {
             let apply = secret::build_secret(sync, &data);
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &apply.namespace);
-            secrets
+            let started = Instant::now();
+            let written = secrets
                 .patch(
                     &apply.name,
                     &PatchParams::apply(FIELD_MANAGER).force(),
                     &Patch::Apply(&apply.body),
                 )
-                .await
-                .map_err(|e| {
-                    let text = format!("failed to patch secret {:?}: {}", apply.name, error_chain(&e));
-                    let reason = if conditions::is_admission_policy_refusal(&text) {
-                        Reason::ValidatingAdmissionPolicyCheckFailed
-                    } else {
-                        Reason::UnknownError
-                    };
-                    SyncFailure::new(reason, text)
-                })?;
+                .await;
+            ctx.metrics
+                .secret_written(namespace, written.is_ok(), started.elapsed().as_secs_f64());
+            written.map_err(|e| {
+                let text = format!("failed to patch secret {:?}: {}", apply.name, error_chain(&e));
+                SyncFailure::api_refusal(text)
+            })?;
             Ok(Synced::Written(status))
         }
     }
