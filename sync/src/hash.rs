@@ -3,7 +3,8 @@
 //! SecretProviderClass's uid and generation and the SecretSync's uid, generation and `forceSynchronization`;
 //! PBKDF2-HMAC-SHA512 over that (salt: the SecretSync's uid, 100,000 iterations, 32 bytes); HMAC-SHA512 of the
 //! derived key keyed by itself; hex of `v1` followed by the MAC. The derivation is deliberately slow (it hides
-//! the secret values behind a public status field), about 40 ms of CPU: callers run it on a blocking thread.
+//! the secret values behind a public status field), about 40 ms of CPU: callers run it on a blocking thread,
+//! and [`HashCache`] skips it when nothing changed.
 //! Pure.
 
 use std::collections::BTreeMap;
@@ -18,6 +19,55 @@ const ITERATIONS: u32 = 100_000;
 const KEY_LENGTH: usize = 32;
 const VERSION: &str = "v1";
 
+/// Remembers each SecretSync's last hash under a keyed fingerprint of its message (HMAC-SHA256 with a key made
+/// at start, held in memory only), so that an unchanged sync, the common case, costs no key derivation.
+pub struct HashCache {
+    key: hmac::Key,
+    last: std::sync::Mutex<std::collections::HashMap<String, (Vec<u8>, String)>>,
+}
+
+impl std::fmt::Debug for HashCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashCache").finish_non_exhaustive()
+    }
+}
+
+impl Default for HashCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HashCache {
+    pub fn new() -> Self {
+        let mut key = Zeroizing::new([0u8; 32]);
+        // The system RNG fails only without any entropy source; a zero key still gives correct fingerprints.
+        let _ = aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), key.as_mut());
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key.as_ref()),
+            last: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The fingerprint of `message`, and the hash remembered for it under `sync_uid`, if that is the last one.
+    pub fn lookup(&self, sync_uid: &str, message: &[u8]) -> (Vec<u8>, Option<String>) {
+        let fingerprint = hmac::sign(&self.key, message).as_ref().to_vec();
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let hit = last
+            .get(sync_uid)
+            .filter(|(known, _)| *known == fingerprint)
+            .map(|(_, hash)| hash.clone());
+        (fingerprint, hit)
+    }
+
+    pub fn remember(&self, sync_uid: &str, fingerprint: Vec<u8>, hash: &str) {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sync_uid.to_string(), (fingerprint, hash.to_string()));
+    }
+}
+
 /// Everything the hash covers besides the data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashInputs<'a> {
@@ -30,6 +80,11 @@ pub struct HashInputs<'a> {
 
 /// The `syncHash` of `data` (the Secret's raw bytes by key) with `inputs`.
 pub fn sync_hash(data: &BTreeMap<String, Zeroizing<Vec<u8>>>, inputs: &HashInputs<'_>) -> String {
+    derive(&message(data, inputs), inputs.sync_uid)
+}
+
+/// What the hash covers, as bytes (it holds the secret values).
+pub fn message(data: &BTreeMap<String, Zeroizing<Vec<u8>>>, inputs: &HashInputs<'_>) -> Zeroizing<Vec<u8>> {
     let encoded: BTreeMap<&str, Zeroizing<String>> = data
         .iter()
         .map(|(key, value)| (key.as_str(), Zeroizing::new(STANDARD.encode(value.as_slice()))))
@@ -54,14 +109,18 @@ pub fn sync_hash(data: &BTreeMap<String, Zeroizing<Vec<u8>>>, inputs: &HashInput
     message.extend_from_slice(json_string(inputs.sync_uid).as_bytes());
     message.extend_from_slice(inputs.sync_generation.to_string().as_bytes());
     message.extend_from_slice(json_string(inputs.force_synchronization).as_bytes());
+    message
+}
 
+/// The slow part: `syncHash` of a [`message`] with the SecretSync's uid as salt.
+pub fn derive(message: &[u8], sync_uid: &str) -> String {
     let mut derived = Zeroizing::new([0u8; KEY_LENGTH]);
     let iterations = NonZeroU32::new(ITERATIONS).unwrap_or(NonZeroU32::MIN);
     pbkdf2::derive(
         pbkdf2::PBKDF2_HMAC_SHA512,
         iterations,
-        inputs.sync_uid.as_bytes(),
-        &message,
+        sync_uid.as_bytes(),
+        message,
         derived.as_mut(),
     );
     let key = hmac::Key::new(hmac::HMAC_SHA512, derived.as_ref());
@@ -98,6 +157,21 @@ mod tests {
         // `{"a":"dmFsdWU="}"spc-uid"1"ss-uid"2""`.
         let hash = sync_hash(&data(&[("a", "value")]), &INPUTS);
         assert_eq!(hash, include_str!("hash/known_value.txt").trim());
+    }
+
+    #[test]
+    fn the_cache_reuses_only_the_same_message() {
+        let cache = HashCache::new();
+        let message = message(&data(&[("a", "value")]), &INPUTS);
+        let (fingerprint, hit) = cache.lookup("ss-uid", &message);
+        assert_eq!(hit, None);
+        let hash = derive(&message, "ss-uid");
+        assert_eq!(hash, sync_hash(&data(&[("a", "value")]), &INPUTS));
+        cache.remember("ss-uid", fingerprint, &hash);
+        assert_eq!(cache.lookup("ss-uid", &message).1, Some(hash));
+        let other = super::message(&data(&[("a", "value2")]), &INPUTS);
+        assert_eq!(cache.lookup("ss-uid", &other).1, None);
+        assert_eq!(cache.lookup("other-uid", &message).1, None);
     }
 
     #[test]

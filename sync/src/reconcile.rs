@@ -30,7 +30,7 @@ use wisp_shared::contract::workload_identity::DEFAULT_AUDIENCE;
 use zeroize::Zeroizing;
 
 use crate::conditions::{self, Plan, Reason};
-use crate::hash::{HashInputs, sync_hash};
+use crate::hash::{self, HashCache, HashInputs};
 use crate::metrics::SyncMetrics;
 use crate::secret::{self, FIELD_MANAGER, SecretError};
 use crate::secretsync::{API_VERSION, KIND, SecretProviderClass, SecretSync, SecretSyncStatus};
@@ -125,6 +125,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub config: ReconcileConfig,
     pub metrics: Arc<SyncMetrics>,
+    hashes: HashCache,
     observed: Mutex<HashMap<(String, String), Observed>>,
     tokens: Mutex<HashMap<(String, String), Arc<CachedToken>>>,
 }
@@ -151,6 +152,7 @@ impl Context {
             recorder,
             config,
             metrics,
+            hashes: HashCache::new(),
             observed: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
         }
@@ -400,31 +402,33 @@ async fn sync_once(
 
     let data = secret::data_of(sync, &content.files)
         .map_err(|e: SecretError| SyncFailure::new(e.reason(), error_chain(&e)))?;
-    let spc_uid = spc.metadata.uid.clone().unwrap_or_default();
-    let sync_uid = sync.metadata.uid.clone().unwrap_or_default();
-    let force = sync.spec.force_synchronization.clone();
-    let (spc_generation, sync_generation) = (
-        spc.metadata.generation.unwrap_or(0),
-        sync.metadata.generation.unwrap_or(0),
-    );
-    // About 40 ms of CPU (see `hash`): off the async workers.
-    let (hash, data) = tokio::task::spawn_blocking(move || {
-        let inputs = HashInputs {
-            spc_uid: &spc_uid,
-            spc_generation,
-            sync_uid: &sync_uid,
-            sync_generation,
-            force_synchronization: &force,
-        };
-        (sync_hash(&data, &inputs), data)
-    })
-    .await
-    .map_err(|e| {
-        SyncFailure::new(
-            Reason::ControllerInternalError,
-            format!("computing the sync hash failed: {e}"),
-        )
-    })?;
+    let inputs = HashInputs {
+        spc_uid: spc.metadata.uid.as_deref().unwrap_or(""),
+        spc_generation: spc.metadata.generation.unwrap_or(0),
+        sync_uid: sync.metadata.uid.as_deref().unwrap_or(""),
+        sync_generation: sync.metadata.generation.unwrap_or(0),
+        force_synchronization: &sync.spec.force_synchronization,
+    };
+    let message = hash::message(&data, &inputs);
+    let sync_uid = inputs.sync_uid.to_string();
+    let (fingerprint, known) = ctx.hashes.lookup(&sync_uid, &message);
+    let hash = match known {
+        Some(hash) => hash,
+        None => {
+            // About 40 ms of CPU (see `hash`): off the async workers.
+            let salt = sync_uid.clone();
+            let hash = tokio::task::spawn_blocking(move || hash::derive(&message, &salt))
+                .await
+                .map_err(|e| {
+                    SyncFailure::new(
+                        Reason::ControllerInternalError,
+                        format!("computing the sync hash failed: {e}"),
+                    )
+                })?;
+            ctx.hashes.remember(&sync_uid, fingerprint, &hash);
+            hash
+        }
+    };
 
     let now = Time(Timestamp::now());
     match conditions::after_fetch(&previous, &hash, &now) {
