@@ -441,3 +441,49 @@ async fn two_replicas_one_active_and_the_stand_by_takes_over() {
     let logs = second.logs();
     assert!(logs.contains("leading") && logs.contains("secret written"), "{logs}");
 }
+
+/// The sum of `rotation_reconcile_total` samples on `/metrics`.
+async fn reconciles(metrics_port: u16) -> u64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with("rotation_reconcile_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_syncs_share_key_vault_reads_within_a_round() {
+    let env = setup().await;
+    let kube = &env.cloud.kube;
+    env.cloud
+        .vault
+        .add_secret(VAULT, "db-password", "value", None)
+        .expect("secret");
+    add_class(&env);
+    let (_program, metrics_port) = start_sync(&env, "2s");
+    let names = ["share-1", "share-2", "share-3", "share-4"];
+    for name in names {
+        kube.upsert(secret_sync(name, "kv", SA, None));
+    }
+    kube.wait_until("every SecretSync had a periodic sync", PATIENCE, |k| {
+        names.iter().all(|name| {
+            conditions(&get_sync(k, name)).contains(&condition("Update", "True", "UpdateNoValueChangeSucceeded"))
+        })
+    })
+    .await;
+    let (reads, syncs) = (env.secret_reads(&["db-password"]), reconciles(metrics_port).await);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (reads, syncs) = (
+        env.secret_reads(&["db-password"]) - reads,
+        reconciles(metrics_port).await - syncs,
+    );
+    eprintln!("{syncs} syncs, {reads} Key Vault reads of db-password in 7 s");
+    // About three rounds of four SecretSyncs: twelve syncs, and a read per round, not per sync.
+    assert!(syncs >= 8, "{syncs} syncs in 7 s");
+    assert!(reads <= 5, "{reads} Key Vault reads for {syncs} syncs");
+}
