@@ -487,3 +487,36 @@ async fn periodic_syncs_share_key_vault_reads_within_a_round() {
     assert!(syncs >= 8, "{syncs} syncs in 7 s");
     assert!(reads <= 5, "{reads} Key Vault reads for {syncs} syncs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_managed_identity_class_syncs_through_imds() {
+    const NODE_IDENTITY: &str = "0b0b0b0b-0000-0000-0000-00000000000b";
+    let env = setup().await;
+    let (kube, vault, entra) = (&env.cloud.kube, &env.cloud.vault, &env.cloud.entra);
+    entra.set_node_identities(integration_tests::agent_harness::TENANT, None, &[NODE_IDENTITY]);
+    vault.grant(NODE_IDENTITY, VAULT).expect("grant");
+    vault
+        .add_secret(VAULT, "db-password", "from-imds", None)
+        .expect("secret");
+    env.add_spc(
+        NAMESPACE,
+        "kv-msi",
+        &[
+            ("useVMManagedIdentity", "true"),
+            ("userAssignedIdentityID", NODE_IDENTITY),
+        ],
+        &["objectName: db-password\nobjectType: secret"],
+    );
+    let imds = format!("--imds-endpoint={}", entra.imds_proxy_url());
+    let _program = start_replica(&env, "wisp-sync-0", "1m", free_port(), &[&imds]);
+    kube.upsert(secret_sync("msi-secret", "kv-msi", SA, None));
+    kube.wait_until("the Secret from IMDS's identity", PATIENCE, |k| {
+        get_secret(k, "msi-secret").is_some_and(|s| decoded(&s, "password") == "from-imds")
+    })
+    .await;
+    assert!(entra.imds_requests() > 0, "the token came from IMDS");
+    assert_eq!(
+        conditions(&get_sync(kube, "msi-secret")),
+        [condition("Create", "True", "CreateSucceeded")]
+    );
+}
