@@ -12,7 +12,7 @@ python3 -m venv .venv
 export WISP_TEST_PYTHON="$PWD/.venv/bin/python"
 
 # Each crate's modules import only downward (no cycle, no module importing its ancestor).
-python3 scripts/check-imports.py agent/src webhook/src certs/src shared/src kubectl-wisp/src
+python3 scripts/check-imports.py agent/src webhook/src certs/src shared/src kubectl-wisp/src sync/src
 
 # The end-to-end tests start the binaries of other packages, so build them all first.
 cargo build --workspace --bins

@@ -3,7 +3,7 @@
 
 /// An error and its sources on one line (reqwest's top-level message alone says little, e.g. "error sending
 /// request").
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

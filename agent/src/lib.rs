@@ -5,6 +5,8 @@
 //!
 //! - [`app`] — the wiring: flags to sockets, servers and the driver; [`app::RunError`].
 //! - [`cli`] — the flags ([`cli::Cli`]).
+//! - [`library`] — the provider as a library for `wisp-sync` (re-exports and one constructor; the agent does not
+//!   use it).
 //! - [`csi`] — what kubelet talks to: the Node, Identity and Controller services, plugin registration, `/healthz`.
 //! - [`dropin`] — the upstream driver's `v1alpha1.CSIDriverProvider`, served from the in-process provider.
 //! - [`driver`] — what a publish does on this node: first mount, rotation, unpublish, the volume registry.
@@ -31,6 +33,7 @@ pub(crate) mod driver;
 pub(crate) mod dropin;
 pub(crate) mod error_text;
 pub(crate) mod grpc_socket;
+pub mod library;
 pub(crate) mod metrics;
 pub(crate) mod pem;
 pub(crate) mod private_key;

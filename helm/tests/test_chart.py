@@ -119,6 +119,7 @@ VALUE_SETS = {
     "custom": CUSTOM_VALUES,
     "drop-in": DROP_IN_VALUES,
     "webhook-only": {**DEFAULT_VALUES, "agent": {"enabled": False}},
+    "secret-sync": {**DEFAULT_VALUES, "secretSync": {"enabled": True}},
 }
 
 
@@ -335,7 +336,13 @@ def test_drop_in_provider_mode_leaves_the_upstream_driver_alone(chart):
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
 def test_every_object_carries_the_chart_labels(chart, value_set):
     for obj in render(chart, VALUE_SETS[value_set]):
-        component = "agent" if "agent" in obj["metadata"]["name"] or obj["kind"] == "CSIDriver" else "webhook"
+        name = obj["metadata"]["name"]
+        if "agent" in name or obj["kind"] == "CSIDriver":
+            component = "agent"
+        elif name.startswith("wisp-sync") or name.startswith("secretsyncs."):
+            component = "sync"
+        else:
+            component = "webhook"
         assert obj["metadata"]["labels"] == labels(component), obj["metadata"]["name"]
 
 
@@ -1085,3 +1092,152 @@ def test_dockerfile_builds_the_binary_of_its_package(component, profile):
     flag = "--release" if profile == "release" else f"--profile {profile}"
     assert f"cargo build {flag} --locked -p wisp-{component} --bin wisp-{component}" in text
     assert f"install -D -m 0755 target/{profile}/wisp-{component} /out/wisp-{component}" in text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# wisp-sync (secretSync.enabled)
+# ---------------------------------------------------------------------------------------------------------------
+
+SYNC_VALUES = {**DEFAULT_VALUES, "secretSync": {"enabled": True}}
+
+
+def test_secret_sync_is_off_by_default_and_adds_these_objects(chart):
+    default = set(inventory(render(chart, DEFAULT_VALUES)))
+    assert not any(name.startswith("wisp-sync") or "secretsync" in name for _, _, name in default)
+    added = sorted(set(inventory(render(chart, SYNC_VALUES))) - default)
+    assert added == [
+        ("ClusterRole", "", "wisp-sync"),
+        ("ClusterRoleBinding", "", "wisp-sync"),
+        ("CustomResourceDefinition", "", "secretsyncs.secret-sync.x-k8s.io"),
+        ("Deployment", NAMESPACE, "wisp-sync"),
+        ("Role", NAMESPACE, "wisp-sync"),
+        ("RoleBinding", NAMESPACE, "wisp-sync"),
+        ("ServiceAccount", NAMESPACE, "wisp-sync"),
+        ("ValidatingAdmissionPolicy", "", "wisp-sync-owned-secrets"),
+        ("ValidatingAdmissionPolicyBinding", "", "wisp-sync-owned-secrets"),
+    ]
+    without_policy = {**DEFAULT_VALUES, "secretSync": {"enabled": True, "validatingAdmissionPolicy": {"enabled": False}}}
+    kinds = {kind for kind, _, _ in inventory(render(chart, without_policy))}
+    assert "ValidatingAdmissionPolicy" not in kinds
+
+
+def test_secret_sync_rbac_is_what_it_uses(chart):
+    objects = by_kind_name(render(chart, SYNC_VALUES))
+    assert objects[("ClusterRole", "wisp-sync")]["rules"] == [
+        {"apiGroups": ["secret-sync.x-k8s.io"], "resources": ["secretsyncs"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["secret-sync.x-k8s.io"], "resources": ["secretsyncs/status"], "verbs": ["get", "patch", "update"]},
+        {
+            "apiGroups": ["secrets-store.csi.x-k8s.io"],
+            "resources": ["secretproviderclasses"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    ]
+    assert objects[("Role", "wisp-sync")]["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["wisp-sync-leader"],
+            "verbs": ["get", "patch"],
+        },
+    ]
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        assert objects[(kind, "wisp-sync")]["subjects"] == [
+            {"kind": "ServiceAccount", "name": "wisp-sync", "namespace": NAMESPACE}
+        ]
+
+
+def test_secret_sync_deployment(chart):
+    deployment = by_kind_name(render(chart, SYNC_VALUES))[("Deployment", "wisp-sync")]
+    assert deployment["metadata"]["labels"] == labels("sync")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["selector"] == {"matchLabels": selector("sync")}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "wisp-sync"
+    container = pod["containers"][0]
+    assert "command" not in container
+    assert container["image"] == f"wisp-sync:{APP_VERSION}"
+    assert container["args"] == [
+        "--rotation-poll-interval=2m",
+        "--controller-name=wisp-sync",
+        "--metrics-addr=:8080",
+        "--health-addr=:8081",
+        "--log-level=info",
+        "--leader-elect=true",
+        "--leader-election-id=wisp-sync-leader",
+        "--leader-election-lease-duration=15s",
+    ]
+    assert [(e["name"], e.get("value", e.get("valueFrom"))) for e in container["env"]] == [
+        ("AZURE_ENVIRONMENT", "AzurePublicCloud"),
+        ("POD_NAMESPACE", {"fieldRef": {"fieldPath": "metadata.namespace"}}),
+        ("SYNC_CONTROLLER_POD_NAME", {"fieldRef": {"fieldPath": "metadata.name"}}),
+        ("SYNC_CONTROLLER_POD_UID", {"fieldRef": {"fieldPath": "metadata.uid"}}),
+    ]
+    assert [port["containerPort"] for port in container["ports"]] == [8080, 8081]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "healthz"}
+    assert dockerfile_final_stage("sync") == [
+        "FROM gcr.io/distroless/cc-debian12:nonroot",
+        "COPY --from=builder /out/wisp-sync /usr/local/bin/wisp-sync",
+        "USER 65532:65532",
+        "EXPOSE 8080 8081",
+        'ENTRYPOINT ["/usr/local/bin/wisp-sync"]',
+    ]
+    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (65532, 65532)
+    text = (REPO / "sync" / "Dockerfile").read_text()
+    assert "cargo build --release --locked -p wisp-sync --bin wisp-sync" in text
+
+
+def test_secret_sync_admission_policy_limits_the_controller_to_its_own_secrets(chart):
+    objects = by_kind_name(render(chart, SYNC_VALUES))
+    policy = objects[("ValidatingAdmissionPolicy", "wisp-sync-owned-secrets")]["spec"]
+    assert policy["matchConditions"] == [
+        {
+            "name": "wisp-sync-only",
+            "expression": f"request.userInfo.username == 'system:serviceaccount:{NAMESPACE}:wisp-sync'",
+        }
+    ]
+    assert policy["matchConstraints"]["resourceRules"] == [
+        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["secrets"]}
+    ]
+    assert policy["failurePolicy"] == "Fail"
+    assert [v["expression"] for v in policy["validations"]] == [
+        "variables.ownedBySecretSync && variables.labelled",
+        "variables.wasOwnedBySecretSync",
+    ]
+    binding = objects[("ValidatingAdmissionPolicyBinding", "wisp-sync-owned-secrets")]["spec"]
+    assert binding == {"policyName": "wisp-sync-owned-secrets", "validationActions": ["Deny"]}
+
+
+def test_secret_sync_crd_has_the_upstream_api(chart):
+    crd = by_kind_name(render(chart, SYNC_VALUES))[("CustomResourceDefinition", "secretsyncs.secret-sync.x-k8s.io")]
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    (version,) = crd["spec"]["versions"]
+    assert (version["name"], version["served"], version["storage"], version["subresources"]) == (
+        "v1alpha1",
+        True,
+        True,
+        {"status": {}},
+    )
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["required"] == ["secretObject", "secretProviderClassName", "serviceAccountName"]
+    assert sorted(spec["properties"]) == [
+        "forceSynchronization",
+        "secretObject",
+        "secretProviderClassName",
+        "secretSyncControllerName",
+        "serviceAccountName",
+    ]
+    secret_object = spec["properties"]["secretObject"]["properties"]
+    assert secret_object["type"]["default"] == "Opaque"
+    assert secret_object["data"]["minItems"] == 1
+    assert secret_object["data"]["x-kubernetes-list-map-keys"] == ["targetKey"]
+    for field in ("labels", "annotations"):
+        rules = [r["rule"] for r in secret_object[field]["x-kubernetes-validations"]]
+        assert "(self.all(x, x.startsWith('secrets-store.sync.x-k8s.io') == false))" in rules
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert sorted(status) == ["conditions", "lastSuccessfulSyncTime", "syncHash"]
+    assert status["conditions"]["maxItems"] == 16

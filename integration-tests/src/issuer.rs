@@ -91,6 +91,7 @@ pub fn rfc3339_seconds(t: OffsetDateTime) -> Result<String, IssuerError> {
 }
 
 /// An RS256 signing key with its JWK. Used by the SA-token issuer and by the fake Entra for access tokens.
+#[derive(Clone)]
 pub struct RsaSigningKey {
     kid: String,
     encoding: EncodingKey,
@@ -187,7 +188,7 @@ pub struct SaTokenSpec<'a> {
 }
 
 /// The OIDC issuer of a test cluster's service-account tokens.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TestIssuer {
     issuer: String,
     key: RsaSigningKey,

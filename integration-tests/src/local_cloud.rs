@@ -95,6 +95,7 @@ impl LocalCloud {
         let kube = FakeKube::start(&pki).await;
         let issuer = TestIssuer::new(names.oidc_issuer)?;
         kube.serve_issuer_discovery(&issuer);
+        kube.serve_token_requests(issuer.clone());
         Ok(Self {
             pki,
             kube,

@@ -609,3 +609,107 @@ async fn a_label_selected_watch_sees_objects_enter_and_leave_the_selection() {
         Some("secrets-store.csi.k8s.io/managed=true")
     );
 }
+
+#[tokio::test]
+async fn secret_syncs_have_a_status_subresource_and_generation_and_their_secrets_are_collected() {
+    use kube::api::{ApiResource, DynamicObject};
+    use kube::core::GroupVersionKind;
+
+    let s = setup().await;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("secret-sync.x-k8s.io", "v1alpha1", "SecretSync"),
+        "secretsyncs",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(s.client.clone(), "default", &resource);
+    let mut object = DynamicObject::new("app", &resource).within("default");
+    object.data = json!({"spec": {"serviceAccountName": "sa"}, "status": {"syncHash": "ignored on create"}});
+    let created = api.create(&PostParams::default(), &object).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    assert_eq!(created.data.get("status"), None);
+
+    // A status write changes only the status; an object write keeps it and counts a spec change.
+    let patched = api
+        .patch_status(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"syncHash": "h1"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (patched.metadata.generation, &patched.data["status"]),
+        (Some(1), &json!({"syncHash": "h1"}))
+    );
+    let patched = api
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"forceSynchronization": "now"}, "status": {"syncHash": "lost"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (patched.metadata.generation, &patched.data["status"]),
+        (Some(2), &json!({"syncHash": "h1"}))
+    );
+    let labelled = api
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(labelled.metadata.generation, Some(2), "metadata changes do not count");
+
+    // A Secret owned by it alone goes with it; one with another owner too stays.
+    let owner = |uid: &str| json!({"apiVersion": "secret-sync.x-k8s.io/v1alpha1", "kind": "SecretSync", "name": "app", "uid": uid});
+    let uid = created.metadata.uid.clone().unwrap();
+    s.kube.upsert(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "app", "namespace": "default", "ownerReferences": [owner(&uid)]}}));
+    s.kube.upsert(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "shared", "namespace": "default", "ownerReferences": [owner(&uid), owner("other")]}}));
+    api.delete("app", &Default::default()).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), "default");
+    assert_eq!(secrets.get_opt("app").await.unwrap(), None);
+    assert!(secrets.get_opt("shared").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn token_requests_are_signed_by_the_issuer_given() {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+
+    let s = setup().await;
+    let sas: Api<ServiceAccount> = Api::namespaced(s.client.clone(), "default");
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec!["api://AzureADTokenExchange".into()],
+            expiration_seconds: Some(3600),
+            bound_object_ref: None,
+        },
+        ..TokenRequest::default()
+    };
+    // (Without serve_token_requests the fake answers 503, which kube-rs retries for minutes: not tested here.)
+    s.kube.upsert(sa("default", "workload"));
+    let issuer = integration_tests::issuer::TestIssuer::new("https://oidc.example/cluster").unwrap();
+    s.kube.serve_token_requests(issuer.clone());
+    let missing = api_error(
+        sas.create_token_request("nobody", &PostParams::default(), &request)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(missing.code, 404);
+    let issued = sas
+        .create_token_request("workload", &PostParams::default(), &request)
+        .await
+        .unwrap();
+    let token = issued.status.unwrap().token;
+    let claims = integration_tests::issuer::unverified_claims(&token).unwrap();
+    assert_eq!(claims["sub"], "system:serviceaccount:default:workload");
+    assert_eq!(claims["aud"], json!(["api://AzureADTokenExchange"]));
+    assert_eq!(claims["iss"], "https://oidc.example/cluster");
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 3600);
+    assert!(claims["kubernetes.io"].get("pod").is_none());
+    let header = integration_tests::issuer::unverified_header(&token).unwrap();
+    assert_eq!(header["kid"], issuer.key().kid());
+}

@@ -7,10 +7,11 @@ use std::time::Duration;
 use integration_tests::process::{Program, built_binary};
 use pretty_assertions::assert_eq;
 
-/// Builds the webhook and agent binaries once per test process (a no-op when up to date) and returns the
+/// Builds the webhook, agent and sync binaries once per test process (a no-op when up to date) and returns the
 /// directory holding them, next to this test's executable.
 fn bin_dir() -> &'static Path {
     built_binary("wisp-webhook", "wisp-webhook");
+    built_binary("wisp-sync", "wisp-sync");
     built_binary("wisp-agent", "wisp-agent")
         .parent()
         .expect("binaries live in target/<profile>")
@@ -44,8 +45,9 @@ fn runs_the_documented_scenario_end_to_end() {
             "==> User-assigned managed identity: mounting azure-kvname-user-msi for \
              busybox-secrets-store-inline-user-msi",
             "==> Service Connector style (add-on identity): mounting sc-azure-kvname for sc-demo-keyvault-csi",
+            "==> SecretSync: wisp-sync writes Secret default/example-secret from azure-kvname-wi, no pod involved",
             "==> Unmounting the volumes (NodeUnpublishVolume, as kubelet when the pods are deleted)",
-            "==> Stopping wisp-agent and wisp-webhook",
+            "==> Stopping wisp-sync, wisp-agent and wisp-webhook",
             "==> Done: every step succeeded",
         ]
     );
@@ -73,6 +75,18 @@ fn runs_the_documented_scenario_end_to_end() {
         ]
     );
     assert!(stdout.contains("    3 volumes unmounted and removed\n"), "{stdout}");
+    // The SecretSync: its Secret with the vault's value, owned by it, and no pod.
+    assert!(
+        stdout.contains("    SecretSync default/example-secret: Create True CreateSucceeded, syncHash 7631"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "    Secret default/example-secret: labels {\"secrets-store.sync.x-k8s.io/secretsync\":\"example-secret\"}, \
+             owner SecretSync example-secret\n    data.example = MyAKSExampleSecret\n"
+        ),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -40,8 +40,7 @@ impl MountedFiles {
         self.files.len()
     }
 
-    /// Builds the set from known contents (tests).
-    #[cfg(test)]
+    /// Builds the set from known contents (tests, and the rendered files wisp-sync turns into a Secret).
     pub fn from_files<I, P, B>(files: I) -> Self
     where
         I: IntoIterator<Item = (P, B)>,

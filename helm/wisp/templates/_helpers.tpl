@@ -57,3 +57,16 @@ is not upstream's csi-secrets-store, so that in drop-in mode the upstream driver
 {{- define "wisp.pluginDir" -}}
 {{ .Values.agent.kubeletRootDir }}/plugins/wisp-agent
 {{- end -}}
+
+{{- define "wisp.syncName" -}}wisp-sync{{- end -}}
+
+{{- define "wisp.syncSelectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: sync
+{{- end -}}
+
+{{- define "wisp.syncLabels" -}}
+{{ include "wisp.labels" . }}
+app.kubernetes.io/component: sync
+{{- end -}}

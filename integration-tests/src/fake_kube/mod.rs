@@ -34,8 +34,14 @@
 //! Known simplifications: server-side apply and strategic merge patch merge like a JSON merge patch (lists are
 //! replaced, except `metadata.ownerReferences`, which a strategic merge patch merges by `uid` as the real server
 //! does; fields dropped from an applied configuration are kept, no `managedFields`); `continue` tokens page
-//! over the current state rather than a snapshot; no subresources (`/status`), no DELETE of collections, no
-//! admission or validation of object contents.
+//! over the current state rather than a snapshot; no DELETE of collections, no admission or validation of
+//! object contents.
+//!
+//! Subresources: `/status` of SecretSyncs (`secret-sync.x-k8s.io/v1alpha1`, served like a CRD with a status
+//! subresource: object writes keep the status, status writes change only the status, `metadata.generation`
+//! counts the other changes) and the TokenRequest API (`POST .../serviceaccounts/{name}/token`, tokens signed
+//! by the issuer given to [`FakeKube::serve_token_requests`]). Deleting an object deletes its dependents (owner
+//! references all naming it), as the garbage collector would.
 //!
 //! Test controls: [`FakeKube::upsert`], [`FakeKube::delete`], [`FakeKube::insert_get_only`] (an object GET
 //! returns but lists and watches do not show yet, i.e. a lagging watch cache), [`FakeKube::compact`],
@@ -108,6 +114,7 @@ impl FakeKube {
     pub async fn start_with(pki: &TestPki, version: KubeVersion) -> Self {
         let (changes, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
+            token_issuer: Mutex::new(None),
             failures: Mutex::new(Vec::new()),
             outage: Mutex::new(None),
             store: Mutex::new(Store::default()),
@@ -211,13 +218,22 @@ impl FakeKube {
         self.shared.store().list(rt, None).into_iter().cloned().collect()
     }
 
-    /// Deletes an object, notifying watches; returns it as it was, or `None` if there was none.
+    /// Deletes an object, notifying watches; returns it as it was, or `None` if there was none. Its dependents
+    /// (objects whose owner references all name it) are deleted too, as the garbage collector would.
     pub fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         let rt = resource_type(api_version, kind);
         let mut store = self.shared.store();
-        let (object, change) = store.delete(rt, namespace.unwrap_or(""), name).ok()?;
-        self.shared.publish(&store, change);
+        let (object, changes) = store.delete_cascading(rt, namespace.unwrap_or(""), name).ok()?;
+        for change in changes {
+            self.shared.publish(&store, Some(change));
+        }
         Some(object)
+    }
+
+    /// Serves the TokenRequest API (`POST .../serviceaccounts/{name}/token`) with tokens signed by `issuer`, so a
+    /// fake Entra trusting that issuer accepts them.
+    pub fn serve_token_requests(&self, issuer: TestIssuer) {
+        *self.shared.token_issuer.lock().unwrap_or_else(|p| p.into_inner()) = Some(issuer);
     }
 
     /// The current resourceVersion (a global counter, as etcd's revision).

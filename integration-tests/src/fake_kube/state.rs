@@ -14,9 +14,14 @@ pub struct ResourceType {
     pub plural: &'static str,
     pub kind: &'static str,
     pub namespaced: bool,
+    /// Served with a `/status` subresource, as a CRD declaring one: writes to the object keep its status,
+    /// writes to `/status` change only the status, and `metadata.generation` counts changes of the rest.
+    pub status_subresource: bool,
 }
 
 const SECRETS_STORE: &str = wisp_shared::contract::secrets_store::API_GROUP;
+/// kubernetes-sigs/secrets-store-sync-controller's API group.
+pub const SECRET_SYNC_GROUP: &str = "secret-sync.x-k8s.io";
 
 /// Everything wisp reads or writes, and a few neighbours a test may want to seed.
 pub const RESOURCES: &[ResourceType] = &[
@@ -51,6 +56,15 @@ pub const RESOURCES: &[ResourceType] = &[
     res("storage.k8s.io", "csinodes", "CSINode", false),
     res("apps", "deployments", "Deployment", true),
     res("apps", "replicasets", "ReplicaSet", true),
+    res("coordination.k8s.io", "leases", "Lease", true),
+    ResourceType {
+        group: SECRET_SYNC_GROUP,
+        version: "v1alpha1",
+        plural: "secretsyncs",
+        kind: "SecretSync",
+        namespaced: true,
+        status_subresource: true,
+    },
 ];
 
 /// The field labels a `fieldSelector` may use beyond `metadata.name` and `metadata.namespace`, per resource, as
@@ -126,6 +140,7 @@ const fn res(group: &'static str, plural: &'static str, kind: &'static str, name
         plural,
         kind,
         namespaced,
+        status_subresource: false,
     }
 }
 
@@ -161,7 +176,7 @@ impl ResourceType {
 
     /// Built-in types' list items carry no `apiVersion`/`kind` in the API server's JSON; custom resources' do.
     pub fn is_custom(&self) -> bool {
-        self.group == SECRETS_STORE
+        self.group == SECRETS_STORE || self.group == SECRET_SYNC_GROUP
     }
 }
 
@@ -374,6 +389,12 @@ impl Store {
         if self.objects.contains_key(&k) {
             return Err(ApiError::already_exists(rt, &name));
         }
+        if rt.status_subresource
+            && let Some(fields) = object.as_object_mut()
+        {
+            // As for a CRD with a status subresource, a create sets no status.
+            fields.remove("status");
+        }
         self.uid_counter += 1;
         let uid = format!("00000000-0000-4000-8000-{:012x}", self.uid_counter);
         stamp_type(rt, &mut object);
@@ -381,6 +402,9 @@ impl Store {
         let metadata = ensure_metadata(&mut object);
         metadata.insert("uid".into(), Value::from(uid));
         metadata.insert("creationTimestamp".into(), Value::from(now_rfc3339()));
+        if rt.status_subresource {
+            metadata.insert("generation".into(), Value::from(1));
+        }
         if rt.namespaced {
             metadata.insert("namespace".into(), Value::from(namespace));
         } else {
@@ -421,6 +445,9 @@ impl Store {
             metadata.insert("namespace".into(), Value::from(namespace));
         }
         stamp_namespace_name_label(rt, &mut object);
+        if rt.status_subresource {
+            keep_status_and_count_generation(&current.object, &mut object);
+        }
         if object == current.object {
             if current.get_only {
                 // An unchanged write still publishes a GET-only object to lists and watches.
@@ -466,6 +493,67 @@ impl Store {
         Ok((object, Some(change)))
     }
 
+    /// A write to the `/status` subresource: only `status` changes (generation and everything else stay).
+    pub fn replace_status(
+        &mut self,
+        rt: &'static ResourceType,
+        namespace: &str,
+        name: &str,
+        status: Option<Value>,
+    ) -> Result<(Value, Option<Change>), ApiError> {
+        let mut object = self
+            .get(rt, namespace, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        match (object.as_object_mut(), status) {
+            (Some(fields), Some(status)) => fields.insert("status".into(), status),
+            (Some(fields), None) => fields.remove("status"),
+            (None, _) => return Err(ApiError::internal("stored object is not a JSON object")),
+        };
+        if Some(&object) == self.get(rt, namespace, name) {
+            return Ok((object, None));
+        }
+        let event = EventType::Modified;
+        let k = key(rt, namespace, name);
+        Ok(self.commit(rt, k, object, event, false))
+    }
+
+    /// Deletes an object, then its dependents as the garbage collector does: every object whose owner
+    /// references all name the deleted object's uid, and theirs in turn. Returns the deleted object and every
+    /// change, the object's first.
+    pub fn delete_cascading(
+        &mut self,
+        rt: &'static ResourceType,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(Value, Vec<Change>), ApiError> {
+        let (object, change) = self.delete(rt, namespace, name)?;
+        let mut changes: Vec<Change> = change.into_iter().collect();
+        let mut gone = vec![meta_str(&object, "uid").to_string()];
+        while let Some(uid) = gone.pop() {
+            let dependents: Vec<Key> = self
+                .objects
+                .iter()
+                .filter(|(_, entry)| {
+                    entry.object["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|owners| !owners.is_empty() && owners.iter().all(|o| o["uid"] == uid.as_str()))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for (group, plural, dependent_namespace, dependent_name) in dependents {
+                let Some(dependent_rt) = RESOURCES.iter().find(|r| r.group == group && r.plural == plural) else {
+                    continue;
+                };
+                if let Ok((removed, change)) = self.delete(dependent_rt, &dependent_namespace, &dependent_name) {
+                    gone.push(meta_str(&removed, "uid").to_string());
+                    changes.extend(change);
+                }
+            }
+        }
+        Ok((object, changes))
+    }
+
     fn commit(
         &mut self,
         rt: &'static ResourceType,
@@ -502,6 +590,33 @@ impl Store {
         self.history.push(change.clone());
         (object, Some(change))
     }
+}
+
+/// For a resource with a status subresource: the stored status wins over the written one, and the generation
+/// goes up when anything but metadata and status changed.
+fn keep_status_and_count_generation(current: &Value, object: &mut Value) {
+    let Some(fields) = object.as_object_mut() else {
+        return;
+    };
+    match current.get("status") {
+        Some(status) => fields.insert("status".into(), status.clone()),
+        None => fields.remove("status"),
+    };
+    let rest = |v: &Value| -> Value {
+        let mut v = v.clone();
+        if let Some(fields) = v.as_object_mut() {
+            fields.remove("metadata");
+            fields.remove("status");
+        }
+        v
+    };
+    let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
+    let generation = if rest(current) == rest(object) {
+        generation
+    } else {
+        generation + 1
+    };
+    ensure_metadata(object).insert("generation".into(), Value::from(generation));
 }
 
 /// Stored objects always carry their `apiVersion` and `kind`, whatever the client sent.

@@ -16,6 +16,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::issuer::{SaTokenSpec, TestIssuer, rfc3339_seconds};
+
 use super::state::{
     self, ApiError, Change, FieldSelector, KubeVersion, LabelSelector, ResourceType, Store, check_namespace,
     check_type, merge_owner_references_by_uid, meta_str, random_suffix,
@@ -100,6 +102,8 @@ pub(super) struct InjectedFailure {
 }
 
 pub(super) struct Shared {
+    /// Signs the tokens of the TokenRequest API (`None`: the subresource answers 503).
+    pub(super) token_issuer: Mutex<Option<TestIssuer>>,
     pub(super) failures: Mutex<Vec<InjectedFailure>>,
     pub(super) outage: Mutex<Option<Outage>>,
     pub(super) store: Mutex<Store>,
@@ -147,6 +151,14 @@ enum Target {
         rt: &'static ResourceType,
         namespace: String,
         name: String,
+    },
+    /// `.../namespaces/{namespace}/{plural}/{name}/{subresource}`: `status` of a resource with a status
+    /// subresource, `token` of a ServiceAccount (the TokenRequest API).
+    Subresource {
+        rt: &'static ResourceType,
+        namespace: String,
+        name: String,
+        subresource: String,
     },
 }
 
@@ -218,6 +230,23 @@ fn parse_target(path: &str) -> Result<Target, ApiError> {
                 rt,
                 namespace: (*namespace).to_string(),
                 name: (*name).to_string(),
+            })
+        }
+        ["namespaces", namespace, plural, name, subresource] => {
+            let rt = find(plural)?;
+            let served = match *subresource {
+                "status" => rt.status_subresource,
+                "token" => rt.plural == "serviceaccounts" && rt.group.is_empty(),
+                _ => false,
+            };
+            if !served {
+                return Err(not_served());
+            }
+            Ok(Target::Subresource {
+                rt,
+                namespace: (*namespace).to_string(),
+                name: (*name).to_string(),
+                subresource: (*subresource).to_string(),
             })
         }
         _ => Err(not_served()),
@@ -369,9 +398,18 @@ fn route(shared: &Arc<Shared>, req: &Req, path: &str, authorization: Option<Stri
         (Target::Item { rt, namespace, name }, &Method::PATCH) => {
             patch(shared, req, ItemRef::new(rt, &namespace, &name))
         }
+        (
+            Target::Subresource {
+                rt,
+                namespace,
+                name,
+                subresource,
+            },
+            method,
+        ) => subresource_request(shared, req, ItemRef::new(rt, &namespace, &name), &subresource, method),
         (Target::Item { rt, namespace, name }, &Method::DELETE) => {
             let mut store = shared.store();
-            let (object, change) = store.delete(rt, &namespace, &name)?;
+            let (object, changes) = store.delete_cascading(rt, &namespace, &name)?;
             let body = if rt.is_custom() {
                 object
             } else {
@@ -381,7 +419,9 @@ fn route(shared: &Arc<Shared>, req: &Req, path: &str, authorization: Option<Stri
                 }
                 json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
             };
-            shared.publish(&store, change);
+            for change in changes {
+                shared.publish(&store, Some(change));
+            }
             Ok(json_response(StatusCode::OK, &body))
         }
         _ => Err(method_not_allowed()),
@@ -863,4 +903,118 @@ fn patch(shared: &Shared, req: &Req, item: ItemRef<'_>) -> Result<Response, ApiE
     let (stored, change) = store.replace(rt, namespace, name, patched)?;
     shared.publish(&store, change);
     Ok(object_response(req, StatusCode::OK, &stored))
+}
+
+/// The lifetime of a TokenRequest's token when it asks for none, and the least it may ask for (the API server's).
+const DEFAULT_TOKEN_SECONDS: i64 = 3600;
+const MIN_TOKEN_SECONDS: i64 = 600;
+
+/// `GET`/`PUT`/`PATCH` of `/status`, `POST` of a ServiceAccount's `/token`.
+fn subresource_request(
+    shared: &Shared,
+    req: &Req,
+    item: ItemRef<'_>,
+    subresource: &str,
+    method: &Method,
+) -> Result<Response, ApiError> {
+    let ItemRef { rt, namespace, name } = item;
+    match (subresource, method) {
+        ("status", &Method::GET) => {
+            let store = shared.store();
+            let object = store
+                .get(rt, namespace, name)
+                .ok_or_else(|| ApiError::not_found(rt, name))?;
+            Ok(object_response(req, StatusCode::OK, object))
+        }
+        ("status", &Method::PUT | &Method::PATCH) => {
+            let mut store = shared.store();
+            let mut object = store
+                .get(rt, namespace, name)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(rt, name))?;
+            let body = req.json_body()?;
+            if *method == Method::PUT {
+                object = body;
+            } else if req.content_type.starts_with("application/json-patch+json") {
+                let operations: json_patch::Patch = serde_json::from_value(body)
+                    .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+                json_patch::patch(&mut object, &operations)
+                    .map_err(|e| ApiError::invalid(rt, name, format!("the JSON patch cannot be applied: {e}")))?;
+            } else {
+                // Merge, strategic merge and apply all merge here (the fake's documented simplification).
+                json_patch::merge(&mut object, &body);
+            }
+            let (stored, change) = store.replace_status(rt, namespace, name, object.get("status").cloned())?;
+            shared.publish(&store, change);
+            Ok(object_response(req, StatusCode::OK, &stored))
+        }
+        ("token", &Method::POST) => token_request(shared, req, item),
+        _ => Err(method_not_allowed()),
+    }
+}
+
+/// The TokenRequest API: a service-account token signed by the test issuer, for the audiences asked (or the
+/// issuer's own), valid `expirationSeconds` (default one hour, at least ten minutes).
+fn token_request(shared: &Shared, req: &Req, item: ItemRef<'_>) -> Result<Response, ApiError> {
+    let ItemRef { rt, namespace, name } = item;
+    if shared.store().get(rt, namespace, name).is_none() {
+        return Err(ApiError::not_found(rt, name));
+    }
+    let body = req.json_body()?;
+    let seconds = body["spec"]["expirationSeconds"]
+        .as_i64()
+        .unwrap_or(DEFAULT_TOKEN_SECONDS);
+    if seconds < MIN_TOKEN_SECONDS {
+        return Err(ApiError::invalid(
+            rt,
+            name,
+            format!(
+                "spec.expirationSeconds: Invalid value: {seconds}: may not specify a duration less than 10 minutes"
+            ),
+        ));
+    }
+    let issuer_guard = shared.token_issuer.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(issuer) = issuer_guard.as_ref() else {
+        return Err(ApiError {
+            code: 503,
+            reason: "ServiceUnavailable",
+            message: "the fake serves no TokenRequests: call FakeKube::serve_token_requests".into(),
+            details: None,
+        });
+    };
+    let mut audiences: Vec<String> = body["spec"]["audiences"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    if audiences.is_empty() {
+        audiences.push(issuer.issuer().to_string());
+    }
+    let spec = SaTokenSpec {
+        namespace,
+        service_account: name,
+        pod_name: "",
+        pod_uid: "",
+        audiences: audiences.clone(),
+        ttl: Duration::from_secs(seconds.unsigned_abs()),
+        issued_at: None,
+    };
+    let (mut claims, expiration) = issuer
+        .sa_token_claims(&spec)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    // A token bound to no object: no `pod` claim.
+    if let Some(kubernetes) = claims["kubernetes.io"].as_object_mut() {
+        kubernetes.remove("pod");
+    }
+    let token = issuer
+        .sign_claims(&claims)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let expiration = rfc3339_seconds(expiration).map_err(|e| ApiError::internal(e.to_string()))?;
+    let answer = json!({
+        "kind": "TokenRequest",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": null},
+        "spec": {"audiences": audiences, "expirationSeconds": seconds, "boundObjectRef": null},
+        "status": {"token": token, "expirationTimestamp": expiration},
+    });
+    Ok(json_response(StatusCode::CREATED, &answer))
 }

@@ -4,7 +4,8 @@
 //! `wisp-agent` binaries, seeds the documented workload identity scenario, admits its pod through the webhook
 //! and plays kubelet (projected token, CSI NodePublishVolume), printing what the pod would see in
 //! `/mnt/secrets-store`. It repeats the mount for a user-assigned managed identity (through the fake IMDS) and
-//! for a Service Connector style class (the add-on identity). `--keep-running` leaves everything up.
+//! for a Service Connector style class (the add-on identity), then runs `wisp-sync` and shows one SecretSync
+//! producing a Secret with no pod. `--keep-running` leaves everything up.
 //!
 //! The programs reach the fakes as they would reach a private cloud: the test CA through `SSL_CERT_FILE`, the
 //! fake host names through a hosts file in the agent's own mount namespace, the cloud's endpoints through a
@@ -21,7 +22,7 @@ use tokio::sync::Notify;
 #[derive(Debug, Parser)]
 #[command(
     name = "wisp-local",
-    about = "Run wisp's webhook and agent against local fakes of Kubernetes, Entra and Key Vault"
+    about = "Run wisp's webhook, agent and SecretSync controller against local fakes of Kubernetes, Entra and Key Vault"
 )]
 struct Cli {
     /// After the scenario, keep every server running and print how to reach them; Ctrl-C stops them.
@@ -33,11 +34,11 @@ struct Cli {
     #[arg(long, value_enum, default_value = "auto")]
     mount_mode: scenario::MountChoice,
 
-    /// Directory holding `wisp-webhook` and `wisp-agent` (default: next to this executable).
+    /// Directory holding `wisp-webhook`, `wisp-agent` and `wisp-sync` (default: next to this executable).
     #[arg(long)]
     bin_dir: Option<std::path::PathBuf>,
 
-    /// When started by `cargo run`, do not build `wisp-webhook` and `wisp-agent` first.
+    /// When started by `cargo run`, do not build `wisp-webhook`, `wisp-agent` and `wisp-sync` first.
     #[arg(long)]
     no_build: bool,
 }

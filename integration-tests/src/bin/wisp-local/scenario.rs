@@ -48,6 +48,8 @@ const NODE: &str = "wisp-local-node";
 const WORKLOAD_POD: &str = "busybox-secrets-store-inline-wi";
 /// Where the chart would run wisp (the namespace of the agent's pod and the webhook's Service).
 const WISP_NAMESPACE: &str = "wisp-system";
+/// The SecretSync wisp-sync serves, and so its Secret's name.
+const SYNCED_SECRET: &str = "example-secret";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MountChoice {
@@ -100,6 +102,7 @@ type Fakes = LocalCloud;
 /// What the scenario leaves running.
 struct Stack {
     fakes: Fakes,
+    sync: RunningProgram,
     webhook: RunningProgram,
     webhook_port: u16,
     agent: RunningProgram,
@@ -125,9 +128,20 @@ pub async fn run(options: Options, interrupt: Arc<Notify>) -> Result<()> {
     {
         // Started by `cargo run`: build the two programs too (a no-op when up to date), so the README's one
         // command is enough and a stale binary is never used.
-        step("Building wisp-webhook and wisp-agent (cargo build -p wisp-webhook -p wisp-agent)");
+        step(
+            "Building wisp-webhook, wisp-agent and wisp-sync (cargo build -p wisp-webhook -p wisp-agent -p wisp-sync)",
+        );
         let mut build = std::process::Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "wisp-webhook", "-p", "wisp-agent"]);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "wisp-webhook",
+            "-p",
+            "wisp-agent",
+            "-p",
+            "wisp-sync",
+        ]);
         if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
             build.current_dir(dir);
         }
@@ -141,11 +155,12 @@ pub async fn run(options: Options, interrupt: Arc<Notify>) -> Result<()> {
         let status = build.status().context("running cargo build")?;
         ensure!(
             status.success(),
-            "cargo build -p wisp-webhook -p wisp-agent failed ({status})"
+            "cargo build -p wisp-webhook -p wisp-agent -p wisp-sync failed ({status})"
         );
     }
     let webhook_binary = binary(&options, "wisp-webhook")?;
     let agent_binary = binary(&options, "wisp-agent")?;
+    let sync_binary = binary(&options, "wisp-sync")?;
 
     // Everything up to the finished mounts runs until done or until a signal, which drops (and so kills) what
     // was started.
@@ -244,8 +259,16 @@ pub async fn run(options: Options, interrupt: Arc<Notify>) -> Result<()> {
             volumes.push(volume);
         }
 
+        step(&format!(
+            "SecretSync: wisp-sync writes Secret {NAMESPACE}/{SYNCED_SECRET} from azure-kvname-wi, no pod involved"
+        ));
+        let sync = start_sync(&fakes, &sync_binary, &kubeconfig, &ca_file);
+        let synced = with_log(secret_sync(&fakes).await, &sync)?;
+        detail(&synced);
+
         Ok::<_, anyhow::Error>(Stack {
             fakes,
+            sync,
             webhook,
             webhook_port,
             agent,
@@ -263,6 +286,7 @@ pub async fn run(options: Options, interrupt: Arc<Notify>) -> Result<()> {
     };
     let Stack {
         fakes,
+        sync,
         webhook,
         webhook_port,
         agent,
@@ -280,6 +304,7 @@ pub async fn run(options: Options, interrupt: Arc<Notify>) -> Result<()> {
             "KUBECONFIG={}\n\
              webhook     https://127.0.0.1:{webhook_port}/mutate-v1-pod (CA: {})\n\
              agent       unix://{} (CSI Identity + Node; see the pod UIDs above for target paths)\n\
+             sync        wisp-sync, serving SecretSync {NAMESPACE}/{SYNCED_SECRET} (and any you add)\n\
              entra       {} (IMDS {})\n\
              key vault   {} (resolves inside the agent's namespace only)\n\
              cloud file  {}\n\
@@ -312,7 +337,14 @@ pub async fn run(options: Options, interrupt: Arc<Notify>) -> Result<()> {
     }
     detail(&format!("{} volumes unmounted and removed", volumes.len()));
 
-    step("Stopping wisp-agent and wisp-webhook");
+    step("Stopping wisp-sync, wisp-agent and wisp-webhook");
+    let mut sync = sync;
+    let sync_status = sync.terminate(PATIENCE).await;
+    ensure!(
+        sync_status.is_some_and(|s| s.success()),
+        "wisp-sync did not stop cleanly on SIGTERM ({sync_status:?}); {}",
+        tail(&sync)
+    );
     let mut agent = agent;
     let mut webhook = webhook;
     let agent_status = agent.terminate(PATIENCE).await;
@@ -647,6 +679,89 @@ fn start_agent(
     .arg(format!("--imds-endpoint={}", fakes.entra.imds_proxy_url()))
     .own_process_group()
     .spawn())
+}
+
+fn start_sync(fakes: &Fakes, binary: &Path, kubeconfig: &Path, ca_file: &Path) -> RunningProgram {
+    Program::from_path("wisp-sync", binary)
+        .args([
+            "--rotation-poll-interval=2m".to_string(),
+            format!("--metrics-addr=127.0.0.1:{}", free_port()),
+            format!("--health-addr=127.0.0.1:{}", free_port()),
+            format!("--imds-endpoint={}", fakes.entra.imds_proxy_url()),
+            "--log-level=info".to_string(),
+        ])
+        .env("KUBECONFIG", kubeconfig)
+        .trust_ca_file(ca_file)
+        .resolve_to_loopback(&[LOGIN_HOST.to_string(), fakes.vault.vault_host(VAULT)])
+        .env_remove("RUST_LOG")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .own_process_group()
+        .spawn()
+}
+
+/// Creates SecretSync [`SYNCED_SECRET`] (ExampleSecret of class azure-kvname-wi, with the workload identity's
+/// ServiceAccount) and waits for its Secret and status; returns what to show.
+async fn secret_sync(fakes: &Fakes) -> Result<String> {
+    let kube = &fakes.kube;
+    kube.upsert(json!({
+        "apiVersion": "secret-sync.x-k8s.io/v1alpha1",
+        "kind": "SecretSync",
+        "metadata": {"name": SYNCED_SECRET, "namespace": NAMESPACE},
+        "spec": {
+            "secretProviderClassName": "azure-kvname-wi",
+            "serviceAccountName": SERVICE_ACCOUNT,
+            "secretObject": {"data": [{"sourcePath": "ExampleSecret", "targetKey": "example"}]},
+        },
+    }));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let sync = kube.get(
+            "secret-sync.x-k8s.io/v1alpha1",
+            "SecretSync",
+            Some(NAMESPACE),
+            SYNCED_SECRET,
+        );
+        let condition = sync
+            .as_ref()
+            .and_then(|s| s["status"]["conditions"].as_array().and_then(|c| c.first()).cloned());
+        if let (Some(condition), Some(secret)) = (
+            condition.clone(),
+            kube.get("v1", "Secret", Some(NAMESPACE), SYNCED_SECRET),
+        ) {
+            let value = STANDARD
+                .decode(secret["data"]["example"].as_str().unwrap_or(""))
+                .context("the Secret's data is not base64")?;
+            ensure!(
+                condition["reason"] == "CreateSucceeded",
+                "the SecretSync's condition is {condition}"
+            );
+            return Ok(format!(
+                "SecretSync {NAMESPACE}/{SYNCED_SECRET}: {} {} {}, syncHash {}…\n\
+                 Secret {NAMESPACE}/{SYNCED_SECRET}: labels {}, owner SecretSync {}\n\
+                 data.example = {}",
+                condition["type"].as_str().unwrap_or(""),
+                condition["status"].as_str().unwrap_or(""),
+                condition["reason"].as_str().unwrap_or(""),
+                sync.as_ref()
+                    .and_then(|s| s["status"]["syncHash"].as_str())
+                    .unwrap_or("")
+                    .chars()
+                    .take(16)
+                    .collect::<String>(),
+                secret["metadata"]["labels"],
+                secret["metadata"]["ownerReferences"][0]["name"].as_str().unwrap_or(""),
+                String::from_utf8_lossy(&value),
+            ));
+        }
+        if let Some(condition) = condition.filter(|c| c["status"] == "False") {
+            bail!("the SecretSync failed: {condition}");
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("no Secret {NAMESPACE}/{SYNCED_SECRET} within {PATIENCE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn connect(agent: &mut RunningProgram, socket: &Path) -> Result<NodeClient<tonic::transport::Channel>> {

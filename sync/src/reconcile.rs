@@ -1,0 +1,481 @@
+//! One SecretSync reconciled, in upstream's order: checks of the SecretSync, a service-account token from the
+//! TokenRequest API (audience `api://AzureADTokenExchange`, cached per ServiceAccount), the SecretProviderClass
+//! from the SecretSync's namespace, the in-process provider's content (the same parameters, identities and token
+//! cache as a mount; Key Vault reads shared by every SecretSync of a rotation round), the Secret's data and
+//! `syncHash`, a server-side apply of the Secret when something changed, and the status. A failure leaves the
+//! Secret as it is, sets the condition with upstream's reason and records a Warning Event with the error's text.
+//!
+//! When: at once for a SecretSync not seen yet, or whose generation (spec, `forceSynchronization`) or class
+//! changed; otherwise once per `--rotation-poll-interval` (a failed one is retried sooner). Every watch event
+//! reaches [`reconcile`], including those of its own status writes, which find nothing due.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use serde_json::json;
+use tokio::time::Instant;
+use wisp_agent::library::{Freshness, MountInput, Provider, error_chain};
+use wisp_shared::contract::secrets_store::{
+    CTX_POD_NAME, CTX_POD_NAMESPACE, CTX_POD_UID, CTX_SERVICE_ACCOUNT_NAME, CTX_SERVICE_ACCOUNT_TOKENS, PROVIDER_AZURE,
+};
+use wisp_shared::contract::workload_identity::DEFAULT_AUDIENCE;
+use zeroize::Zeroizing;
+
+use crate::conditions::{self, Plan, Reason};
+use crate::hash::{self, HashCache, HashInputs};
+use crate::metrics::SyncMetrics;
+use crate::secret::{self, FIELD_MANAGER, SecretError};
+use crate::secretsync::{API_VERSION, KIND, SecretProviderClass, SecretSync, SecretSyncStatus};
+
+/// Longest wait for one sync's provider content (Entra and Key Vault, retries included).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Lifetime asked of a service-account token (the API server's minimum is ten minutes).
+const TOKEN_LIFETIME_SECONDS: i64 = 3600;
+/// A failed sync is tried again after this, or after the rotation interval if that is shorter.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+/// Why a reconcile could not even start (the sync's own failures are statuses and Events, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("SecretSync has no namespace or name")]
+    Unnamed,
+    #[error("writing the status of SecretSync {sync} failed")]
+    Status {
+        sync: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Why no service-account token was issued.
+#[derive(Debug, thiserror::Error)]
+enum TokenError {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error("the TokenRequest answer has no status")]
+    NoStatus,
+}
+
+/// Settings of every reconcile.
+#[derive(Debug, Clone)]
+pub struct ReconcileConfig {
+    /// `--rotation-poll-interval`.
+    pub interval: Duration,
+    /// `--controller-name`: SecretSyncs naming another `secretSyncControllerName` are left alone.
+    pub controller_name: String,
+    /// This pod's name and uid (the downward API's `SYNC_CONTROLLER_POD_NAME`/`_UID`), passed to the provider as a
+    /// mount's pod, as upstream does.
+    pub pod_name: String,
+    pub pod_uid: String,
+}
+
+/// A failure of one sync: the condition reason and the text of the Warning Event and the log.
+#[derive(Debug)]
+struct SyncFailure {
+    reason: Reason,
+    message: String,
+}
+
+impl SyncFailure {
+    fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// An API server refusal: `ValidatingAdmissionPolicyCheckFailed` if a policy refused, else `UnknownError`.
+    fn api_refusal(text: String) -> Self {
+        let reason = if conditions::is_admission_policy_refusal(&text) {
+            Reason::ValidatingAdmissionPolicyCheckFailed
+        } else {
+            Reason::UnknownError
+        };
+        Self::new(reason, text)
+    }
+}
+
+/// What the last attempt of one SecretSync saw, to tell whether the next is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Observed {
+    generation: i64,
+    class: String,
+    at: Instant,
+    failed: bool,
+}
+
+/// A service-account token from the TokenRequest API and when to ask for a new one.
+struct CachedToken {
+    tokens_json: Zeroizing<String>,
+    refresh_at: Instant,
+}
+
+/// Everything reconciles share.
+pub struct Context {
+    pub client: kube::Client,
+    pub provider: Arc<Provider>,
+    pub recorder: Recorder,
+    pub config: ReconcileConfig,
+    pub metrics: Arc<SyncMetrics>,
+    hashes: HashCache,
+    observed: Mutex<HashMap<(String, String), Observed>>,
+    tokens: Mutex<HashMap<(String, String), Arc<CachedToken>>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(
+        client: kube::Client,
+        provider: Arc<Provider>,
+        recorder: Recorder,
+        config: ReconcileConfig,
+        metrics: Arc<SyncMetrics>,
+    ) -> Self {
+        Self {
+            client,
+            provider,
+            recorder,
+            config,
+            metrics,
+            hashes: HashCache::new(),
+            observed: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn retry_delay(&self) -> Duration {
+        RETRY_AFTER_FAILURE.min(self.config.interval)
+    }
+
+    /// The `csi.storage.k8s.io/serviceAccount.tokens` JSON of `namespace/name`, from the cache while at least half
+    /// of the token's life remains.
+    async fn service_account_tokens(&self, namespace: &str, name: &str) -> Result<Arc<CachedToken>, TokenError> {
+        let key = (namespace.to_string(), name.to_string());
+        let now = Instant::now();
+        if let Some(cached) = lock(&self.tokens).get(&key).filter(|t| t.refresh_at > now) {
+            return Ok(cached.clone());
+        }
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![DEFAULT_AUDIENCE.to_string()],
+                expiration_seconds: Some(TOKEN_LIFETIME_SECONDS),
+                bound_object_ref: None,
+            },
+            ..TokenRequest::default()
+        };
+        let issued = api.create_token_request(name, &PostParams::default(), &request).await?;
+        let status = issued.status.ok_or(TokenError::NoStatus)?;
+        // An expiry already past (a skewed clock) means: ask again next time.
+        let remaining =
+            Duration::try_from(status.expiration_timestamp.0.duration_since(Timestamp::now())).unwrap_or_default();
+        let tokens_json = Zeroizing::new(
+            json!({ DEFAULT_AUDIENCE: {
+                "token": status.token,
+                "expirationTimestamp": status.expiration_timestamp,
+            }})
+            .to_string(),
+        );
+        let cached = Arc::new(CachedToken {
+            tokens_json,
+            refresh_at: now + remaining / 2,
+        });
+        lock(&self.tokens).insert(key, cached.clone());
+        Ok(cached)
+    }
+
+    /// Whether `sync` is due now, and if not, how long until it is.
+    fn due(&self, key: &(String, String), generation: i64, class: &str) -> Result<Option<Freshness>, Duration> {
+        let observed = lock(&self.observed).get(key).cloned();
+        let Some(observed) = observed else {
+            return Ok(None);
+        };
+        if observed.generation != generation || observed.class != class {
+            return Ok(Some(Freshness::Fresh));
+        }
+        let wait = if observed.failed {
+            self.retry_delay()
+        } else {
+            self.config.interval
+        };
+        let elapsed = observed.at.elapsed();
+        if elapsed >= wait {
+            Ok(Some(Freshness::SharedRound))
+        } else {
+            Err(wait - elapsed)
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The class as the due check compares it: its uid and resourceVersion, or `missing`.
+fn class_version(spc: Option<&SecretProviderClass>) -> String {
+    match spc {
+        Some(spc) => format!(
+            "{}/{}",
+            spc.metadata.uid.as_deref().unwrap_or(""),
+            spc.metadata.resource_version.as_deref().unwrap_or("")
+        ),
+        None => "missing".to_string(),
+    }
+}
+
+/// Reconciles one SecretSync (the kube-runtime controller's reconciler).
+pub async fn reconcile(sync: Arc<SecretSync>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let (Some(namespace), Some(name)) = (sync.metadata.namespace.clone(), sync.metadata.name.clone()) else {
+        return Err(ReconcileError::Unnamed);
+    };
+    let wanted = &sync.spec.secret_sync_controller_name;
+    if !wanted.is_empty() && *wanted != ctx.config.controller_name {
+        return Ok(Action::await_change());
+    }
+    let spcs: Api<SecretProviderClass> = Api::namespaced(ctx.client.clone(), &namespace);
+    let spc = spcs.get_opt(&sync.spec.secret_provider_class_name).await;
+    let class = match &spc {
+        Ok(spc) => class_version(spc.as_ref()),
+        Err(_) => "unreadable".to_string(),
+    };
+    let key = (namespace.clone(), name.clone());
+    let generation = sync.metadata.generation.unwrap_or(0);
+    let previous = sync.status.clone().unwrap_or_default();
+    let freshness = match ctx.due(&key, generation, &class) {
+        Err(wait) => return Ok(Action::requeue(wait)),
+        Ok(Some(freshness)) => freshness,
+        // Not seen by this process: a new SecretSync reads Key Vault now; one synced before (by an earlier run or
+        // another replica) joins the round.
+        Ok(None) if previous.sync_hash.is_empty() => Freshness::Fresh,
+        Ok(None) => Freshness::SharedRound,
+    };
+
+    let shown = format!("{namespace}/{name}");
+    let now = Time(Timestamp::now());
+    let started = Instant::now();
+    let outcome = sync_once(&sync, spc, freshness, &ctx).await;
+    ctx.metrics
+        .reconciled(&namespace, outcome.is_ok(), started.elapsed().as_secs_f64());
+    let (status, failed) = match outcome {
+        Ok(Synced::Unchanged(status)) => {
+            tracing::debug!(secretsync = %shown, "no value change");
+            (status, false)
+        }
+        Ok(Synced::Written(status)) => {
+            tracing::info!(secretsync = %shown, "secret written");
+            (status, false)
+        }
+        Err(failure) => {
+            tracing::warn!(secretsync = %shown, reason = failure.reason.as_str(), error = %failure.message, "sync failed");
+            publish_warning(&ctx, &sync, &failure).await;
+            let status = match failure.reason {
+                Reason::UnknownError | Reason::ValidatingAdmissionPolicyCheckFailed => {
+                    conditions::write_failed(&previous, failure.reason, &now)
+                }
+                reason => conditions::failed(&previous, reason, &now),
+            };
+            (status, true)
+        }
+    };
+    lock(&ctx.observed).insert(
+        key,
+        Observed {
+            generation,
+            class,
+            at: Instant::now(),
+            failed,
+        },
+    );
+    if status != previous {
+        let api: Api<SecretSync> = Api::namespaced(ctx.client.clone(), &namespace);
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .map_err(|source| ReconcileError::Status { sync: shown, source })?;
+    }
+    Ok(Action::requeue(if failed {
+        ctx.retry_delay()
+    } else {
+        ctx.config.interval
+    }))
+}
+
+enum Synced {
+    Unchanged(SecretSyncStatus),
+    Written(SecretSyncStatus),
+}
+
+async fn sync_once(
+    sync: &SecretSync,
+    spc: Result<Option<SecretProviderClass>, kube::Error>,
+    freshness: Freshness,
+    ctx: &Context,
+) -> Result<Synced, SyncFailure> {
+    let namespace = sync.metadata.namespace.as_deref().unwrap_or("");
+    let previous = sync.status.clone().unwrap_or_default();
+    secret::validate(sync).map_err(|e| SyncFailure::new(e.reason(), e.to_string()))?;
+
+    let sa = &sync.spec.service_account_name;
+    let tokens = ctx.service_account_tokens(namespace, sa).await.map_err(|e| {
+        let text = format!(
+            "failed to get a token for ServiceAccount {namespace}/{sa} (TokenRequest, audience {DEFAULT_AUDIENCE}): \
+             {}; the ServiceAccount must exist and wisp-sync needs create on serviceaccounts/token",
+            error_chain(&e)
+        );
+        SyncFailure::api_refusal(text)
+    })?;
+
+    let class_name = &sync.spec.secret_provider_class_name;
+    let spc = match spc {
+        Ok(Some(spc)) => spc,
+        Ok(None) => {
+            return Err(SyncFailure::new(
+                Reason::ControllerSpcError,
+                format!(
+                    "failed to get SecretProviderClass {namespace}/{class_name}: not found; create it in the \
+                     SecretSync's namespace or fix spec.secretProviderClassName"
+                ),
+            ));
+        }
+        Err(e) => {
+            return Err(SyncFailure::new(
+                Reason::ControllerSpcError,
+                format!(
+                    "failed to get SecretProviderClass {namespace}/{class_name}: {}",
+                    error_chain(&e)
+                ),
+            ));
+        }
+    };
+    if spc.spec.provider != PROVIDER_AZURE {
+        return Err(SyncFailure::new(
+            Reason::ControllerSpcError,
+            format!(
+                "SecretProviderClass {namespace}/{class_name} has provider {:?}; wisp-sync serves provider \
+                 {PROVIDER_AZURE} only",
+                spc.spec.provider
+            ),
+        ));
+    }
+
+    let mut parameters: BTreeMap<String, String> = spc.spec.parameters.clone();
+    parameters.insert(CTX_POD_NAME.to_string(), ctx.config.pod_name.clone());
+    parameters.insert(CTX_POD_UID.to_string(), ctx.config.pod_uid.clone());
+    parameters.insert(CTX_POD_NAMESPACE.to_string(), namespace.to_string());
+    parameters.insert(CTX_SERVICE_ACCOUNT_NAME.to_string(), sa.clone());
+    parameters.insert(CTX_SERVICE_ACCOUNT_TOKENS.to_string(), tokens.tokens_json.to_string());
+    let secrets = BTreeMap::new();
+    let input = MountInput {
+        parameters: &parameters,
+        secrets: &secrets,
+        pod_namespace: namespace,
+        service_account_name: Some(sa),
+    };
+    let content = ctx
+        .provider
+        .content(input, Instant::now() + FETCH_TIMEOUT, freshness)
+        .await
+        .map_err(|e| {
+            SyncFailure::new(
+                Reason::ProviderError,
+                format!("fetching secrets from the provider failed: {e}"),
+            )
+        })?;
+
+    let data = secret::data_of(sync, &content.files)
+        .map_err(|e: SecretError| SyncFailure::new(e.reason(), error_chain(&e)))?;
+    let inputs = HashInputs {
+        spc_uid: spc.metadata.uid.as_deref().unwrap_or(""),
+        spc_generation: spc.metadata.generation.unwrap_or(0),
+        sync_uid: sync.metadata.uid.as_deref().unwrap_or(""),
+        sync_generation: sync.metadata.generation.unwrap_or(0),
+        force_synchronization: &sync.spec.force_synchronization,
+    };
+    let message = hash::message(&data, &inputs);
+    let sync_uid = inputs.sync_uid.to_string();
+    let (fingerprint, known) = ctx.hashes.lookup(&sync_uid, &message);
+    let hash = match known {
+        Some(hash) => hash,
+        None => {
+            // About 40 ms of CPU (see `hash`): off the async workers.
+            let salt = sync_uid.clone();
+            let hash = tokio::task::spawn_blocking(move || hash::derive(&message, &salt))
+                .await
+                .map_err(|e| {
+                    SyncFailure::new(
+                        Reason::ControllerInternalError,
+                        format!("computing the sync hash failed: {e}"),
+                    )
+                })?;
+            ctx.hashes.remember(&sync_uid, fingerprint, &hash);
+            hash
+        }
+    };
+
+    let now = Time(Timestamp::now());
+    match conditions::after_fetch(&previous, &hash, &now) {
+        Plan::Unchanged(status) => Ok(Synced::Unchanged(status)),
+        Plan::Write(status) => {
+            let apply = secret::build_secret(sync, &data);
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &apply.namespace);
+            let started = Instant::now();
+            let written = secrets
+                .patch(
+                    &apply.name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&apply.body),
+                )
+                .await;
+            ctx.metrics
+                .secret_written(namespace, written.is_ok(), started.elapsed().as_secs_f64());
+            written.map_err(|e| {
+                let text = format!("failed to patch secret {:?}: {}", apply.name, error_chain(&e));
+                SyncFailure::api_refusal(text)
+            })?;
+            Ok(Synced::Written(status))
+        }
+    }
+}
+
+fn reference(sync: &SecretSync) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(API_VERSION.to_string()),
+        kind: Some(KIND.to_string()),
+        name: sync.metadata.name.clone(),
+        namespace: sync.metadata.namespace.clone(),
+        uid: sync.metadata.uid.clone(),
+        resource_version: sync.metadata.resource_version.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+async fn publish_warning(ctx: &Context, sync: &SecretSync, failure: &SyncFailure) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: failure.reason.as_str().to_string(),
+        note: Some(failure.message.clone()),
+        action: "SyncSecret".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference(sync)).await {
+        tracing::warn!(error = %e, "cannot record the sync failure as an Event");
+    }
+}
