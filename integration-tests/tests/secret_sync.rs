@@ -433,7 +433,8 @@ async fn two_replicas_one_active_and_the_stand_by_takes_over() {
     })
     .await;
     let takeover = killed.elapsed();
-    assert!(takeover < Duration::from_secs(12), "took over after {takeover:?}");
+    // A bound on the behaviour (the Lease expires, the stand-by acquires it), loose for a loaded machine.
+    assert!(takeover < Duration::from_secs(18), "took over after {takeover:?}");
     kube.wait_until("the new leader rotates", PATIENCE, |k| {
         get_secret(k, "app-secret").is_some_and(|s| decoded(&s, "password") == "third-value")
     })
@@ -510,8 +511,10 @@ async fn a_vm_managed_identity_class_syncs_through_imds() {
     let imds = format!("--imds-endpoint={}", entra.imds_proxy_url());
     let _program = start_replica(&env, "wisp-sync-0", "1m", free_port(), &[&imds]);
     kube.upsert(secret_sync("msi-secret", "kv-msi", SA, None));
-    kube.wait_until("the Secret from IMDS's identity", PATIENCE, |k| {
+    // The status is written after the Secret: wait for both.
+    kube.wait_until("the Secret from IMDS's identity, then its status", PATIENCE, |k| {
         get_secret(k, "msi-secret").is_some_and(|s| decoded(&s, "password") == "from-imds")
+            && !conditions(&get_sync(k, "msi-secret")).is_empty()
     })
     .await;
     assert!(entra.imds_requests() > 0, "the token came from IMDS");
