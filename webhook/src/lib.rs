@@ -9,6 +9,8 @@ pub mod api;
 pub mod app;
 pub(crate) mod cert_rotation;
 pub mod cli;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod mutate;
 pub mod pod;

@@ -25,7 +25,7 @@ fn content_mtime(target: &Path) -> Option<SystemTime> {
 }
 
 /// Whether a volume last refreshed at `refreshed_at` is due at `now`.
-fn refresh_due(refreshed_at: SystemTime, interval: Duration, now: SystemTime) -> bool {
+pub(crate) fn refresh_due(refreshed_at: SystemTime, interval: Duration, now: SystemTime) -> bool {
     now >= refreshed_at + interval
 }
 

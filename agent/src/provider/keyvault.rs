@@ -323,7 +323,7 @@ fn service_error(vault: &VaultAccess, status: u16, body: &[u8]) -> KeyVaultError
     }
 }
 
-fn parse_object(
+pub(crate) fn parse_object(
     vault: &VaultAccess,
     object_type: ObjectType,
     status: u16,
