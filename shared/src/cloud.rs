@@ -88,12 +88,13 @@ impl CloudEnvironment {
             }
         };
         // Both become URLs with the tenant or vault name put into them: a query, fragment, path or user part would
-        // move those (and the token sent there) elsewhere.
+        // move those (and the token sent there) elsewhere, and an authority that is not an https URL with a host
+        // would make the tenant the host.
         let mut authority = required(file.active_directory_endpoint, "activeDirectoryEndpoint")?;
-        if authority.contains(['?', '#']) || authority.contains(char::is_whitespace) {
+        if !is_https_base_url(&authority) {
             return Err(fail(format!(
-                "field activeDirectoryEndpoint {authority:?} has a query, fragment or space; set the authority's URL, \
-                 e.g. https://login.microsoftonline.com/"
+                "field activeDirectoryEndpoint {authority:?} is not an https URL without query or fragment; set the \
+                 authority's URL, e.g. https://login.microsoftonline.com/"
             )));
         }
         if !authority.ends_with('/') {
@@ -146,6 +147,16 @@ impl CloudEnvironment {
     pub fn key_vault_scope(&self) -> String {
         format!("{}/.default", self.key_vault_resource)
     }
+}
+
+/// `https://host[:port]`, then any path without a query, fragment or space (Microsoft's SDKs refuse an authority
+/// that is not https too).
+fn is_https_base_url(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix("https://") else {
+        return false;
+    };
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    is_host_and_port(host) && !path.contains(['?', '#']) && !path.contains(char::is_whitespace)
 }
 
 /// `host` or `host:port`, the host of letters, digits, `-` and `.`: what can follow `https://{vault}.`.
@@ -282,9 +293,10 @@ mod tests {
     }
 
     /// Found through the `cloud_env` fuzz target's check (`fuzz/corpus/cloud_env/crash-suffix-path`,
-    /// `crash-authority-query`): a suffix with a `/`, `@` or `?` put the vault name, and the Key Vault token, on
-    /// another path or host than `https://{vault}.{suffix}/`; an authority with a query moved the tenant out of
-    /// the token endpoint's path.
+    /// `crash-authority-query`, `crash-authority-no-scheme`): a suffix with a `/`, `@` or `?` put the vault name,
+    /// and the Key Vault token, on another path or host than `https://{vault}.{suffix}/`; an authority with a
+    /// query moved the tenant out of the token endpoint's path, and one without `https://` and a host (the fuzzer's
+    /// `hZZZ…ttps://`) made the tenant the host.
     #[test]
     fn environment_file_urls_cannot_be_redirected() {
         let file = |authority: &str, suffix: &str| {
@@ -309,7 +321,14 @@ mod tests {
                 )
             );
         }
-        for authority in ["https://login/?x=", "https://login/#", "https://log in/"] {
+        for authority in [
+            "https://login/?x=",
+            "https://login/#",
+            "https://log in/",
+            "https://user@login/",
+            "http://login/",
+            "hZZZttps://",
+        ] {
             let err = CloudEnvironment::from_json("/e.json", file(authority, "v").as_bytes()).unwrap_err();
             assert!(err.to_string().contains("field activeDirectoryEndpoint"), "{err}");
         }
