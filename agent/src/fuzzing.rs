@@ -100,6 +100,7 @@ const PARAMETER_NAMES: &[&str] = &[
     "objectName",
 ];
 
+/// `{"spc": …, "attributes": …}`: the class as the agent reads it, merged with the attributes, parsed.
 pub fn check_spc_params(bytes: &[u8]) {
     let Ok(input) = serde_json::from_slice::<SpcInput>(bytes) else {
         return;
@@ -179,6 +180,8 @@ fn check_mount_params(parameters: &BTreeMap<String, String>, params: &MountParam
 
 // ---- volume_context ----
 
+/// A selector byte, then kubelet's `NodePublishVolumeRequest` (even) or the upstream driver's `MountRequest`
+/// (odd), as protobuf.
 pub fn check_volume_context(data: &[u8]) {
     let Some((selector, message)) = data.split_first() else {
         return;
@@ -480,6 +483,7 @@ fn check_files(spec: &ObjectSpec, options: &RenderOptions, object: &FetchedObjec
 
 // ---- state_file ----
 
+/// The bytes of the volume record, as a restarted agent reads them.
 pub fn check_state_file(data: &[u8]) {
     let state = StateFile::for_agent(
         Path::new("/var/run/wisp"),
@@ -512,6 +516,7 @@ pub fn check_state_file(data: &[u8]) {
 
 // ---- cloud_env ----
 
+/// A cloud environment file (`cloudEnvFileName`, `AZURE_ENVIRONMENT_FILEPATH`).
 pub fn check_cloud_env(data: &[u8]) {
     const PATH: &str = "/etc/kubernetes/custom-cloud.json";
     let cloud = match CloudEnvironment::from_json(PATH, data) {
