@@ -28,7 +28,7 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use wisp_shared::contract::provider_azure::DEFAULT_FILE_MODE;
 use wisp_shared::contract::secrets_store::{CTX_POD_NAME, CTX_POD_NAMESPACE};
 
-use crate::error_text::error_chain;
+use crate::error_text::{error_chain, json_problem};
 use crate::grpc_socket::{self, ServeError, SocketError, grpc_timeout};
 use crate::metrics::Metrics;
 use crate::proto::provider::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
@@ -67,20 +67,6 @@ pub enum RequestError {
          true"
     )]
     PodNamespaceMissing,
-}
-
-fn json_problem(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    let kind = match e.classify() {
-        Category::Eof => "unexpected end of JSON input",
-        Category::Syntax => "invalid JSON",
-        Category::Data => "a value of the wrong JSON type",
-        Category::Io => "unreadable JSON",
-    };
-    match e.column() {
-        0 => kind.to_string(),
-        column => format!("{kind} at line {} column {column}", e.line()),
-    }
 }
 
 /// A JSON object of strings; `null` (what the driver sends without a `nodePublishSecretRef`) is empty, as Go's

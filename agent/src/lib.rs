@@ -3,6 +3,8 @@
 //! Start reading at [`app`] (what `main` runs), then [`csi::node`] (kubelet's NodePublishVolume) and [`driver`]
 //! (what a publish does). Modules are listed from the top down: each uses only modules listed below it.
 //!
+//! - [`fuzzing`] — the properties the fuzz targets (`fuzz/`) check on every input from outside; not used by
+//!   the program.
 //! - [`app`] — the wiring: flags to sockets, servers and the driver; [`app::RunError`].
 //! - [`cli`] — the flags ([`cli::Cli`]).
 //! - [`library`] — the provider as a library for `wisp-sync` (re-exports and one constructor; the agent does not
@@ -32,6 +34,8 @@ pub(crate) mod csi;
 pub(crate) mod driver;
 pub(crate) mod dropin;
 pub(crate) mod error_text;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod grpc_socket;
 pub mod library;
 pub(crate) mod metrics;

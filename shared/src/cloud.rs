@@ -87,11 +87,26 @@ impl CloudEnvironment {
                 _ => Err(fail(format!("field {field} is missing or empty"))),
             }
         };
+        // Both become URLs with the tenant or vault name put into them: a query, fragment, path or user part would
+        // move those (and the token sent there) elsewhere, and an authority that is not an https URL with a host
+        // would make the tenant the host.
         let mut authority = required(file.active_directory_endpoint, "activeDirectoryEndpoint")?;
+        if !is_https_base_url(&authority) {
+            return Err(fail(format!(
+                "field activeDirectoryEndpoint {authority:?} is not an https URL without query or fragment; set the \
+                 authority's URL, e.g. https://login.microsoftonline.com/"
+            )));
+        }
         if !authority.ends_with('/') {
             authority.push('/');
         }
         let dns_suffix = required(file.key_vault_dns_suffix, "keyVaultDNSSuffix")?;
+        if !is_host_and_port(&dns_suffix) {
+            return Err(fail(format!(
+                "field keyVaultDNSSuffix {dns_suffix:?} is not a DNS name; set the vaults' domain, optionally with \
+                 a port, e.g. vault.azure.net"
+            )));
+        }
         // go-autorest environments carry the vault resource twice; the resource identifier is the one used as
         // the token audience, `keyVaultEndpoint` the fallback.
         let resource = file
@@ -132,6 +147,29 @@ impl CloudEnvironment {
     pub fn key_vault_scope(&self) -> String {
         format!("{}/.default", self.key_vault_resource)
     }
+}
+
+/// `https://host[:port]`, then any path without a query, fragment or space (Microsoft's SDKs refuse an authority
+/// that is not https too).
+fn is_https_base_url(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix("https://") else {
+        return false;
+    };
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    is_host_and_port(host) && !path.contains(['?', '#']) && !path.contains(char::is_whitespace)
+}
+
+/// `host` or `host:port`, the host of letters, digits, `-` and `.`: what can follow `https://{vault}.`.
+fn is_host_and_port(text: &str) -> bool {
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
+    };
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 #[derive(Deserialize)]
@@ -252,5 +290,49 @@ mod tests {
             err.to_string(),
             "cloud environment file /nonexistent/env.json: No such file or directory (os error 2)"
         );
+    }
+
+    /// Found through the `cloud_env` fuzz target's check (`fuzz/corpus/cloud_env/crash-suffix-path`,
+    /// `crash-authority-query`, `crash-authority-no-scheme`): a suffix with a `/`, `@` or `?` put the vault name,
+    /// and the Key Vault token, on another path or host than `https://{vault}.{suffix}/`; an authority with a
+    /// query moved the tenant out of the token endpoint's path, and one without `https://` and a host (the fuzzer's
+    /// `hZZZ…ttps://`) made the tenant the host.
+    #[test]
+    fn environment_file_urls_cannot_be_redirected() {
+        let file = |authority: &str, suffix: &str| {
+            format!(
+                r#"{{"activeDirectoryEndpoint":"{authority}","keyVaultDNSSuffix":"{suffix}","keyVaultEndpoint":"https://v/"}}"#
+            )
+        };
+        for suffix in [
+            "vault.local/x",
+            "vault.azure.net@evil.example",
+            "vault.local?",
+            "vault local",
+            "v:0",
+            "v:x",
+        ] {
+            let err = CloudEnvironment::from_json("/e.json", file("https://login/", suffix).as_bytes()).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "cloud environment file /e.json: field keyVaultDNSSuffix {suffix:?} is not a DNS name; set the \
+                     vaults' domain, optionally with a port, e.g. vault.azure.net"
+                )
+            );
+        }
+        for authority in [
+            "https://login/?x=",
+            "https://login/#",
+            "https://log in/",
+            "https://user@login/",
+            "http://login/",
+            "hZZZttps://",
+        ] {
+            let err = CloudEnvironment::from_json("/e.json", file(authority, "v").as_bytes()).unwrap_err();
+            assert!(err.to_string().contains("field activeDirectoryEndpoint"), "{err}");
+        }
+        let cloud = CloudEnvironment::from_json("/e.json", file("https://login:8443", "vault.local:9443").as_bytes());
+        assert_eq!(cloud.unwrap().vault_url("kv"), "https://kv.vault.local:9443/");
     }
 }

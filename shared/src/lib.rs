@@ -6,4 +6,6 @@
 
 pub mod cloud;
 pub mod contract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod runtime;

@@ -54,7 +54,7 @@ fn loggable(context: &HashMap<String, String>) -> BTreeMap<&str, &str> {
 }
 
 /// NodePublishVolume's arguments, checked in the upstream driver's order with its texts.
-fn publish_request(
+pub(crate) fn publish_request(
     request: NodePublishVolumeRequest,
     timeout: Option<Duration>,
 ) -> Result<PublishRequest, PublishFailure> {

@@ -25,9 +25,11 @@ fn content_mtime(target: &Path) -> Option<SystemTime> {
         .ok()
 }
 
-/// Whether a volume last refreshed at `refreshed_at` is due at `now`.
-fn refresh_due(refreshed_at: SystemTime, interval: Duration, now: SystemTime) -> bool {
-    now >= refreshed_at + interval
+/// Whether a volume last refreshed at `refreshed_at` is due at `now`. A time so far ahead that the interval
+/// cannot be added to it (a damaged volume record, a file time set to the year 292 billion) is due: a refresh is
+/// the safe side, and records the real time.
+pub(crate) fn refresh_due(refreshed_at: SystemTime, interval: Duration, now: SystemTime) -> bool {
+    refreshed_at.checked_add(interval).is_none_or(|due| now >= due)
 }
 
 impl Driver {
@@ -116,5 +118,15 @@ mod tests {
         assert!(!refresh_due(at, interval, at + Duration::from_secs(119)));
         assert!(refresh_due(at, interval, at + interval));
         assert!(refresh_due(SystemTime::UNIX_EPOCH, interval, at));
+    }
+
+    /// Found through the `state_file` fuzz target's check (`fuzz/corpus/state_file/crash-refreshed-at-overflow`):
+    /// a volume record whose `refreshed_at` is near the end of `SystemTime` made adding the interval panic on
+    /// kubelet's next republish of the volume.
+    #[test]
+    fn a_time_the_interval_cannot_be_added_to_is_due() {
+        let end = SystemTime::UNIX_EPOCH + Duration::from_secs(i64::MAX as u64);
+        assert!(refresh_due(end, Duration::from_secs(120), SystemTime::now()));
+        assert!(!refresh_due(end, Duration::ZERO, SystemTime::now()));
     }
 }

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use wisp_shared::cloud::CloudEnvironment;
 use wisp_shared::contract::workload_identity::DEFAULT_AUDIENCE;
 
-use crate::error_text::error_chain;
+use crate::error_text::{error_chain, json_problem};
 use crate::provider::http::{Outcome, RetryPolicy, send_with_retry};
 
 const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -33,7 +33,10 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 pub enum AuthError {
     #[error("service account tokens not found")]
     TokensMissing,
-    #[error("failed to unmarshal service account tokens, error: {0}")]
+    #[error(
+        "failed to unmarshal service account tokens, error: {0}; kubelet sends csi.storage.k8s.io/serviceAccount.tokens \
+         as a JSON object of audience to {{\"token\", \"expirationTimestamp\"}}"
+    )]
     TokensInvalid(String),
     #[error("token for audience {0} not found")]
     AudienceMissing(String),
@@ -87,9 +90,9 @@ pub fn token_for_audience(tokens_json: &str, audience: &str) -> Result<SecretStr
         #[serde(default)]
         token: String,
     }
-    // serde_json's messages name positions, never the token text.
+    // By kind and position only: serde_json's own text quotes a value of the wrong type, which can be a token.
     let map: BTreeMap<String, Entry> =
-        serde_json::from_str(tokens_json).map_err(|e| AuthError::TokensInvalid(e.to_string()))?;
+        serde_json::from_str(tokens_json).map_err(|e| AuthError::TokensInvalid(json_problem(&e)))?;
     match map.get(audience) {
         Some(entry) if !entry.token.is_empty() => Ok(SecretString::from(entry.token.clone())),
         _ => Err(AuthError::AudienceMissing(audience.to_string())),
@@ -509,7 +512,7 @@ fn parse_token(url: &str, status: u16, body: &[u8]) -> Result<AccessToken, AuthE
         reason,
     };
     let parsed: TokenResponse =
-        serde_json::from_slice(body).map_err(|e| bad(format!("not an OAuth token response: {e}")))?;
+        serde_json::from_slice(body).map_err(|e| bad(format!("not an OAuth token response: {}", json_problem(&e))))?;
     if parsed.access_token.is_empty() {
         return Err(bad("access_token is empty".into()));
     }

@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::error_text::error_chain;
+use crate::error_text::{error_chain, json_problem};
 use crate::metrics::Metrics;
 use crate::provider::http::{Outcome, RetryPolicy, send_with_retry};
 use crate::provider::params::ObjectType;
@@ -323,7 +323,7 @@ fn service_error(vault: &VaultAccess, status: u16, body: &[u8]) -> KeyVaultError
     }
 }
 
-fn parse_object(
+pub(crate) fn parse_object(
     vault: &VaultAccess,
     object_type: ObjectType,
     status: u16,
@@ -347,9 +347,9 @@ fn parse_object(
                 content_type: Option<String>,
                 kid: Option<String>,
             }
-            // The error text of a failed parse never contains the value: serde_json reports positions only.
+            // By kind and position only: serde_json's own text quotes a value of the wrong type.
             let bundle: SecretBundle =
-                serde_json::from_slice(body).map_err(|e| bad(format!("not a secret bundle: {e}")))?;
+                serde_json::from_slice(body).map_err(|e| bad(format!("not a secret bundle: {}", json_problem(&e))))?;
             let value = bundle.value.ok_or_else(|| bad("secret value is nil".into()))?;
             let id = bundle.id.ok_or_else(|| bad("secret id is nil".into()))?;
             Ok(Fetched {
@@ -366,7 +366,8 @@ fn parse_object(
             struct KeyBundle {
                 key: Option<serde_json::Value>,
             }
-            let bundle: KeyBundle = serde_json::from_slice(body).map_err(|e| bad(format!("not a key bundle: {e}")))?;
+            let bundle: KeyBundle =
+                serde_json::from_slice(body).map_err(|e| bad(format!("not a key bundle: {}", json_problem(&e))))?;
             let jwk = bundle
                 .key
                 .filter(|k| k.is_object())
@@ -386,8 +387,8 @@ fn parse_object(
                 id: Option<String>,
                 cer: Option<String>,
             }
-            let bundle: CertificateBundle =
-                serde_json::from_slice(body).map_err(|e| bad(format!("not a certificate bundle: {e}")))?;
+            let bundle: CertificateBundle = serde_json::from_slice(body)
+                .map_err(|e| bad(format!("not a certificate bundle: {}", json_problem(&e))))?;
             let cer = bundle.cer.ok_or_else(|| bad("certificate value is nil".into()))?;
             let id = bundle.id.ok_or_else(|| bad("certificate id is nil".into()))?;
             let der = base64::engine::general_purpose::STANDARD

@@ -270,7 +270,7 @@ fn pfx_to_pem(base64_pfx: &[u8], construct_chain: bool) -> Result<Zeroizing<Vec<
 /// certificate whose subject key identifier equals its authority key identifier (two absent identifiers do
 /// not match); the leaf is the first certificate that is nobody's parent. A chain that does not reach every
 /// certificate leaves them in their original order, with a warning.
-fn chain_order(certs: &[&[u8]]) -> Result<Vec<usize>, RenderProblem> {
+pub(crate) fn chain_order(certs: &[&[u8]]) -> Result<Vec<usize>, RenderProblem> {
     let mut key_ids = Vec::with_capacity(certs.len());
     for der in certs {
         let (_, cert) = X509Certificate::from_der(der).map_err(|e| RenderProblem::Certificate(e.to_string()))?;

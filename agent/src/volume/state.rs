@@ -114,19 +114,26 @@ impl StateFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(source) => return Err(StateError::Read { path: shown(), source }),
         };
+        self.parse(&bytes)
+    }
+
+    /// The volumes of a record's bytes, checked as [`StateFile::load`] does (the fuzz target's entry point: the
+    /// file is node-local but outlives agent versions and may be truncated or hand-edited).
+    pub(crate) fn parse(&self, bytes: &[u8]) -> Result<Vec<MountedVolume>, StateError> {
+        let shown = || self.path.display().to_string();
         let invalid = |e: serde_json::Error| StateError::Invalid {
             path: shown(),
             reason: e.to_string(),
         };
         // The version first, so that a record of another format is named as such, not as a missing field.
-        let RecordVersion { version } = serde_json::from_slice(&bytes).map_err(invalid)?;
+        let RecordVersion { version } = serde_json::from_slice(bytes).map_err(invalid)?;
         if version != FORMAT_VERSION {
             return Err(StateError::Invalid {
                 path: shown(),
                 reason: format!("format version {version} is not {FORMAT_VERSION}"),
             });
         }
-        let record: Record = serde_json::from_slice(&bytes).map_err(invalid)?;
+        let record: Record = serde_json::from_slice(bytes).map_err(invalid)?;
         if record.owner != self.owner {
             return Err(StateError::Invalid {
                 path: shown(),

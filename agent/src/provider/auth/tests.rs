@@ -54,8 +54,29 @@ fn tokens_json_parsing_matches_upstream_errors() {
         token_for_audience("{not json", DEFAULT_AUDIENCE)
             .unwrap_err()
             .to_string(),
-        "failed to unmarshal service account tokens, error: key must be a string at line 1 column 2"
+        "failed to unmarshal service account tokens, error: invalid JSON at line 1 column 2; kubelet sends \
+         csi.storage.k8s.io/serviceAccount.tokens as a JSON object of audience to {\"token\", \"expirationTimestamp\"}"
     );
+}
+
+/// Found by the `volume_context` fuzz target (`fuzz/corpus/volume_context/crash-token-in-error`): a token where
+/// its `{token, expirationTimestamp}` object belongs was quoted by serde_json's error text, and so shown in the
+/// pod's events and the agent's log.
+#[test]
+fn a_mistyped_token_is_not_shown_in_the_error() {
+    let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2lnbmF0dXJl";
+    for tokens in [
+        format!(r#"{{"api://AzureADTokenExchange":"{token}"}}"#),
+        format!(r#"{{"api://AzureADTokenExchange":{{"token":["{token}"]}}}}"#),
+        format!(r#""{token}""#),
+    ] {
+        let text = token_for_audience(&tokens, DEFAULT_AUDIENCE).unwrap_err().to_string();
+        assert!(!text.contains(token), "{text}");
+        assert!(
+            text.contains("a value of the wrong JSON type at line 1 column"),
+            "{text}"
+        );
+    }
 }
 
 #[test]
