@@ -18,6 +18,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use integration_tests::agent_harness::{Agent, AgentEnv, CLIENT, POD_A, TENANT, VAULT};
 use integration_tests::fake_keyvault::ObjectKind;
+use integration_tests::fake_kube::Outage;
 use integration_tests::kubelet::csi::NodePublishVolumeRequest;
 use integration_tests::kubelet::csi::node_client::NodeClient;
 use integration_tests::kubelet::{self, visible_files};
@@ -86,6 +87,15 @@ fn key_vault_503() -> FaultAction {
     }
 }
 
+/// Key Vault's answer when it fails internally, with no `Retry-After`: the agent backs off by itself.
+fn key_vault_500() -> FaultAction {
+    FaultAction::Respond {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        headers: vec![("content-type".into(), "application/json; charset=utf-8".into())],
+        body: json!({"error": {"code": "InternalServerError", "message": "An unexpected error occurred."}}).to_string(),
+    }
+}
+
 /// Key Vault answers that are retried (4 tries per request, as the Azure SDKs): a fault that lasts fewer tries
 /// is invisible to the pod; one that lasts longer fails the first mount, which leaves nothing behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,6 +110,7 @@ async fn key_vault_faults_are_retried_and_a_first_mount_that_runs_out_leaves_not
     let transient: Vec<(&str, FaultAction, u32)> = vec![
         ("connection reset mid-body", FaultAction::DropConnection, 2),
         ("503 with retry-after-ms", key_vault_503(), 3),
+        ("500", key_vault_500(), 1),
     ];
     for (n, (what, action, times)) in transient.into_iter().enumerate() {
         let target = env.target(NAMESPACE, &format!("pod-transient-{n}"));
@@ -513,11 +524,20 @@ async fn sigkill_while_writing_leaves_the_old_or_the_new_volume_whole() {
     assert!(!target.exists(), "{} is left", target.display());
 }
 
+/// How the Kubernetes API fails during a refresh.
+#[derive(Debug, Clone, Copy)]
+enum ApiFault {
+    /// Writes of the pod status answer 500, writes of the Secret 503; everything else works.
+    WritesFail,
+    /// The API server is down: every connection is dropped, watches included.
+    Down,
+}
+
 /// The Kubernetes API failing while the agent writes the pod status and syncs Secrets on a refresh: the files
-/// are refreshed anyway (the mount does not depend on the API server), the pod status and the Secret keep their
-/// last values, and both are written at the first refresh after the API server is back, without a restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pod_status_and_secrets_catch_up_once_the_api_server_is_back() {
+/// are refreshed anyway (the mount does not depend on the API server; the class comes from the watch cache), the
+/// pod status and the Secret keep their last values, and both are written at the first refresh after the API
+/// server is back, without a restart.
+async fn pod_status_and_secrets_catch_up_after(fault: ApiFault) {
     let env = env_with_s1("first").await;
     let kube = &env.cloud.kube;
     env.add_spc_with(
@@ -553,44 +573,72 @@ async fn pod_status_and_secrets_catch_up_once_the_api_server_is_back() {
     })
     .await;
 
-    // The API server fails every write of the pod status and the Secret.
-    let status_path = format!(
-        "/apis/secrets-store.csi.x-k8s.io/v1/namespaces/{NAMESPACE}/secretproviderclasspodstatuses/{status_name}"
-    );
-    let secret_path = format!("/api/v1/namespaces/{NAMESPACE}/secrets/app");
-    kube.fail_requests("PATCH", &status_path, 500, u32::MAX);
-    kube.fail_requests("PATCH", &secret_path, 503, u32::MAX);
+    match fault {
+        ApiFault::WritesFail => {
+            let status_path = format!(
+                "/apis/secrets-store.csi.x-k8s.io/v1/namespaces/{NAMESPACE}/secretproviderclasspodstatuses/{status_name}"
+            );
+            kube.fail_requests("PATCH", &status_path, 500, u32::MAX);
+            kube.fail_requests(
+                "PATCH",
+                &format!("/api/v1/namespaces/{NAMESPACE}/secrets/app"),
+                503,
+                u32::MAX,
+            );
+        }
+        ApiFault::Down => kube.start_outage(Outage::Down),
+    }
     let second_version = env.cloud.vault.add_secret(VAULT, "s1", "second", None).expect("s1 v2");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     agent
         .publish(&mut client, env.publish_request(&POD_A, "spc-a", &target))
         .await;
-    assert_eq!(visible_files(&agent.view(&target)), s1_files("second"));
-    kube.wait_until("the agent tried to write both", PATIENCE, |kube| {
-        let requests = kube.requests();
-        let tried = |path: &str| {
-            requests
-                .iter()
-                .filter(|r| r.method == "PATCH" && r.path == path)
-                .count()
-        };
-        tried(&status_path) >= 2 && tried(&secret_path) >= 2
-    })
-    .await;
-    assert_eq!(status_version(), Some(first_version));
-    assert_eq!(secret_value(), Some(json!(STANDARD.encode("first"))));
+    assert_eq!(visible_files(&agent.view(&target)), s1_files("second"), "{fault:?}");
+    agent
+        .program
+        .wait_for_log("pod status not updated after a refresh", PATIENCE)
+        .await;
+    match fault {
+        // The Secret's write is retried while the API server answers 503: it has been tried, and refused.
+        ApiFault::WritesFail => {
+            kube.wait_until("the Secret's write was tried and refused", PATIENCE, |kube| {
+                let secret_path = format!("/api/v1/namespaces/{NAMESPACE}/secrets/app");
+                kube.requests()
+                    .iter()
+                    .filter(|r| r.method == "PATCH" && r.path == secret_path && r.status == 503)
+                    .count()
+                    >= 2
+            })
+            .await
+        }
+        // No pod to read the volume from.
+        ApiFault::Down => agent.program.wait_for_log("secret sync skipped", PATIENCE).await,
+    }
+    assert_eq!(status_version(), Some(first_version), "{fault:?}");
+    assert_eq!(secret_value(), Some(json!(STANDARD.encode("first"))), "{fault:?}");
 
     // The API server is back: the next refresh writes both, though the files do not change again.
     kube.clear_failures();
+    kube.end_outage();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     agent
         .publish(&mut client, env.publish_request(&POD_A, "spc-a", &target))
         .await;
-    assert_eq!(status_version(), Some(json!(second_version)));
+    assert_eq!(status_version(), Some(json!(second_version)), "{fault:?}");
     kube.wait_until("the Secret has the new value", PATIENCE, |_| {
         secret_value() == Some(json!(STANDARD.encode("second")))
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_status_and_secrets_catch_up_once_the_api_server_takes_writes_again() {
+    pod_status_and_secrets_catch_up_after(ApiFault::WritesFail).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_status_and_secrets_catch_up_once_the_api_server_is_up_again() {
+    pod_status_and_secrets_catch_up_after(ApiFault::Down).await;
 }
 
 /// A filesystem mounted for the test below the pods directory, unmounted however the test ends.
