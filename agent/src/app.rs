@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
 use tokio::net::UnixListener;
 
 use crate::cli::Cli;
@@ -22,7 +21,7 @@ use crate::driver::{Driver, DriverInfo, DriverOptions};
 use crate::dropin::{self, ProviderService};
 use crate::error_text::error_chain;
 use crate::grpc_socket::{self, ServeError, SocketError, bind_socket};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, openmetrics_router};
 use crate::proto::csi::controller_server::ControllerServer;
 use crate::proto::csi::identity_server::IdentityServer;
 use crate::proto::csi::node_server::NodeServer;
@@ -136,24 +135,6 @@ pub(crate) async fn serve_csi(
         .map_err(|source| ServeError::Serve { path, source })
 }
 
-fn metrics_router(metrics: Arc<Metrics>) -> Router {
-    Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.encode(),
-                )
-            }
-        }),
-    )
-}
-
 async fn serve_http(addr: SocketAddr, router: Router) -> Result<(), RunError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -209,9 +190,24 @@ pub async fn run(cli: Cli) -> Result<(), RunError> {
         health::PROBE_TIMEOUT,
     )));
     if cli.metrics_addr == cli.health_addr {
-        serve_http(cli.metrics_addr, metrics_router(metrics.clone()).merge(health)).await?;
+        serve_http(
+            cli.metrics_addr,
+            openmetrics_router({
+                let metrics = metrics.clone();
+                move || metrics.encode()
+            })
+            .merge(health),
+        )
+        .await?;
     } else {
-        serve_http(cli.metrics_addr, metrics_router(metrics.clone())).await?;
+        serve_http(
+            cli.metrics_addr,
+            openmetrics_router({
+                let metrics = metrics.clone();
+                move || metrics.encode()
+            }),
+        )
+        .await?;
         serve_http(cli.health_addr, health).await?;
     }
 

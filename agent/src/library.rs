@@ -12,11 +12,11 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 pub use crate::cluster::secret_sync::{
-    SECRET_TYPE_OPAQUE, SECRET_TYPE_TLS, SecretObjectProblem, TlsProblem, secret_type,
+    SECRET_TYPE_OPAQUE, SECRET_TYPE_TLS, SecretApply, SecretObjectProblem, TlsProblem, secret_type,
 };
 pub use crate::content::RenderedFile;
 pub use crate::error_text::error_chain;
-pub use crate::metrics::Metrics;
+pub use crate::metrics::{Metrics, openmetrics_router};
 pub use crate::provider::http::HttpError;
 pub use crate::provider::input::MountInput;
 pub use crate::provider::render::RenderOptions;

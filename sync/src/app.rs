@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use kube::runtime::events::{Recorder, Reporter};
-use wisp_agent::library::{HttpError, Metrics, ProviderConfig, RenderOptions, build_provider};
+use wisp_agent::library::{HttpError, Metrics, ProviderConfig, RenderOptions, build_provider, openmetrics_router};
 
 use crate::cli::Cli;
 use crate::leader::{self, LeaderConfig};
@@ -31,24 +31,6 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-}
-
-fn metrics_router(metrics: Arc<SyncMetrics>) -> Router {
-    Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.encode(),
-                )
-            }
-        }),
-    )
 }
 
 fn health_router() -> Router {
@@ -89,9 +71,24 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + Sync + 's
     let client = kube::Client::try_default().await.map_err(RunError::Kube)?;
     let metrics = Arc::new(SyncMetrics::new(metrics));
     if cli.metrics_addr == cli.health_addr {
-        serve_http(cli.metrics_addr, metrics_router(metrics.clone()).merge(health_router())).await?;
+        serve_http(
+            cli.metrics_addr,
+            openmetrics_router({
+                let metrics = metrics.clone();
+                move || metrics.encode()
+            })
+            .merge(health_router()),
+        )
+        .await?;
     } else {
-        serve_http(cli.metrics_addr, metrics_router(metrics.clone())).await?;
+        serve_http(
+            cli.metrics_addr,
+            openmetrics_router({
+                let metrics = metrics.clone();
+                move || metrics.encode()
+            }),
+        )
+        .await?;
         serve_http(cli.health_addr, health_router()).await?;
     }
     let reporter = Reporter {

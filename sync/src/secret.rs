@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde_json::{Value, json};
+use serde_json::json;
+// The agent's Secret to apply: its Debug never shows the body, whose data are secrets.
+use wisp_agent::library::SecretApply;
 use wisp_agent::library::{RenderedFile, SecretObjectProblem, secret_data, secret_type};
 use zeroize::Zeroizing;
 
@@ -67,24 +69,6 @@ impl SecretError {
                 Reason::UserInputValidationFailed
             }
         }
-    }
-}
-
-/// A Secret to apply. Debug never shows the body: its data are secrets.
-#[derive(Clone, PartialEq)]
-pub struct SecretApply {
-    pub name: String,
-    pub namespace: String,
-    pub body: Value,
-}
-
-impl std::fmt::Debug for SecretApply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretApply")
-            .field("name", &self.name)
-            .field("namespace", &self.namespace)
-            .field("body", &format_args!("<redacted>"))
-            .finish()
     }
 }
 

@@ -2,6 +2,8 @@ use pretty_assertions::assert_eq;
 use serde_json::json;
 use wisp_agent::library::RenderedFile;
 
+use serde_json::Value;
+
 use super::*;
 
 fn sync(spec: Value) -> SecretSync {
