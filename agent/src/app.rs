@@ -21,7 +21,8 @@ use crate::driver::{Driver, DriverInfo, DriverOptions};
 use crate::dropin::{self, ProviderService};
 use crate::error_text::error_chain;
 use crate::grpc_socket::{self, ServeError, SocketError, bind_socket};
-use crate::metrics::{Metrics, openmetrics_router};
+use crate::http_endpoint::{openmetrics_router, spawn_http};
+use crate::metrics::Metrics;
 use crate::proto::csi::controller_server::ControllerServer;
 use crate::proto::csi::identity_server::IdentityServer;
 use crate::proto::csi::node_server::NodeServer;
@@ -136,16 +137,9 @@ pub(crate) async fn serve_csi(
 }
 
 async fn serve_http(addr: SocketAddr, router: Router) -> Result<(), RunError> {
-    let listener = tokio::net::TcpListener::bind(addr)
+    spawn_http(addr, router)
         .await
-        .map_err(|source| RunError::Listen { addr, source })?;
-    tracing::info!(%addr, "HTTP endpoint listening");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(%addr, error = %e, "HTTP endpoint failed");
-        }
-    });
-    Ok(())
+        .map_err(|source| RunError::Listen { addr, source })
 }
 
 /// Runs the agent until SIGTERM/SIGINT.

@@ -17,8 +17,9 @@
 //! - [`volume`] — the target directory: mounting, the atomic writer, reading mounted files back, the state file.
 //! - [`provider`] — the Azure side: parameters, tokens, the Key Vault client, the round cache, rendering files.
 //! - The floor, used by all of the above: [`metrics`], [`content`] (rendered files, object versions, the file-path
-//!   rule), [`pem`] and [`private_key`] (Go-compatible encodings), [`error_text`] (an error with its causes on one line), [`grpc_socket`] (unix sockets that take any
-//!   `:authority`), [`proto`] (the generated gRPC code).
+//!   rule), [`pem`] and [`private_key`] (Go-compatible encodings), [`error_text`] (an error with its causes on one
+//!   line), [`http_endpoint`] (`/metrics` and background HTTP listeners), [`grpc_socket`] (unix sockets that take
+//!   any `:authority`), [`proto`] (the generated gRPC code).
 //!
 //! For other programs (`kubectl wisp`), [`check_class_parameters`] checks a SecretProviderClass's parameters
 //! exactly as a mount does, with the same messages, and says which identity the mount would use.
@@ -37,6 +38,7 @@ pub(crate) mod error_text;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod grpc_socket;
+pub(crate) mod http_endpoint;
 pub mod library;
 pub(crate) mod metrics;
 pub(crate) mod pem;

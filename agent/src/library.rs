@@ -16,7 +16,8 @@ pub use crate::cluster::secret_sync::{
 };
 pub use crate::content::RenderedFile;
 pub use crate::error_text::error_chain;
-pub use crate::metrics::{Metrics, openmetrics_router};
+pub use crate::http_endpoint::{openmetrics_router, spawn_http};
+pub use crate::metrics::Metrics;
 pub use crate::provider::http::HttpError;
 pub use crate::provider::input::MountInput;
 pub use crate::provider::render::RenderOptions;

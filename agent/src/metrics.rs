@@ -3,8 +3,6 @@
 //! `node_unpublish_error_total` (driver) and the `keyvault_request` / `grpc_request` histograms (provider).
 //! Everything lives in an explicit [`Registry`] owned by [`Metrics`]; there are no globals.
 
-use axum::Router;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -338,25 +336,6 @@ fn grpc_code_name(code: tonic::Code) -> &'static str {
         DataLoss => "DataLoss",
         Unauthenticated => "Unauthenticated",
     }
-}
-
-/// `/metrics` answering what `encode` writes, in the OpenMetrics text format (shared by every wisp program).
-pub fn openmetrics_router(encode: impl Fn() -> String + Clone + Send + Sync + 'static) -> Router {
-    Router::new().route(
-        "/metrics",
-        get(move || {
-            let text = encode();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    text,
-                )
-            }
-        }),
-    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use kube::runtime::events::{Recorder, Reporter};
-use wisp_agent::library::{HttpError, Metrics, ProviderConfig, RenderOptions, build_provider, openmetrics_router};
+use wisp_agent::library::{
+    HttpError, Metrics, ProviderConfig, RenderOptions, build_provider, openmetrics_router, spawn_http,
+};
 
 use crate::cli::Cli;
 use crate::leader::{self, LeaderConfig};
@@ -40,16 +42,9 @@ fn health_router() -> Router {
 }
 
 async fn serve_http(addr: SocketAddr, router: Router) -> Result<(), RunError> {
-    let listener = tokio::net::TcpListener::bind(addr)
+    spawn_http(addr, router)
         .await
-        .map_err(|source| RunError::Listen { addr, source })?;
-    tracing::info!(%addr, "HTTP endpoint listening");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(%addr, error = %e, "HTTP endpoint failed");
-        }
-    });
-    Ok(())
+        .map_err(|source| RunError::Listen { addr, source })
 }
 
 /// Runs the controller until `shutdown` resolves.
