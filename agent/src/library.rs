@@ -20,6 +20,7 @@ pub use crate::http_endpoint::{openmetrics_router, spawn_http};
 pub use crate::metrics::Metrics;
 pub use crate::provider::http::HttpError;
 pub use crate::provider::input::MountInput;
+pub use crate::provider::params::{WorkloadIdentityDefaults, apply_workload_identity_defaults};
 pub use crate::provider::render::RenderOptions;
 pub use crate::provider::{Freshness, MountContent, Provider, ProviderConfig, ProviderError};
 

@@ -1131,6 +1131,7 @@ def test_secret_sync_rbac_is_what_it_uses(chart):
             "resources": ["secretproviderclasses"],
             "verbs": ["get", "list", "watch"],
         },
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},

@@ -41,13 +41,14 @@ fn start_sync(env: &AgentEnv, interval: &str) -> (RunningProgram, u16) {
     (program, metrics_port)
 }
 
-/// A running wisp-sync whose pod is `pod_name`, with `/metrics` on `metrics_port` and `extra` flags.
-fn start_replica(env: &AgentEnv, pod_name: &str, interval: &str, metrics_port: u16, extra: &[&str]) -> RunningProgram {
+/// A running wisp-sync whose pod is `pod_name`, with `/metrics`, `/healthz` and `/readyz` on `http_port` and
+/// `extra` flags.
+fn start_replica(env: &AgentEnv, pod_name: &str, interval: &str, http_port: u16, extra: &[&str]) -> RunningProgram {
     Program::from_path("wisp-sync", built_binary("wisp-sync", "wisp-sync"))
         .args([
             format!("--rotation-poll-interval={interval}"),
-            format!("--metrics-addr=127.0.0.1:{metrics_port}"),
-            format!("--health-addr=127.0.0.1:{}", free_port()),
+            format!("--metrics-addr=127.0.0.1:{http_port}"),
+            format!("--health-addr=127.0.0.1:{http_port}"),
             "--log-level=wisp_sync=debug,info".to_string(),
         ])
         .args(extra)
@@ -398,12 +399,16 @@ async fn two_replicas_one_active_and_the_stand_by_takes_over() {
     // Six seconds, renewed in the last two: on this shared, loaded test machine a shorter grace let a renewal
     // come late and the stand-by take over from a living leader (which then stops, as it should).
     let election = ["--leader-elect", "--leader-election-lease-duration=6s"];
-    let mut first = start_replica(&env, "replica-a", "1s", free_port(), &election);
+    let (first_port, second_port) = (free_port(), free_port());
+    let mut first = start_replica(&env, "replica-a", "1s", first_port, &election);
     kube.wait_until("replica-a leads", PATIENCE, |k| {
         lease_holder(k).as_deref() == Some("replica-a")
     })
     .await;
-    let mut second = start_replica(&env, "replica-b", "1s", free_port(), &election);
+    let mut second = start_replica(&env, "replica-b", "1s", second_port, &election);
+    // Both ready: the leader once its caches are listed, the stand-by while it waits.
+    wait_ready(first_port, "ok\n").await;
+    wait_ready(second_port, "ok: stand-by, waiting for the leader election Lease\n").await;
     kube.upsert(secret_sync("app-secret", "kv", SA, None));
     kube.wait_until("the Secret is created", PATIENCE, |k| {
         get_secret(k, "app-secret").is_some()
@@ -442,6 +447,24 @@ async fn two_replicas_one_active_and_the_stand_by_takes_over() {
     // The log line follows the write the fake API already holds.
     second.wait_for_log("secret written", PATIENCE).await;
     assert!(second.logs().contains("leading"), "{}", second.logs());
+}
+
+/// Waits until `/readyz` on `port` answers 200 with `body` (earlier answers: 503 while starting and listing).
+async fn wait_ready(port: u16, body: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(answer) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
+            let status = answer.status().as_u16();
+            let text = answer.text().await.unwrap_or_default();
+            if status == 200 && text == body {
+                return;
+            }
+            last = Some((status, text));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("/readyz on {port} never answered 200 {body:?}; last answer {last:?}");
 }
 
 /// The sum of `rotation_reconcile_total` samples on `/metrics`.
@@ -522,5 +545,110 @@ async fn a_vm_managed_identity_class_syncs_through_imds() {
     assert_eq!(
         conditions(&get_sync(kube, "msi-secret")),
         [condition("Create", "True", "CreateSucceeded")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_from_service_account_annotations_and_a_service_principal_secret() {
+    use integration_tests::agent_harness::TENANT;
+    const CLIENT_SP: &str = "05050505-0000-0000-0000-000000000005";
+    const SP_SECRET: &str = "sp-secret-value";
+    let env = setup().await;
+    let (kube, vault, entra) = (&env.cloud.kube, &env.cloud.vault, &env.cloud.entra);
+    entra.add_client_secret(TENANT, CLIENT_SP, SP_SECRET);
+    vault.grant(CLIENT_SP, VAULT).expect("grant");
+    vault
+        .add_secret(VAULT, "db-password", "the-value", None)
+        .expect("secret");
+    // A class naming neither a client nor a tenant: the ServiceAccount's annotations give both.
+    let mut bare = env.spc_parameters(&["objectName: db-password\nobjectType: secret"], &[]);
+    bare.remove("tenantID");
+    env.add_spc_with(NAMESPACE, "kv-bare", &bare, None);
+    kube.upsert(json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": SA, "namespace": NAMESPACE, "annotations": {
+            "azure.workload.identity/client-id": CLIENT,
+            "azure.workload.identity/tenant-id": TENANT,
+        }},
+    }));
+    let _program = start_sync(&env, "2s");
+    kube.upsert(secret_sync("from-annotations", "kv-bare", SA, None));
+    kube.wait_until("the Secret from the annotated ServiceAccount", PATIENCE, |k| {
+        get_secret(k, "from-annotations").is_some_and(|s| decoded(&s, "password") == "the-value")
+            && conditions(&get_sync(k, "from-annotations")) == [condition("Create", "True", "CreateSucceeded")]
+    })
+    .await;
+
+    // A ServiceAccount that does not exist: the SecretSync's input is wrong.
+    kube.upsert(secret_sync("no-account", "kv-bare", "no-such-sa", None));
+    kube.wait_until("UserInputValidationFailed for the ServiceAccount", PATIENCE, |k| {
+        conditions(&get_sync(k, "no-account")) == [condition("Create", "False", "UserInputValidationFailed")]
+    })
+    .await;
+    assert!(
+        warnings(kube, "no-account").contains(&(
+            "UserInputValidationFailed".to_string(),
+            format!(
+                "ServiceAccount {NAMESPACE}/no-such-sa not found; create it or fix spec.serviceAccountName (a \
+                 SecretSync acts as its ServiceAccount)"
+            )
+        )),
+        "{:?}",
+        warnings(kube, "no-account")
+    );
+
+    // The service principal named by the annotation, even though the ServiceAccount's annotation names a
+    // workload identity: with that identity's access revoked, only the service principal can read the vault. Its
+    // class names the tenant (the ServiceAccount's tenant-id is a workload identity's).
+    vault.revoke(CLIENT, VAULT).expect("revoke");
+    env.add_spc(
+        NAMESPACE,
+        "kv-tenant",
+        &[],
+        &["objectName: db-password\nobjectType: secret"],
+    );
+    let mut as_sp = secret_sync("as-sp", "kv-tenant", SA, None);
+    as_sp["metadata"]["annotations"] = json!({"sync.wisp.dev/node-publish-secret-ref": "sp-creds"});
+    kube.upsert(as_sp);
+    let missing = format!(
+        "Secret {NAMESPACE}/sp-creds named by annotation sync.wisp.dev/node-publish-secret-ref not found; create it \
+         with the service principal's clientid and clientsecret, or remove the annotation"
+    );
+    kube.wait_until("the credentials Secret is missing", PATIENCE, |k| {
+        warnings(k, "as-sp").contains(&("UserInputValidationFailed".to_string(), missing.clone()))
+    })
+    .await;
+    let credentials = |labels: Value| {
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "sp-creds", "namespace": NAMESPACE, "labels": labels},
+            "type": "Opaque",
+            "data": {"ClientID": STANDARD.encode(CLIENT_SP), "clientsecret": STANDARD.encode(SP_SECRET)},
+        })
+    };
+    kube.upsert(credentials(json!({})));
+    let unlabelled = format!(
+        "Secret {NAMESPACE}/sp-creds named by annotation sync.wisp.dev/node-publish-secret-ref is not labelled \
+         secrets-store.csi.k8s.io/used=true; label it to let wisp-sync use it as service principal credentials"
+    );
+    kube.wait_until("the credentials Secret is not labelled", PATIENCE, |k| {
+        warnings(k, "as-sp").contains(&("UserInputValidationFailed".to_string(), unlabelled.clone()))
+    })
+    .await;
+    assert_eq!(get_secret(kube, "as-sp"), None);
+    kube.upsert(credentials(json!({"secrets-store.csi.k8s.io/used": "true"})));
+    kube.wait_until("the Secret through the service principal", PATIENCE, |k| {
+        get_secret(k, "as-sp").is_some_and(|s| decoded(&s, "password") == "the-value")
+            && conditions(&get_sync(k, "as-sp")) == [condition("Create", "True", "CreateSucceeded")]
+    })
+    .await;
+    // The annotated workload identity lost its access: its refresh fails, and its Secret is kept.
+    kube.wait_until("the workload identity's refusal", PATIENCE, |k| {
+        conditions(&get_sync(k, "from-annotations")).contains(&condition("Update", "False", "ProviderError"))
+    })
+    .await;
+    assert_eq!(
+        decoded(&get_secret(kube, "from-annotations").expect("kept"), "password"),
+        "the-value"
     );
 }

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector;
 use wisp_agent::library::{
     HttpError, Metrics, ProviderConfig, RenderOptions, build_provider, openmetrics_router, spawn_http,
 };
@@ -15,6 +15,7 @@ use wisp_agent::library::{
 use crate::cli::Cli;
 use crate::leader::{self, LeaderConfig};
 use crate::metrics::SyncMetrics;
+use crate::readiness::{Phase, Readiness};
 use crate::reconcile::{Context, ReconcileConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,12 +34,6 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-}
-
-fn health_router() -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
 }
 
 async fn serve_http(addr: SocketAddr, router: Router) -> Result<(), RunError> {
@@ -65,6 +60,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + Sync + 's
     )?);
     let client = kube::Client::try_default().await.map_err(RunError::Kube)?;
     let metrics = Arc::new(SyncMetrics::new(metrics));
+    let readiness = Readiness::default();
     if cli.metrics_addr == cli.health_addr {
         serve_http(
             cli.metrics_addr,
@@ -72,7 +68,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + Sync + 's
                 let metrics = metrics.clone();
                 move || metrics.encode()
             })
-            .merge(health_router()),
+            .merge(readiness.router()),
         )
         .await?;
     } else {
@@ -84,12 +80,13 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + Sync + 's
             }),
         )
         .await?;
-        serve_http(cli.health_addr, health_router()).await?;
+        serve_http(cli.health_addr, readiness.router()).await?;
     }
     let reporter = Reporter {
         controller: cli.controller_name.clone(),
         instance: (!cli.pod_name.is_empty()).then(|| cli.pod_name.clone()),
     };
+    let (classes, class_writer) = reflector::store();
     let ctx = Arc::new(Context::new(
         client.clone(),
         provider,
@@ -101,6 +98,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + Sync + 's
             pod_uid: cli.pod_uid.clone(),
         },
         metrics,
+        classes,
     ));
     // The shutdown signal, seen by the wait for leadership and by the controller.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -112,6 +110,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + Sync + 's
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let leadership = if cli.leader_elect {
+        readiness.set(Phase::StandBy);
         let config = LeaderConfig {
             namespace: cli.leader_election_namespace.clone(),
             name: cli.leader_election_id.clone(),
@@ -140,7 +139,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + Sync + 's
             None => wait_stop(stopped).await,
         }
     };
-    crate::controller::run(ctx, controller_stop).await;
+    crate::controller::run(ctx, class_writer, readiness, controller_stop).await;
     match leadership {
         Some(leadership) if !leadership.held() => Err(RunError::LeadershipLost),
         Some(leadership) => {

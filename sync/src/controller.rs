@@ -1,15 +1,18 @@
-//! The kube-runtime controller: watches SecretSyncs (every namespace) and SecretProviderClasses; a change of a
-//! class reconciles the SecretSyncs of its namespace that name it. The reconciler ([`crate::reconcile`]) decides
-//! whether a sync is due and asks to be called again after the rotation interval.
+//! The kube-runtime controller: watches SecretSyncs (every namespace) and SecretProviderClasses. The classes feed
+//! a reflector store that reconciles read (no GET per sync); a change of a class reconciles the SecretSyncs of its
+//! namespace that name it. The reconciler ([`crate::reconcile`]) decides whether a sync is due and asks to be
+//! called again after the rotation interval.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 
+use crate::readiness::{Phase, Readiness};
 use crate::reconcile::{Context, ReconcileError, reconcile};
 use crate::secretsync::{SecretProviderClass, SecretSync};
 
@@ -28,19 +31,76 @@ fn error_policy(sync: Arc<SecretSync>, error: &ReconcileError, _ctx: Arc<Context
     Action::requeue(ERROR_REQUEUE)
 }
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+/// Which of the two caches hold a full list; turns `readiness` to [`Phase::Serving`] when both do. Driven by the
+/// watch streams' `InitDone` events: a store's own `wait_until_ready` wakes only one waiter, and the controller's
+/// runner is already that waiter.
+#[derive(Debug, Clone)]
+struct CachesListed {
+    syncs: Arc<AtomicBool>,
+    classes: Arc<AtomicBool>,
+    readiness: Readiness,
+}
+
+impl CachesListed {
+    fn new(readiness: Readiness) -> Self {
+        readiness.set(Phase::ListingCaches);
+        Self {
+            syncs: Arc::new(AtomicBool::new(false)),
+            classes: Arc::new(AtomicBool::new(false)),
+            readiness,
+        }
+    }
+
+    /// Records `event` of the cache `listed` (one of this struct's flags).
+    fn observe<K>(&self, listed: &AtomicBool, event: &Result<watcher::Event<K>, watcher::Error>) {
+        if !matches!(event, Ok(watcher::Event::InitDone)) || listed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.syncs.load(Ordering::Acquire)
+            && self.classes.load(Ordering::Acquire)
+            && self.readiness.phase() != Phase::Serving
+        {
+            self.readiness.set(Phase::Serving);
+            tracing::info!("SecretSync and SecretProviderClass caches synced");
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves. `classes` is the writer of the store `ctx` reads classes from;
+/// `readiness` turns to [`Phase::Serving`] once both caches hold a full list.
+pub async fn run(
+    ctx: Arc<Context>,
+    classes: reflector::store::Writer<SecretProviderClass>,
+    readiness: Readiness,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
-    let syncs: Api<SecretSync> = Api::all(client.clone());
-    let classes: Api<SecretProviderClass> = Api::all(client);
-    let controller = Controller::new(syncs, watcher::Config::default())
-        .with_config(ControllerConfig::default().concurrency(CONCURRENCY));
-    let store = controller.store();
-    controller
-        .watches(classes, watcher::Config::default(), move |spc: SecretProviderClass| {
+    let listed = CachesListed::new(readiness);
+    let (syncs, sync_writer) = reflector::store::<SecretSync>();
+    let sync_events = reflector::reflector(
+        sync_writer,
+        watcher(Api::<SecretSync>::all(client.clone()), watcher::Config::default()).inspect({
+            let listed = listed.clone();
+            move |event| listed.observe(&listed.syncs, event)
+        }),
+    )
+    .default_backoff()
+    .applied_objects();
+    let class_events = reflector::reflector(
+        classes,
+        watcher(Api::<SecretProviderClass>::all(client), watcher::Config::default()).inspect({
+            let listed = listed.clone();
+            move |event| listed.observe(&listed.classes, event)
+        }),
+    )
+    .default_backoff()
+    .touched_objects();
+    Controller::for_stream(sync_events, syncs.clone())
+        .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
+        .watches_stream(class_events, move |spc: SecretProviderClass| {
             let namespace = spc.metadata.namespace.clone().unwrap_or_default();
             let name = spc.metadata.name.clone().unwrap_or_default();
-            store
+            syncs
                 .state()
                 .into_iter()
                 .filter(|sync| {

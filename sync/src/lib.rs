@@ -8,7 +8,10 @@
 //! - [`metrics`] — upstream's metric names, plus the provider's `keyvault_request`.
 //! - [`leader`] — leader election over a Lease (kube-lease-manager).
 //! - [`controller`] — the kube-runtime controller: watches, concurrency, requeues.
-//! - [`reconcile`] — one SecretSync: token, class, provider, Secret, status, Events.
+//! - [`readiness`] — `/healthz` and `/readyz` by start-up phase.
+//! - [`reconcile`] — one SecretSync: identity, class, provider, Secret, status, Events.
+//! - [`identity`] — who a SecretSync acts as: its ServiceAccount's token and annotations, or a service
+//!   principal's credentials Secret (cached).
 //! - [`secret`] — SecretSync + rendered files → the Secret (pure).
 //! - [`conditions`] — the status's conditions, upstream's reasons and texts (pure).
 //! - [`hash`] — `syncHash` (pure).
@@ -19,8 +22,10 @@ pub mod cli;
 pub mod conditions;
 pub mod controller;
 pub mod hash;
+pub mod identity;
 pub mod leader;
 pub mod metrics;
+pub mod readiness;
 pub mod reconcile;
 pub mod secret;
 pub mod secretsync;

@@ -1,6 +1,7 @@
-//! One SecretSync reconciled, in upstream's order: checks of the SecretSync, a service-account token from the
-//! TokenRequest API (audience `api://AzureADTokenExchange`, cached per ServiceAccount), the SecretProviderClass
-//! from the SecretSync's namespace, the in-process provider's content (the same parameters, identities and token
+//! One SecretSync reconciled, in upstream's order: checks of the SecretSync, its identity ([`crate::identity`]: a
+//! service-account token from the TokenRequest API with the ServiceAccount's annotations, or a service principal's
+//! credentials Secret), the SecretProviderClass from the SecretSync's namespace (the controller's cache), the
+//! in-process provider's content (the same parameters, identities and token
 //! cache as a mount; Key Vault reads shared by every SecretSync of a rotation round), the Secret's data and
 //! `syncHash`, a server-side apply of the Secret when something changed, and the status. A failure leaves the
 //! Secret as it is, sets the condition with upstream's reason and records a Warning Event with the error's text.
@@ -13,32 +14,29 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ObjectReference, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 use tokio::time::Instant;
-use wisp_agent::library::{Freshness, MountInput, Provider, error_chain};
+use wisp_agent::library::{Freshness, MountInput, Provider, apply_workload_identity_defaults, error_chain};
 use wisp_shared::contract::secrets_store::{
     CTX_POD_NAME, CTX_POD_NAMESPACE, CTX_POD_UID, CTX_SERVICE_ACCOUNT_NAME, CTX_SERVICE_ACCOUNT_TOKENS, PROVIDER_AZURE,
 };
-use wisp_shared::contract::workload_identity::DEFAULT_AUDIENCE;
-use zeroize::Zeroizing;
 
 use crate::conditions::{self, Plan, Reason};
 use crate::hash::{self, HashCache, HashInputs};
+use crate::identity::{Identities, IdentityError, NODE_PUBLISH_SECRET_REF_ANNOTATION};
 use crate::metrics::SyncMetrics;
 use crate::secret::{self, FIELD_MANAGER, SecretError};
 use crate::secretsync::{API_VERSION, KIND, SecretProviderClass, SecretSync, SecretSyncStatus};
 
 /// Longest wait for one sync's provider content (Entra and Key Vault, retries included).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
-/// Lifetime asked of a service-account token (the API server's minimum is ten minutes).
-const TOKEN_LIFETIME_SECONDS: i64 = 3600;
 /// A failed sync is tried again after this, or after the rotation interval if that is shorter.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
@@ -53,15 +51,6 @@ pub enum ReconcileError {
         #[source]
         source: kube::Error,
     },
-}
-
-/// Why no service-account token was issued.
-#[derive(Debug, thiserror::Error)]
-enum TokenError {
-    #[error(transparent)]
-    Api(#[from] kube::Error),
-    #[error("the TokenRequest answer has no status")]
-    NoStatus,
 }
 
 /// Settings of every reconcile.
@@ -92,6 +81,17 @@ impl SyncFailure {
         }
     }
 
+    /// A missing or unusable ServiceAccount or credentials Secret: `UserInputValidationFailed`; the API server
+    /// failing or refusing: as [`SyncFailure::api_refusal`].
+    fn identity(error: &IdentityError) -> Self {
+        let text = error.to_string();
+        if error.is_user_input() {
+            Self::new(Reason::UserInputValidationFailed, text)
+        } else {
+            Self::api_refusal(text)
+        }
+    }
+
     /// An API server refusal: `ValidatingAdmissionPolicyCheckFailed` if a policy refused, else `UnknownError`.
     fn api_refusal(text: String) -> Self {
         let reason = if conditions::is_admission_policy_refusal(&text) {
@@ -112,12 +112,6 @@ struct Observed {
     failed: bool,
 }
 
-/// A service-account token from the TokenRequest API and when to ask for a new one.
-struct CachedToken {
-    tokens_json: Zeroizing<String>,
-    refresh_at: Instant,
-}
-
 /// Everything reconciles share.
 pub struct Context {
     pub client: kube::Client,
@@ -125,9 +119,11 @@ pub struct Context {
     pub recorder: Recorder,
     pub config: ReconcileConfig,
     pub metrics: Arc<SyncMetrics>,
+    /// SecretProviderClasses, kept by the controller's watch.
+    pub classes: Store<SecretProviderClass>,
+    identities: Identities,
     hashes: HashCache,
     observed: Mutex<HashMap<(String, String), Observed>>,
-    tokens: Mutex<HashMap<(String, String), Arc<CachedToken>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -145,58 +141,23 @@ impl Context {
         recorder: Recorder,
         config: ReconcileConfig,
         metrics: Arc<SyncMetrics>,
+        classes: Store<SecretProviderClass>,
     ) -> Self {
         Self {
+            identities: Identities::new(client.clone()),
             client,
             provider,
             recorder,
             config,
             metrics,
+            classes,
             hashes: HashCache::new(),
             observed: Mutex::new(HashMap::new()),
-            tokens: Mutex::new(HashMap::new()),
         }
     }
 
     fn retry_delay(&self) -> Duration {
         RETRY_AFTER_FAILURE.min(self.config.interval)
-    }
-
-    /// The `csi.storage.k8s.io/serviceAccount.tokens` JSON of `namespace/name`, from the cache while at least half
-    /// of the token's life remains.
-    async fn service_account_tokens(&self, namespace: &str, name: &str) -> Result<Arc<CachedToken>, TokenError> {
-        let key = (namespace.to_string(), name.to_string());
-        let now = Instant::now();
-        if let Some(cached) = lock(&self.tokens).get(&key).filter(|t| t.refresh_at > now) {
-            return Ok(cached.clone());
-        }
-        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
-        let request = TokenRequest {
-            spec: TokenRequestSpec {
-                audiences: vec![DEFAULT_AUDIENCE.to_string()],
-                expiration_seconds: Some(TOKEN_LIFETIME_SECONDS),
-                bound_object_ref: None,
-            },
-            ..TokenRequest::default()
-        };
-        let issued = api.create_token_request(name, &PostParams::default(), &request).await?;
-        let status = issued.status.ok_or(TokenError::NoStatus)?;
-        // An expiry already past (a skewed clock) means: ask again next time.
-        let remaining =
-            Duration::try_from(status.expiration_timestamp.0.duration_since(Timestamp::now())).unwrap_or_default();
-        let tokens_json = Zeroizing::new(
-            json!({ DEFAULT_AUDIENCE: {
-                "token": status.token,
-                "expirationTimestamp": status.expiration_timestamp,
-            }})
-            .to_string(),
-        );
-        let cached = Arc::new(CachedToken {
-            tokens_json,
-            refresh_at: now + remaining / 2,
-        });
-        lock(&self.tokens).insert(key, cached.clone());
-        Ok(cached)
     }
 
     /// Whether `sync` is due now, and if not, how long until it is.
@@ -247,12 +208,10 @@ pub async fn reconcile(sync: Arc<SecretSync>, ctx: Arc<Context>) -> Result<Actio
     if !wanted.is_empty() && *wanted != ctx.config.controller_name {
         return Ok(Action::await_change());
     }
-    let spcs: Api<SecretProviderClass> = Api::namespaced(ctx.client.clone(), &namespace);
-    let spc = spcs.get_opt(&sync.spec.secret_provider_class_name).await;
-    let class = match &spc {
-        Ok(spc) => class_version(spc.as_ref()),
-        Err(_) => "unreadable".to_string(),
-    };
+    let spc = ctx
+        .classes
+        .get(&ObjectRef::new(&sync.spec.secret_provider_class_name).within(&namespace));
+    let class = class_version(spc.as_deref());
     let key = (namespace.clone(), name.clone());
     let generation = sync.metadata.generation.unwrap_or(0);
     let previous = sync.status.clone().unwrap_or_default();
@@ -282,6 +241,8 @@ pub async fn reconcile(sync: Arc<SecretSync>, ctx: Arc<Context>) -> Result<Actio
         }
         Err(failure) => {
             tracing::warn!(secretsync = %shown, reason = failure.reason.as_str(), error = %failure.message, "sync failed");
+            ctx.identities
+                .forget(&namespace, &sync.spec.service_account_name, credentials_secret(&sync));
             publish_warning(&ctx, &sync, &failure).await;
             let status = match failure.reason {
                 Reason::UnknownError | Reason::ValidatingAdmissionPolicyCheckFailed => {
@@ -323,9 +284,19 @@ enum Synced {
     Written(SecretSyncStatus),
 }
 
+/// The name of the service principal's credentials Secret the SecretSync's annotation gives, if any.
+fn credentials_secret(sync: &SecretSync) -> Option<&str> {
+    sync.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NODE_PUBLISH_SECRET_REF_ANNOTATION))
+        .map(|name| name.trim())
+        .filter(|name| !name.is_empty())
+}
+
 async fn sync_once(
     sync: &SecretSync,
-    spc: Result<Option<SecretProviderClass>, kube::Error>,
+    spc: Option<Arc<SecretProviderClass>>,
     freshness: Freshness,
     ctx: &Context,
 ) -> Result<Synced, SyncFailure> {
@@ -334,36 +305,21 @@ async fn sync_once(
     secret::validate(sync).map_err(|e| SyncFailure::new(e.reason(), e.to_string()))?;
 
     let sa = &sync.spec.service_account_name;
-    let tokens = ctx.service_account_tokens(namespace, sa).await.map_err(|e| {
-        let text = format!(
-            "failed to get a token for ServiceAccount {namespace}/{sa} (TokenRequest, audience {DEFAULT_AUDIENCE}): \
-             {}; the ServiceAccount must exist and wisp-sync needs create on serviceaccounts/token",
-            error_chain(&e)
-        );
-        SyncFailure::api_refusal(text)
-    })?;
+    let account = ctx
+        .identities
+        .account(namespace, sa)
+        .await
+        .map_err(|e| SyncFailure::identity(&e))?;
 
     let class_name = &sync.spec.secret_provider_class_name;
-    let spc = match spc {
-        Ok(Some(spc)) => spc,
-        Ok(None) => {
-            return Err(SyncFailure::new(
-                Reason::ControllerSpcError,
-                format!(
-                    "failed to get SecretProviderClass {namespace}/{class_name}: not found; create it in the \
-                     SecretSync's namespace or fix spec.secretProviderClassName"
-                ),
-            ));
-        }
-        Err(e) => {
-            return Err(SyncFailure::new(
-                Reason::ControllerSpcError,
-                format!(
-                    "failed to get SecretProviderClass {namespace}/{class_name}: {}",
-                    error_chain(&e)
-                ),
-            ));
-        }
+    let Some(spc) = spc else {
+        return Err(SyncFailure::new(
+            Reason::ControllerSpcError,
+            format!(
+                "failed to get SecretProviderClass {namespace}/{class_name}: not found; create it in the \
+                 SecretSync's namespace or fix spec.secretProviderClassName"
+            ),
+        ));
     };
     if spc.spec.provider != PROVIDER_AZURE {
         return Err(SyncFailure::new(
@@ -376,16 +332,31 @@ async fn sync_once(
         ));
     }
 
+    let credentials = match credentials_secret(sync) {
+        Some(secret) => Some(
+            ctx.identities
+                .credentials(namespace, secret)
+                .await
+                .map_err(|e| SyncFailure::identity(&e))?,
+        ),
+        None => None,
+    };
+
     let mut parameters: BTreeMap<String, String> = spc.spec.parameters.clone();
+    // A named service principal is the SecretSync's choice of identity: the ServiceAccount's client ID must not
+    // turn it into a workload identity.
+    if credentials.is_none() {
+        apply_workload_identity_defaults(&mut parameters, account.workload_identity_defaults());
+    }
     parameters.insert(CTX_POD_NAME.to_string(), ctx.config.pod_name.clone());
     parameters.insert(CTX_POD_UID.to_string(), ctx.config.pod_uid.clone());
     parameters.insert(CTX_POD_NAMESPACE.to_string(), namespace.to_string());
     parameters.insert(CTX_SERVICE_ACCOUNT_NAME.to_string(), sa.clone());
-    parameters.insert(CTX_SERVICE_ACCOUNT_TOKENS.to_string(), tokens.tokens_json.to_string());
-    let secrets = BTreeMap::new();
+    parameters.insert(CTX_SERVICE_ACCOUNT_TOKENS.to_string(), account.tokens_json.to_string());
+    let no_credentials = BTreeMap::new();
     let input = MountInput {
         parameters: &parameters,
-        secrets: &secrets,
+        secrets: credentials.as_ref().map_or(&no_credentials, |c| &c.data),
         pod_namespace: namespace,
         service_account_name: Some(sa),
     };

@@ -259,6 +259,43 @@ pub fn parse_mount_params(params: &BTreeMap<String, String>) -> Result<MountPara
     })
 }
 
+/// A workload identity's client and tenant IDs from elsewhere than the class, e.g. a ServiceAccount's
+/// `azure.workload.identity/client-id` and `tenant-id` annotations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkloadIdentityDefaults<'a> {
+    pub client_id: Option<&'a str>,
+    pub tenant_id: Option<&'a str>,
+}
+
+/// Fills what a class leaves out of a workload identity: `clientID` when the class names none and selects no
+/// other identity mode (VM managed identity, pod identity, token proxy), then the tenant when the class names none
+/// and the mount is a workload identity. The class's own values always win; an unreadable mode flag is left for
+/// [`parse_mount_params`] to report.
+pub fn apply_workload_identity_defaults(params: &mut BTreeMap<String, String>, defaults: WorkloadIdentityDefaults<'_>) {
+    let other_mode = [
+        pa::USE_POD_IDENTITY,
+        pa::USE_VM_MANAGED_IDENTITY,
+        pa::USE_AZURE_TOKEN_PROXY,
+    ]
+    .into_iter()
+    .any(|flag| parse_bool(params, flag).unwrap_or(true));
+    if other_mode {
+        return;
+    }
+    if let Some(client_id) = defaults.client_id.map(str::trim).filter(|id| !id.is_empty())
+        && param(params, pa::CLIENT_ID).is_empty()
+    {
+        params.insert(pa::CLIENT_ID.to_string(), client_id.to_string());
+    }
+    let tenant_named = !param(params, pa::TENANT_ID).is_empty() || !param(params, pa::TENANT_ID_LEGACY).is_empty();
+    if let Some(tenant_id) = defaults.tenant_id.map(str::trim).filter(|id| !id.is_empty())
+        && !tenant_named
+        && !param(params, pa::CLIENT_ID).is_empty()
+    {
+        params.insert(pa::TENANT_ID.to_string(), tenant_id.to_string());
+    }
+}
+
 fn validate_keyvault_name(name: &str) -> Result<(), ParamError> {
     if name.is_empty() {
         return Err(ParamError::KeyvaultNameMissing);

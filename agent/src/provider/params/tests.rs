@@ -346,3 +346,51 @@ fn object_type_display() {
         ["secret", "key", "cert"]
     );
 }
+
+fn bare(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[rstest]
+// Neither clientID nor tenant in the class: both from the defaults.
+#[case(&[], &[("clientID", "sa-client"), ("tenantID", "sa-tenant")])]
+// The class's own values win, under either tenant spelling.
+#[case(&[("clientID", "class-client"), ("tenantId", "class-tenant")], &[("clientID", "class-client"), ("tenantId", "class-tenant")])]
+#[case(&[("tenantID", "class-tenant")], &[("clientID", "sa-client"), ("tenantID", "class-tenant")])]
+#[case(&[("clientID", "class-client")], &[("clientID", "class-client"), ("tenantID", "sa-tenant")])]
+// A blank clientID is no clientID.
+#[case(&[("clientID", "  ")], &[("clientID", "sa-client"), ("tenantID", "sa-tenant")])]
+// Another identity mode: nothing filled, an unreadable flag included (parse_mount_params reports it).
+#[case(&[("useVMManagedIdentity", "true")], &[("useVMManagedIdentity", "true")])]
+#[case(&[("usePodIdentity", "True")], &[("usePodIdentity", "True")])]
+#[case(&[("useAzureTokenProxy", "1")], &[("useAzureTokenProxy", "1")])]
+#[case(&[("useVMManagedIdentity", "yes")], &[("useVMManagedIdentity", "yes")])]
+// A false flag is no mode.
+#[case(&[("useVMManagedIdentity", "false")], &[("clientID", "sa-client"), ("tenantID", "sa-tenant"), ("useVMManagedIdentity", "false")])]
+fn workload_identity_defaults_fill_only_what_the_class_leaves_out(
+    #[case] class: &[(&str, &str)],
+    #[case] expected: &[(&str, &str)],
+) {
+    let mut parameters = bare(class);
+    apply_workload_identity_defaults(
+        &mut parameters,
+        WorkloadIdentityDefaults {
+            client_id: Some("sa-client"),
+            tenant_id: Some(" sa-tenant "),
+        },
+    );
+    assert_eq!(parameters, bare(expected));
+}
+
+#[test]
+fn workload_identity_defaults_without_a_client_id_leave_a_service_principal_class_alone() {
+    let mut parameters = bare(&[]);
+    apply_workload_identity_defaults(
+        &mut parameters,
+        WorkloadIdentityDefaults {
+            client_id: None,
+            tenant_id: Some("sa-tenant"),
+        },
+    );
+    assert_eq!(parameters, bare(&[]));
+}
