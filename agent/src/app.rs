@@ -27,8 +27,7 @@ use crate::proto::csi::controller_server::ControllerServer;
 use crate::proto::csi::identity_server::IdentityServer;
 use crate::proto::csi::node_server::NodeServer;
 use crate::provider::http::{RetryPolicy, build_client};
-use crate::provider::render::RenderOptions;
-use crate::provider::{self, Provider, ProviderConfig};
+use crate::provider::{self, Provider};
 use crate::volume::mount::Mounter;
 use crate::volume::state::StateFile;
 
@@ -74,17 +73,9 @@ pub(crate) async fn driver_from_cli(
 pub(crate) fn provider_from_cli(cli: &Cli, metrics: Arc<Metrics>) -> Result<Arc<Provider>, RunError> {
     let http = build_client()?;
     Ok(Arc::new(provider::build(
-        ProviderConfig {
-            default_cloud: cli.cloud_name.clone(),
-            render: RenderOptions {
-                construct_pem_chain: cli.construct_pem_chain,
-                write_cert_and_key_in_separate_files: cli.write_cert_and_key_in_separate_files,
-            },
-            max_parallel: usize::from(cli.max_parallel_fetches),
-            rotation_round: cli.rotation_poll_interval,
-        },
+        cli.provider.config(cli.rotation_poll_interval),
         http,
-        &cli.imds_endpoint,
+        &cli.provider.imds_endpoint,
         RetryPolicy::default(),
         metrics,
     )))

@@ -7,8 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::provider::ProviderConfig;
+use crate::provider::render::RenderOptions;
 use crate::volume::mount::MountMode;
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Args, Parser};
 use wisp_shared::contract::secrets_store::DRIVER_NAME;
 
 #[derive(Debug, Clone, Parser)]
@@ -26,23 +28,12 @@ pub struct Cli {
     #[arg(long, env = "KUBE_NODE_NAME")]
     pub nodeid: String,
 
+    #[command(flatten)]
+    pub provider: ProviderFlags,
+
     /// CSI driver name (the CSIDriver object's name).
     #[arg(long, env = "WISP_DRIVER_NAME", default_value = DRIVER_NAME)]
     pub drivername: String,
-
-    /// Cloud used when a SecretProviderClass sets neither `cloudName` nor `cloudEnvFileName`.
-    #[arg(long, env = "AZURE_ENVIRONMENT", default_value = "AzurePublicCloud")]
-    pub cloud_name: String,
-
-    /// Order the certificates of a PFX secret leaf → intermediate → root.
-    #[arg(long, default_value = "true", action = ArgAction::Set, num_args = 0..=1,
-          default_missing_value = "true", value_parser = parse_go_bool)]
-    pub construct_pem_chain: bool,
-
-    /// Also write `<alias>.crt` and `<alias>.key` for certificate-backed secrets.
-    #[arg(long, default_value = "false", action = ArgAction::Set, num_args = 0..=1,
-          default_missing_value = "true", value_parser = parse_go_bool)]
-    pub write_cert_and_key_in_separate_files: bool,
 
     /// `tmpfs` (default, as upstream) or `directory` (unprivileged test runs).
     #[arg(long, env = "WISP_MOUNT_MODE", value_enum, default_value = "tmpfs")]
@@ -60,14 +51,6 @@ pub struct Cli {
     #[arg(long, env = "WISP_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
-    /// Instance Metadata Service base URL for VM managed identity (the variable the Azure SDKs honour).
-    #[arg(
-        long,
-        env = "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-        default_value = "http://169.254.169.254"
-    )]
-    pub imds_endpoint: String,
-
     /// Refresh mounted volumes when kubelet republishes them (CSIDriver `requiresRepublish: true`) and the poll
     /// interval has passed since the last successful refresh. Upstream's default is false.
     #[arg(long, env = "WISP_ENABLE_SECRET_ROTATION", default_value = "true", action = ArgAction::Set,
@@ -83,10 +66,6 @@ pub struct Cli {
     /// `/run`. Empty: no record (a restarted agent then learns the volumes again from kubelet's republish calls).
     #[arg(long, env = "WISP_STATE_DIR", default_value = "/run/wisp-agent", value_parser = parse_path_or_empty)]
     pub state_dir: PathBuf,
-
-    /// How many Key Vault requests one mount may have in flight.
-    #[arg(long, env = "WISP_MAX_PARALLEL_FETCHES", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub max_parallel_fetches: u16,
 
     /// Also serve the Secrets Store CSI driver's provider protocol here, for an existing upstream driver install:
     /// `unix:///var/run/secrets-store-csi-providers/azure.sock`, where the driver looks for the `azure` provider.
@@ -115,6 +94,51 @@ pub struct Cli {
     #[arg(long, env = "WISP_SYNC_SECRETS", default_value = "true", action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool)]
     pub sync_secrets: bool,
+}
+
+/// The provider's flags, the same in wisp-agent and wisp-sync (flattened into each program's flags).
+#[derive(Debug, Clone, Args)]
+pub struct ProviderFlags {
+    /// Cloud used when a SecretProviderClass sets neither `cloudName` nor `cloudEnvFileName`.
+    #[arg(long, env = "AZURE_ENVIRONMENT", default_value = "AzurePublicCloud")]
+    pub cloud_name: String,
+
+    /// Instance Metadata Service base URL for VM managed identity (the variable the Azure SDKs honour).
+    #[arg(
+        long,
+        env = "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+        default_value = "http://169.254.169.254"
+    )]
+    pub imds_endpoint: String,
+
+    /// Order the certificates of a PFX secret leaf → intermediate → root.
+    #[arg(long, default_value = "true", action = ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_parser = parse_go_bool)]
+    pub construct_pem_chain: bool,
+
+    /// Also write `<alias>.crt` and `<alias>.key` for certificate-backed secrets.
+    #[arg(long, default_value = "false", action = ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", value_parser = parse_go_bool)]
+    pub write_cert_and_key_in_separate_files: bool,
+
+    /// How many Key Vault requests one mount (in wisp-sync: one SecretSync) may have in flight.
+    #[arg(long, env = "WISP_MAX_PARALLEL_FETCHES", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_parallel_fetches: u16,
+}
+
+impl ProviderFlags {
+    /// The provider's settings; `rotation_round` is how long a round of shared Key Vault reads lasts.
+    pub fn config(&self, rotation_round: Duration) -> ProviderConfig {
+        ProviderConfig {
+            default_cloud: self.cloud_name.clone(),
+            render: RenderOptions {
+                construct_pem_chain: self.construct_pem_chain,
+                write_cert_and_key_in_separate_files: self.write_cert_and_key_in_separate_files,
+            },
+            max_parallel: usize::from(self.max_parallel_fetches),
+            rotation_round,
+        }
+    }
 }
 
 impl Cli {

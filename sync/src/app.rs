@@ -8,9 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
-use wisp_agent::library::{
-    HttpError, Metrics, ProviderConfig, RenderOptions, build_provider, openmetrics_router, spawn_http,
-};
+use wisp_agent::library::{HttpError, Metrics, build_provider, openmetrics_router, spawn_http};
 
 use crate::cli::Cli;
 use crate::leader::{self, LeaderConfig};
@@ -46,16 +44,8 @@ async fn serve_http(addr: SocketAddr, router: Router) -> Result<(), RunError> {
 pub async fn run(cli: Cli, shutdown: impl Future<Output = ()> + Send + Sync + 'static) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     let provider = Arc::new(build_provider(
-        ProviderConfig {
-            default_cloud: cli.cloud_name.clone(),
-            render: RenderOptions {
-                construct_pem_chain: cli.construct_pem_chain,
-                write_cert_and_key_in_separate_files: cli.write_cert_and_key_in_separate_files,
-            },
-            max_parallel: usize::from(cli.max_parallel_fetches),
-            rotation_round: cli.rotation_poll_interval,
-        },
-        &cli.imds_endpoint,
+        cli.provider.config(cli.rotation_poll_interval),
+        &cli.provider.imds_endpoint,
         metrics.clone(),
     )?);
     let client = kube::Client::try_default().await.map_err(RunError::Kube)?;

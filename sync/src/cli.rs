@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
-use wisp_agent::cli::{parse_go_bool, parse_go_duration, parse_listen_addr};
+use wisp_agent::cli::{ProviderFlags, parse_go_bool, parse_go_duration, parse_listen_addr};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -28,35 +28,12 @@ pub struct Cli {
     #[arg(long, env = "WISP_METRICS_ADDR", default_value = ":8080", value_parser = parse_listen_addr)]
     pub metrics_addr: SocketAddr,
 
+    #[command(flatten)]
+    pub provider: ProviderFlags,
+
     /// Address of the `/healthz` and `/readyz` endpoints.
     #[arg(long, env = "WISP_HEALTH_ADDR", default_value = ":8081", value_parser = parse_listen_addr)]
     pub health_addr: SocketAddr,
-
-    /// Cloud used when a SecretProviderClass sets neither `cloudName` nor `cloudEnvFileName`.
-    #[arg(long, env = "AZURE_ENVIRONMENT", default_value = "AzurePublicCloud")]
-    pub cloud_name: String,
-
-    /// Instance Metadata Service base URL for VM managed identity.
-    #[arg(
-        long,
-        env = "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-        default_value = "http://169.254.169.254"
-    )]
-    pub imds_endpoint: String,
-
-    /// Order the certificates of a PFX secret leaf → intermediate → root (as the agent's flag).
-    #[arg(long, default_value = "true", action = ArgAction::Set, num_args = 0..=1,
-          default_missing_value = "true", value_parser = parse_go_bool)]
-    pub construct_pem_chain: bool,
-
-    /// Also render `<alias>.crt` and `<alias>.key` for certificate-backed secrets (usable as sourcePath).
-    #[arg(long, default_value = "false", action = ArgAction::Set, num_args = 0..=1,
-          default_missing_value = "true", value_parser = parse_go_bool)]
-    pub write_cert_and_key_in_separate_files: bool,
-
-    /// How many Key Vault requests one SecretSync may have in flight.
-    #[arg(long, env = "WISP_MAX_PARALLEL_FETCHES", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub max_parallel_fetches: u16,
 
     /// This pod's name (downward API), passed to the provider as a mount's pod name, as upstream does.
     #[arg(long, env = "SYNC_CONTROLLER_POD_NAME", default_value = "")]
@@ -104,7 +81,7 @@ mod tests {
         let cli =
             Cli::try_parse_from(["wisp-sync", "--rotation-poll-interval=1h30m", "--construct-pem-chain=F"]).unwrap();
         assert_eq!(cli.rotation_poll_interval, Duration::from_secs(5400));
-        assert!(!cli.construct_pem_chain);
+        assert!(!cli.provider.construct_pem_chain);
         let error = Cli::try_parse_from(["wisp-sync", "--rotation-poll-interval=2 minutes"]).unwrap_err();
         assert!(error.to_string().contains("write it as Go does"), "{error}");
     }

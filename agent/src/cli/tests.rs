@@ -60,9 +60,9 @@ fn defaults_match_upstream() {
     let cli = parse(&[]).unwrap();
     assert_eq!(cli.socket_path().unwrap(), PathBuf::from("/csi/csi.sock"));
     assert_eq!(cli.drivername, "secrets-store.csi.k8s.io");
-    assert_eq!(cli.cloud_name, "AzurePublicCloud");
-    assert!(cli.construct_pem_chain);
-    assert!(!cli.write_cert_and_key_in_separate_files);
+    assert_eq!(cli.provider.cloud_name, "AzurePublicCloud");
+    assert!(cli.provider.construct_pem_chain);
+    assert!(!cli.provider.write_cert_and_key_in_separate_files);
     assert_eq!(cli.mount_mode, MountMode::Tmpfs);
     assert_eq!(cli.metrics_addr, "0.0.0.0:8095".parse::<SocketAddr>().unwrap());
     assert_eq!(cli.health_addr, "0.0.0.0:9808".parse::<SocketAddr>().unwrap());
@@ -75,11 +75,11 @@ fn boolean_flags_accept_go_forms() {
         "--write-cert-and-key-in-separate-files=T",
     ])
     .unwrap();
-    assert!(!cli.construct_pem_chain);
-    assert!(cli.write_cert_and_key_in_separate_files);
+    assert!(!cli.provider.construct_pem_chain);
+    assert!(cli.provider.write_cert_and_key_in_separate_files);
     let cli = parse(&["--write-cert-and-key-in-separate-files", "--construct-pem-chain=0"]).unwrap();
-    assert!(cli.write_cert_and_key_in_separate_files);
-    assert!(!cli.construct_pem_chain);
+    assert!(cli.provider.write_cert_and_key_in_separate_files);
+    assert!(!cli.provider.construct_pem_chain);
     let err = parse(&["--construct-pem-chain=yes"]).unwrap_err().to_string();
     assert!(err.contains("\"yes\" is not a boolean; use true or false"), "{err}");
 }
