@@ -81,14 +81,14 @@ fn watches(kube: &FakeKube, status: u16) -> usize {
         .count()
 }
 
-/// The denial of a pod whose ServiceAccount cannot be read live.
+/// The denial of a pod whose ServiceAccount cannot be read live (the API server down or failing, not refusing).
 fn lookup_failed(uid: &str, name: &str, reason: &str) -> Value {
     denied_response(
         uid,
         400,
         &format!(
-            "cannot read serviceaccount {NS}/{name} from the Kubernetes API: {reason}; the webhook needs get, list \
-             and watch on serviceaccounts"
+            "cannot read serviceaccount {NS}/{name} from the Kubernetes API: {reason}; the API server is unreachable \
+             or failing; create the pod again once it answers"
         ),
     )
 }

@@ -44,6 +44,7 @@ impl ServiceAccountSource for NamedServiceAccounts {
                     namespace: namespace.to_string(),
                     name: name.to_string(),
                     reason: "HTTP 500 InternalError: etcd is down".to_string(),
+                    access_denied: false,
                 });
             }
             Ok(Some(ServiceAccountInfo {

@@ -20,15 +20,26 @@ use kube::{Api, Client};
 
 use crate::mutate::ServiceAccountInfo;
 
-/// A failure to read a ServiceAccount other than "it does not exist".
+/// A failure to read a ServiceAccount other than "it does not exist". The advice follows the cause: an API
+/// server that refused the webhook (401/403) needs RBAC, one that did not answer needs time.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "cannot read serviceaccount {namespace}/{name} from the Kubernetes API: {reason}; the webhook needs get, list and watch on serviceaccounts"
-)]
+#[error("cannot read serviceaccount {namespace}/{name} from the Kubernetes API: {reason}; {}", self.advice())]
 pub struct LookupError {
     pub namespace: String,
     pub name: String,
     pub reason: String,
+    /// The API server answered 401 or 403.
+    pub access_denied: bool,
+}
+
+impl LookupError {
+    fn advice(&self) -> &'static str {
+        if self.access_denied {
+            "the webhook needs get, list and watch on serviceaccounts"
+        } else {
+            "the API server is unreachable or failing; create the pod again once it answers"
+        }
+    }
 }
 
 /// The ServiceAccounts known from the watch: namespace → name → annotations. A plain state machine that the
@@ -123,6 +134,7 @@ impl ServiceAccountSource for KubeServiceAccountSource {
                     namespace: namespace.to_string(),
                     name: name.to_string(),
                     reason: describe(&e),
+                    access_denied: matches!(&e, kube::Error::Api(status) if matches!(status.code, 401 | 403)),
                 }),
             }
         })

@@ -30,11 +30,17 @@ impl ServiceAccountSource for Live {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<ServiceAccountInfo>, LookupError>> {
-        let result = if name == "broken" {
+        let result = if name == "broken" || name == "forbidden" {
+            let access_denied = name == "forbidden";
             Err(LookupError {
                 namespace: namespace.to_string(),
                 name: name.to_string(),
-                reason: "connection refused".to_string(),
+                reason: if access_denied {
+                    "HTTP 403 Forbidden: serviceaccounts \"forbidden\" is forbidden".to_string()
+                } else {
+                    "connection refused".to_string()
+                },
+                access_denied,
             })
         } else {
             Ok(self.0.get(&(namespace.to_string(), name.to_string())).cloned())
@@ -267,9 +273,13 @@ async fn cache_miss_reads_live_and_default_service_account_missing_is_denied() {
     "sa", json!({"azure.workload.identity/service-account-token-expiration": "100"}), json!({}),
     "token expiration 100 not valid. Expected value to be between 3600 and 86400 (pod annotation azure.workload.identity/service-account-token-expiration)"
 )]
-#[case::api_failure(
+#[case::api_down(
     "broken", json!({}), json!({}),
-    "cannot read serviceaccount ns1/broken from the Kubernetes API: connection refused; the webhook needs get, list and watch on serviceaccounts"
+    "cannot read serviceaccount ns1/broken from the Kubernetes API: connection refused; the API server is unreachable or failing; create the pod again once it answers"
+)]
+#[case::api_refusal(
+    "forbidden", json!({}), json!({}),
+    "cannot read serviceaccount ns1/forbidden from the Kubernetes API: HTTP 403 Forbidden: serviceaccounts \"forbidden\" is forbidden; the webhook needs get, list and watch on serviceaccounts"
 )]
 #[tokio::test]
 async fn denials_carry_code_and_message(
