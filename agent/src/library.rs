@@ -11,9 +11,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-pub use crate::cluster::secret_sync::{
-    SECRET_TYPE_OPAQUE, SECRET_TYPE_TLS, SecretApply, SecretObjectProblem, TlsProblem, secret_type,
-};
+pub use crate::cluster::secret_sync::{SecretApply, SecretObjectProblem};
 pub use crate::content::RenderedFile;
 pub use crate::error_text::error_chain;
 pub use crate::http_endpoint::{openmetrics_router, spawn_http};

@@ -652,3 +652,41 @@ async fn identities_from_service_account_annotations_and_a_service_principal_sec
         "the-value"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_labels_dropped_from_the_secret_sync_leave_the_secret() {
+    let env = setup().await;
+    let kube = &env.cloud.kube;
+    env.cloud
+        .vault
+        .add_secret(VAULT, "db-password", "value", None)
+        .expect("secret");
+    add_class(&env);
+    let _program = start_sync(&env, "1m");
+    let mut two_keys = secret_sync("app-secret", "kv", SA, None);
+    two_keys["spec"]["secretObject"]["data"] = json!([
+        {"sourcePath": "db-password", "targetKey": "password"},
+        {"sourcePath": "db-password", "targetKey": "copy"},
+    ]);
+    kube.upsert(two_keys);
+    kube.wait_until("the Secret with two keys", PATIENCE, |k| {
+        get_secret(k, "app-secret").is_some_and(|s| s["data"].as_object().is_some_and(|d| d.len() == 2))
+    })
+    .await;
+    // The same SecretSync without the second key, its labels and annotations: server-side apply drops them.
+    let mut one_key = secret_sync("app-secret", "kv", SA, None);
+    one_key["spec"]["secretObject"]["labels"] = json!({});
+    one_key["spec"]["secretObject"]["annotations"] = json!({});
+    kube.upsert(one_key);
+    kube.wait_until("the Secret without the dropped key", PATIENCE, |k| {
+        get_secret(k, "app-secret").is_some_and(|s| s["data"].as_object().is_some_and(|d| d.len() == 1))
+    })
+    .await;
+    let secret = get_secret(kube, "app-secret").expect("secret");
+    assert_eq!(secret["data"], json!({"password": STANDARD.encode("value")}));
+    assert_eq!(
+        secret["metadata"]["labels"],
+        json!({"secrets-store.sync.x-k8s.io/secretsync": "app-secret"})
+    );
+    assert_eq!(secret["metadata"].get("annotations"), None, "{secret}");
+}

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 // The agent's Secret to apply: its Debug never shows the body, whose data are secrets.
 use wisp_agent::library::SecretApply;
-use wisp_agent::library::{RenderedFile, SecretObjectProblem, secret_data, secret_type};
+use wisp_agent::library::{RenderedFile, SecretObjectProblem, secret_data};
 use zeroize::Zeroizing;
 
 use crate::conditions::Reason;
@@ -26,6 +26,10 @@ pub const SECRET_SYNC_LABEL: &str = "secrets-store.sync.x-k8s.io/secretsync";
 pub const FIELD_MANAGER: &str = "secrets-store-sync-controller";
 
 const MAX_NAME_LENGTH: usize = 253;
+/// A label value's limit: the SecretSync's name is the value of [`SECRET_SYNC_LABEL`].
+const MAX_LABEL_VALUE_LENGTH: usize = 63;
+/// Secrets of this type are issued by Kubernetes for a ServiceAccount; the API server refuses them without one.
+const SERVICE_ACCOUNT_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
 
 /// Why no Secret is built; each maps to upstream's condition reason. Texts name the field and the fix; none holds
 /// any secret value.
@@ -40,6 +44,11 @@ pub enum SecretError {
          spec.secretObject.annotations"
     )]
     ReservedAnnotation(String),
+    #[error(
+        "metadata.name is {length} characters long; the Secret's label {SECRET_SYNC_LABEL} holds it and a label \
+         value has at most {MAX_LABEL_VALUE_LENGTH}: give the SecretSync a shorter name"
+    )]
+    NameTooLong { length: usize },
     #[error("spec.{field} is not valid: {problem}")]
     Invalid { field: &'static str, problem: String },
     #[error(
@@ -65,9 +74,10 @@ impl SecretError {
         match self {
             SecretError::ReservedLabel(_) => Reason::InvalidClusterSecretLabelError,
             SecretError::ReservedAnnotation(_) => Reason::InvalidClusterSecretAnnotationError,
-            SecretError::Invalid { .. } | SecretError::SourceMissing { .. } | SecretError::Data { .. } => {
-                Reason::UserInputValidationFailed
-            }
+            SecretError::NameTooLong { .. }
+            | SecretError::Invalid { .. }
+            | SecretError::SourceMissing { .. }
+            | SecretError::Data { .. } => Reason::UserInputValidationFailed,
         }
     }
 }
@@ -80,6 +90,10 @@ pub fn validate(sync: &SecretSync) -> Result<(), SecretError> {
     }
     if let Some(key) = object.annotations.keys().find(|k| k.starts_with(RESERVED_PREFIX)) {
         return Err(SecretError::ReservedAnnotation(key.clone()));
+    }
+    let name_length = sync.metadata.name.as_deref().unwrap_or("").len();
+    if name_length > MAX_LABEL_VALUE_LENGTH {
+        return Err(SecretError::NameTooLong { length: name_length });
     }
     let invalid = |field, problem: &str| {
         Err(SecretError::Invalid {
@@ -103,6 +117,13 @@ pub fn validate(sync: &SecretSync) -> Result<(), SecretError> {
         return invalid(
             "secretObject.type",
             "it must not contain whitespace, e.g. Opaque or kubernetes.io/tls",
+        );
+    }
+    if object.type_or_default() == SERVICE_ACCOUNT_TOKEN_TYPE {
+        return invalid(
+            "secretObject.type",
+            "kubernetes.io/service-account-token Secrets are issued by Kubernetes for a ServiceAccount and not \
+             written by wisp-sync; use another type, e.g. Opaque",
         );
     }
     if object.data.is_empty() {
@@ -134,9 +155,10 @@ pub fn validate(sync: &SecretSync) -> Result<(), SecretError> {
     Ok(())
 }
 
-/// The Secret's type as written (upstream keeps the types Kubernetes knows; anything else becomes `Opaque`).
-pub fn secret_type_of(sync: &SecretSync) -> &'static str {
-    secret_type(sync.spec.secret_object.type_or_default())
+/// The Secret's type as written: as given, `Opaque` when empty (as upstream's sync controller; Kubernetes allows
+/// any type name, unlike `secretObjects` sync, which turns unknown types into `Opaque`).
+pub fn secret_type_of(sync: &SecretSync) -> &str {
+    sync.spec.secret_object.type_or_default()
 }
 
 /// The Secret's data (raw bytes by key) from the rendered files.

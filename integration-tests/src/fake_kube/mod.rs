@@ -33,7 +33,8 @@
 //!
 //! Known simplifications: server-side apply and strategic merge patch merge like a JSON merge patch (lists are
 //! replaced, except `metadata.ownerReferences`, which a strategic merge patch merges by `uid` as the real server
-//! does; fields dropped from an applied configuration are kept, no `managedFields`); `continue` tokens page
+//! does); server-side apply removes the fields a manager applied before and leaves out now, unless another
+//! manager applied them (`apply.rs`), but records no `managedFields` and raises no conflicts; `continue` tokens page
 //! over the current state rather than a snapshot; no DELETE of collections, no admission or validation of
 //! object contents.
 //!
@@ -65,6 +66,7 @@
 //! # }
 //! ```
 
+mod apply;
 mod state;
 mod wire;
 

@@ -2,9 +2,11 @@
 //! and the history of changes that watches replay. No I/O here; the HTTP layer (`wire.rs`) maps
 //! requests to these operations and [`ApiError`]s to `Status` responses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value, json};
+
+use super::apply::FieldOwners;
 
 /// A resource the fake serves: `(group, version, plural)` with its kind and scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,6 +328,8 @@ pub struct Store {
     uid_counter: u64,
     objects: BTreeMap<Key, Entry>,
     history: Vec<Change>,
+    /// Server-side apply's field managers, by object uid (a re-created object starts with none).
+    field_owners: HashMap<String, FieldOwners>,
 }
 
 pub fn key(rt: &'static ResourceType, namespace: &str, name: &str) -> Key {
@@ -475,6 +479,7 @@ impl Store {
         let Some(entry) = self.objects.remove(&k) else {
             return Err(ApiError::not_found(rt, name));
         };
+        self.field_owners.remove(meta_str(&entry.object, "uid"));
         self.revision += 1;
         let mut object = entry.object;
         ensure_metadata(&mut object).insert("resourceVersion".into(), Value::from(self.revision.to_string()));
@@ -491,6 +496,11 @@ impl Store {
         };
         self.history.push(change.clone());
         Ok((object, Some(change)))
+    }
+
+    /// The field managers of the object with `uid`, for a server-side apply to update.
+    pub fn field_owners(&mut self, uid: &str) -> &mut FieldOwners {
+        self.field_owners.entry(uid.to_string()).or_default()
     }
 
     /// A write to the `/status` subresource: only `status` changes (generation and everything else stay).

@@ -18,6 +18,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::issuer::{SaTokenSpec, TestIssuer, rfc3339_seconds};
 
+use super::apply;
 use super::state::{
     self, ApiError, Change, FieldSelector, KubeVersion, LabelSelector, ResourceType, Store, check_namespace,
     check_type, merge_owner_references_by_uid, meta_str, random_suffix,
@@ -840,14 +841,14 @@ fn patch(shared: &Shared, req: &Req, item: ItemRef<'_>) -> Result<Response, ApiE
     let current = store.get(rt, namespace, name).cloned();
     let patched = match media_type.as_str() {
         "application/apply-patch+yaml" => {
-            if req.param("fieldManager").is_none() {
+            let Some(manager) = req.param("fieldManager") else {
                 return Err(ApiError::invalid(
                     rt,
                     name,
                     "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply \
                      patch",
                 ));
-            }
+            };
             let applied = serde_json::from_slice::<Value>(&req.body).map_err(|e| {
                 ApiError::bad_request(format!(
                     "error decoding YAML: the fake accepts JSON apply configurations: {e}"
@@ -857,14 +858,17 @@ fn patch(shared: &Shared, req: &Req, item: ItemRef<'_>) -> Result<Response, ApiE
             check_namespace(rt, namespace, &applied)?;
             match current {
                 None => {
-                    let mut object = applied;
+                    let mut object = applied.clone();
                     state::ensure_metadata(&mut object).insert("name".into(), Value::from(name));
                     let (stored, change) = store.create(rt, namespace, object, false)?;
+                    let owners = store.field_owners(state::meta_str(&stored, "uid"));
+                    owners.insert(manager.to_string(), apply::fields_of(&applied));
                     shared.publish(&store, change);
                     return Ok(object_response(req, StatusCode::CREATED, &stored));
                 }
                 Some(mut object) => {
-                    json_patch::merge(&mut object, &applied);
+                    let uid = state::meta_str(&object, "uid").to_string();
+                    apply::apply(&mut object, &applied, manager, store.field_owners(&uid));
                     object
                 }
             }

@@ -120,6 +120,13 @@ fn fields_are_validated() {
         ),
         (
             json!({"secretProviderClassName": "kv", "serviceAccountName": "sa",
+                   "secretObject": {"type": "kubernetes.io/service-account-token",
+                                    "data": [{"sourcePath": "a", "targetKey": "b"}]}}),
+            "spec.secretObject.type is not valid: kubernetes.io/service-account-token Secrets are issued by \
+             Kubernetes for a ServiceAccount and not written by wisp-sync; use another type, e.g. Opaque",
+        ),
+        (
+            json!({"secretProviderClassName": "kv", "serviceAccountName": "sa",
                    "secretObject": {"data": [{"sourcePath": "a", "targetKey": "k"}, {"sourcePath": "b", "targetKey": "k"}]}}),
             "spec.secretObject.data is not valid: targetKey \"k\" is listed twice; each key of the Secret once",
         ),
@@ -134,6 +141,21 @@ fn fields_are_validated() {
         assert_eq!(error.reason(), Reason::UserInputValidationFailed);
         assert_eq!(error.to_string(), text);
     }
+}
+
+#[test]
+fn a_name_longer_than_a_label_value_is_refused_before_anything_is_fetched() {
+    let mut long = sync(basic_spec());
+    long.metadata.name = Some("n".repeat(63));
+    assert_eq!(validate(&long), Ok(()));
+    long.metadata.name = Some("n".repeat(64));
+    let error = validate(&long).unwrap_err();
+    assert_eq!(error.reason(), Reason::UserInputValidationFailed);
+    assert_eq!(
+        error.to_string(),
+        "metadata.name is 64 characters long; the Secret's label secrets-store.sync.x-k8s.io/secretsync holds it \
+         and a label value has at most 63: give the SecretSync a shorter name"
+    );
 }
 
 #[test]
@@ -158,8 +180,13 @@ fn missing_source_and_tls_problems() {
             .starts_with("spec.secretObject.data cannot become a kubernetes.io/tls Secret: "),
         "{error}"
     );
-    // Unknown types become Opaque, as in secretObjects sync; an empty type is the CRD's default.
-    let typo = sync(json!({"secretProviderClassName": "kv", "serviceAccountName": "sa",
-        "secretObject": {"type": "Opaq", "data": [{"sourcePath": "a", "targetKey": "b"}]}}));
-    assert_eq!(secret_type_of(&typo), "Opaque");
+    // Any type is written as given, as upstream's sync controller does; an empty type is the CRD's default.
+    let custom = sync(json!({"secretProviderClassName": "kv", "serviceAccountName": "sa",
+        "secretObject": {"type": "example.com/custom", "data": [{"sourcePath": "a", "targetKey": "b"}]}}));
+    assert_eq!(secret_type_of(&custom), "example.com/custom");
+    let data = data_of(&custom, &[file("a", "value")]).unwrap();
+    assert_eq!(build_secret(&custom, &data).body["type"], "example.com/custom");
+    let default = sync(json!({"secretProviderClassName": "kv", "serviceAccountName": "sa",
+        "secretObject": {"data": [{"sourcePath": "a", "targetKey": "b"}]}}));
+    assert_eq!(secret_type_of(&default), "Opaque");
 }
