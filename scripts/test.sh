@@ -2,7 +2,7 @@
 # wisp's whole test suite, from a fresh clone: every crate's unit tests, the end-to-end tests that start the real
 # wisp-webhook and wisp-agent binaries against the local fakes (and call the agent's sockets with Python's gRPC
 # clients, not only wisp's own), and the Helm chart tests (rendered, linted and validated against the Kubernetes
-# schemas offline). The Python packages go into one venv, `.venv`.
+# schemas offline, the admission policies' CEL evaluated). The Python packages go into one venv, `.venv`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,6 +1,7 @@
 """Tests of the wisp Helm chart: render and lint it offline with Helm's own Go SDK (helm-python-sdk), validate every
-rendered object strictly against the Kubernetes 1.33 schemas (kubernetes-validate), and pin the values the
-compatibility contract depends on (issue 5) to exact expected objects."""
+rendered object strictly against the Kubernetes 1.33 schemas (kubernetes-validate), pin the values the
+compatibility contract depends on (issue 5) to exact expected objects, and evaluate the CEL of wisp-sync's
+ValidatingAdmissionPolicies against admission requests (cel-python)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import copy
 import pathlib
 import re
 
+import celpy
 import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
+from celpy import celtypes
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "helm" / "wisp"
@@ -1113,12 +1116,11 @@ def test_secret_sync_is_off_by_default_and_adds_these_objects(chart):
         ("Role", NAMESPACE, "wisp-sync"),
         ("RoleBinding", NAMESPACE, "wisp-sync"),
         ("ServiceAccount", NAMESPACE, "wisp-sync"),
-        ("ValidatingAdmissionPolicy", "", "wisp-sync-owned-secrets"),
-        ("ValidatingAdmissionPolicyBinding", "", "wisp-sync-owned-secrets"),
+        *sorted((kind, "", name) for name in SYNC_POLICIES for kind in ADMISSION_KINDS),
     ]
     without_policy = {**DEFAULT_VALUES, "secretSync": {"enabled": True, "validatingAdmissionPolicy": {"enabled": False}}}
     kinds = {kind for kind, _, _ in inventory(render(chart, without_policy))}
-    assert "ValidatingAdmissionPolicy" not in kinds
+    assert not kinds & set(ADMISSION_KINDS)
 
 
 def test_secret_sync_rbac_is_what_it_uses(chart):
@@ -1192,27 +1194,6 @@ def test_secret_sync_deployment(chart):
     assert "cargo build --release --locked -p wisp-sync --bin wisp-sync" in text
 
 
-def test_secret_sync_admission_policy_limits_the_controller_to_its_own_secrets(chart):
-    objects = by_kind_name(render(chart, SYNC_VALUES))
-    policy = objects[("ValidatingAdmissionPolicy", "wisp-sync-owned-secrets")]["spec"]
-    assert policy["matchConditions"] == [
-        {
-            "name": "wisp-sync-only",
-            "expression": f"request.userInfo.username == 'system:serviceaccount:{NAMESPACE}:wisp-sync'",
-        }
-    ]
-    assert policy["matchConstraints"]["resourceRules"] == [
-        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["secrets"]}
-    ]
-    assert policy["failurePolicy"] == "Fail"
-    assert [v["expression"] for v in policy["validations"]] == [
-        "variables.ownedBySecretSync && variables.labelled",
-        "variables.wasOwnedBySecretSync",
-    ]
-    binding = objects[("ValidatingAdmissionPolicyBinding", "wisp-sync-owned-secrets")]["spec"]
-    assert binding == {"policyName": "wisp-sync-owned-secrets", "validationActions": ["Deny"]}
-
-
 def test_secret_sync_crd_has_the_upstream_api(chart):
     crd = by_kind_name(render(chart, SYNC_VALUES))[("CustomResourceDefinition", "secretsyncs.secret-sync.x-k8s.io")]
     assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
@@ -1242,3 +1223,750 @@ def test_secret_sync_crd_has_the_upstream_api(chart):
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert sorted(status) == ["conditions", "lastSuccessfulSyncTime", "syncHash"]
     assert status["conditions"]["maxItems"] == 16
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# wisp-sync's ValidatingAdmissionPolicies, their CEL evaluated (cel-python) against admission requests
+# ---------------------------------------------------------------------------------------------------------------
+#
+# The harness evaluates a policy as the API server's validating admission policy plugin does: matchConstraints
+# (resource rules, with subresources), then matchConditions (any false: skipped), then variables in order (each
+# sees those before it), then every validation; a false one denies with its reason (default Invalid) and the
+# result of its messageExpression. Where cel-python and Kubernetes' cel-go differ, the harness is the stricter:
+# - An expression error (a missing field selected without has(), a missing map key) fails the test: the API server
+#   would deny with "expression ... resulted in error" under failurePolicy Fail, which is never what a policy here
+#   means. Likewise a messageExpression error or a message with a line break (Kubernetes would fall back to the
+#   static message silently).
+# - cel-python's has() on a null object is false; in cel-go selecting a field of null is an error. The policies
+#   select fields of oldObject only where the operation is UPDATE, and of object never on DELETE (where it is null);
+#   test_policies_never_select_fields_of_a_null_object checks that.
+# - Variables are evaluated eagerly, in order, not lazily; equivalent while no variable errors (see the first point).
+# - Map iteration order: cel-go's over an object's map is unspecified, so a message names *one* bad key; the cases
+#   below have one each.
+# - Only standard CEL is used (has, size, in, all, filter, matches, startsWith, contains, string +): no Kubernetes
+#   extension function (no split/join/format/isQualifiedName), so cel-python needs no stand-ins. Regular
+#   expressions are RE2 on both sides (cel-python uses google-re2), anchored with ^ and $.
+
+SYNC_RS = REPO / "sync" / "src"
+AGENT_SECRET_SYNC_RS = REPO / "agent" / "src" / "cluster" / "secret_sync.rs"
+SYNC_USER = f"system:serviceaccount:{NAMESPACE}:wisp-sync"
+ADMISSION_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+# Upstream's policies, in wisp's names (upstream: create-update, create-update-token-deny, update-check-oldobject,
+# update-label, delete, validate-token, validate-label, validate-annotation).
+SYNC_POLICIES = (
+    "wisp-sync-create-update",
+    "wisp-sync-denied-types",
+    "wisp-sync-update-old-owner",
+    "wisp-sync-update-old-label",
+    "wisp-sync-delete",
+    "wisp-sync-token-request",
+    "wisp-sync-secretsync-labels",
+    "wisp-sync-secretsync-annotations",
+)
+SECRETSYNC_FORMAT_POLICIES = ("wisp-sync-secretsync-labels", "wisp-sync-secretsync-annotations")
+UPSTREAM_ALLOWED_TYPES = [
+    "Opaque",
+    "kubernetes.io/basic-auth",
+    "bootstrap.kubernetes.io/token",
+    "kubernetes.io/dockerconfigjson",
+    "kubernetes.io/dockercfg",
+    "kubernetes.io/ssh-auth",
+    "kubernetes.io/tls",
+]
+UPSTREAM_DENIED_TYPES = ["kubernetes.io/service-account-token"]
+CEL = celpy.Environment()
+
+
+def rust_str_consts(path):
+    """`{NAME: value}` of every `const NAME: &str = "...";` (pub or not) in a Rust file."""
+    return dict(re.findall(r'const ([A-Z0-9_]+): &str = "([^"]*)";', path.read_text()))
+
+
+def rust_int_const(path, name):
+    return int(re.search(rf"const {name}: i64 = (\d+);", path.read_text()).group(1))
+
+
+def types_wisp_sync_writes():
+    """agent/src/cluster/secret_sync.rs `KNOWN_SECRET_TYPES`, which `secret_type` keeps (anything else is Opaque)."""
+    text = AGENT_SECRET_SYNC_RS.read_text()
+    consts = rust_str_consts(AGENT_SECRET_SYNC_RS)
+    body = re.search(r"const KNOWN_SECRET_TYPES: \[&str; \d+\] = \[(.*?)\];", text, re.DOTALL).group(1)
+    items = [item.strip() for item in body.split(",") if item.strip()]
+    return [item.strip('"') if item.startswith('"') else consts[item] for item in items]
+
+
+def sync_policies(chart, values=None):
+    """`{name: (policy spec, binding spec)}` of the rendered policies."""
+    objects = render(chart, values or SYNC_VALUES)
+    policies = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "ValidatingAdmissionPolicy"}
+    bindings = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding"}
+    assert set(policies) == set(bindings)
+    return {name: (policies[name], bindings[name]) for name in policies}
+
+
+def cel(expression, activation):
+    """The value of a CEL expression; an evaluation error fails the test (see above)."""
+    try:
+        return CEL.program(CEL.compile(expression)).evaluate(activation)
+    except celpy.CELEvalError as error:  # pragma: no cover - a failing test shows it
+        pytest.fail(f"CEL error in {expression!r}: {error}")
+
+
+def rule_matches(rule, request):
+    resource = request["resource"]
+    wanted = resource["resource"] + (f"/{request['subResource']}" if request["subResource"] else "")
+    return (
+        (resource["group"] in rule["apiGroups"] or "*" in rule["apiGroups"])
+        and (resource["version"] in rule["apiVersions"] or "*" in rule["apiVersions"])
+        and (request["operation"] in rule["operations"] or "*" in rule["operations"])
+        and (wanted in rule["resources"] or ("*" in rule["resources"] and not request["subResource"]))
+    )
+
+
+def decide(policy, binding, request):
+    """None if the policy does not apply or allows; else (reason, message) of its first failed validation."""
+    assert binding["validationActions"] == ["Deny"]
+    if not any(rule_matches(rule, request) for rule in policy["matchConstraints"]["resourceRules"]):
+        return None
+    activation = {name: celpy.json_to_cel(request[name]) for name in ("object", "oldObject")}
+    activation["request"] = celpy.json_to_cel({k: v for k, v in request.items() if k not in activation})
+    for condition in policy.get("matchConditions", []):
+        if not cel(condition["expression"], activation):
+            return None
+    variables = celtypes.MapType({})
+    activation["variables"] = variables
+    for variable in policy.get("variables", []):
+        variables[celtypes.StringType(variable["name"])] = cel(variable["expression"], activation)
+    for validation in policy["validations"]:
+        if cel(validation["expression"], activation):
+            continue
+        message = cel(validation["messageExpression"], activation)
+        assert isinstance(message, str) and message.strip() and "\n" not in message, message
+        return (validation.get("reason", "Invalid"), str(message))
+    return None
+
+
+def refusals(policies, request):
+    """`{policy: (reason, message)}` of every policy that refuses the request (the API server reports one)."""
+    found = {}
+    for name, (policy, binding) in policies.items():
+        if decision := decide(policy, binding, request):
+            found[name] = decision
+    return found
+
+
+def admission(
+    operation,
+    obj=None,
+    old=None,
+    *,
+    user=SYNC_USER,
+    namespace="ns-a",
+    name=None,
+    resource="secrets",
+    group="",
+    version="v1",
+    subresource="",
+):
+    """An admission request as a validating admission policy sees it (`request`, `object`, `oldObject`)."""
+    name = name or (obj or old)["metadata"]["name"]
+    return {
+        "operation": operation,
+        "userInfo": {"username": user, "groups": ["system:serviceaccounts", "system:authenticated"]},
+        "namespace": namespace,
+        "name": name,
+        "resource": {"group": group, "version": version, "resource": resource},
+        "subResource": subresource,
+        "object": obj,
+        "oldObject": old,
+    }
+
+
+def secret_as_wisp_sync_writes(
+    name="app-secret",
+    namespace="ns-a",
+    secret_type="Opaque",
+    labels=None,
+    annotations=None,
+    uid="0b0b0b0b-0000-0000-0000-00000000000b",
+):
+    """sync/src/secret.rs `build_secret`, plus what the API server adds before admission."""
+    consts = {**rust_str_consts(SYNC_RS / "secret.rs"), **rust_str_consts(SYNC_RS / "secretsync.rs")}
+    metadata = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {**(labels or {}), consts["SECRET_SYNC_LABEL"]: name},
+        "ownerReferences": [{"apiVersion": consts["API_VERSION"], "kind": consts["KIND"], "name": name, "uid": uid}],
+        "uid": "5ec5ec5e-0000-0000-0000-000000000001",
+        "managedFields": [{"manager": consts["FIELD_MANAGER"], "operation": "Apply", "apiVersion": "v1"}],
+    }
+    if annotations:
+        metadata["annotations"] = annotations
+    data = {"tls.crt": "Y2VydA==", "tls.key": "a2V5"} if secret_type == "kubernetes.io/tls" else {"password": "cA=="}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": secret_type, "data": data}
+
+
+def with_metadata(obj, **changes):
+    changed = copy.deepcopy(obj)
+    for key, value in changes.items():
+        if value is None:
+            changed["metadata"].pop(key, None)
+        else:
+            changed["metadata"][key] = value
+    return changed
+
+
+def token_request(audiences=None, expiration_seconds=None, name="sa-a", namespace="ns-a"):
+    """The TokenRequest sync/src/identity.rs sends, with the audience and lifetime of its constants by default."""
+    spec = {
+        "audiences": [rust_constants()[("workload_identity", "DEFAULT_AUDIENCE")]] if audiences is None else audiences,
+        "expirationSeconds": expiration_seconds or rust_int_const(SYNC_RS / "identity.rs", "TOKEN_LIFETIME_SECONDS"),
+    }
+    if spec["expirationSeconds"] == -1:
+        del spec["expirationSeconds"]
+    return {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def secret_sync(labels=None, annotations=None, name="app-secret", namespace="ns-a"):
+    """The README's SecretSync."""
+    secret_object = {"type": "Opaque", "data": [{"sourcePath": "db-password", "targetKey": "password"}]}
+    if labels is not None:
+        secret_object["labels"] = labels
+    if annotations is not None:
+        secret_object["annotations"] = annotations
+    return {
+        "apiVersion": "secret-sync.x-k8s.io/v1alpha1",
+        "kind": "SecretSync",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"secretProviderClassName": "kv", "serviceAccountName": "sa-a", "secretObject": secret_object},
+    }
+
+
+def secret_sync_request(operation, obj, old=None, user="alice@example.com"):
+    return admission(
+        operation, obj, old, user=user, resource="secretsyncs", group="secret-sync.x-k8s.io", version="v1alpha1"
+    )
+
+
+def refused(request, how, *, operation=None):
+    """The refusal texts of the policy messages below, for one request."""
+    op = operation or request["operation"]
+    who = f"wisp-sync may not {op} Secret {request['namespace']}/{request['name']}: "
+    name = request["name"]
+    allowed = ", ".join(UPSTREAM_ALLOWED_TYPES)
+    obj = request["object"] or {}
+    return {
+        "owner": f"{who}it must have exactly one owner reference, to the SecretSync {name} (secret-sync.x-k8s.io)",
+        "label": f"{who}it must carry the label secrets-store.sync.x-k8s.io/secretsync={name}",
+        "type": f"{who}its type {obj.get('type')} is not one of secretSync.validatingAdmissionPolicy.allowedSecretTypes"
+        f" ({allowed})",
+        "denied": f"{who}its type {obj.get('type')} is one of secretSync.validatingAdmissionPolicy.deniedSecretTypes"
+        " (kubernetes.io/service-account-token)",
+        "old-owner": f"{who}it may update only a Secret whose one owner reference is already to the SecretSync {name},"
+        " and takes over no other Secret",
+        "old-label": f"{who}it does not carry the label secrets-store.sync.x-k8s.io/secretsync={name}; delete the"
+        " Secret and wisp-sync creates it anew",
+        "delete": f"{who}it never deletes Secrets; a synced Secret is deleted with its SecretSync (garbage collection)",
+    }[how]
+
+
+@pytest.fixture(scope="module")
+def policies(chart):
+    return sync_policies(chart)
+
+
+def test_policies_are_upstreams_set_each_bound_to_deny(policies):
+    assert sorted(policies) == sorted(SYNC_POLICIES)
+    wisp_sync_only = [{"name": "wisp-sync-only", "expression": f"request.userInfo.username == '{SYNC_USER}'"}]
+    for name, (policy, binding) in policies.items():
+        assert binding == {"policyName": name, "validationActions": ["Deny"]}
+        assert policy["failurePolicy"] == "Fail"
+        # Only the SecretSync format policies apply to every user; the others to wisp-sync's ServiceAccount alone.
+        assert policy.get("matchConditions") == (None if name in SECRETSYNC_FORMAT_POLICIES else wisp_sync_only)
+        for validation in policy["validations"]:
+            assert validation["reason"] == ("Invalid" if name in SECRETSYNC_FORMAT_POLICIES else "Forbidden")
+            assert validation["message"] and "\n" not in validation["message"]
+            assert validation["messageExpression"]
+    rules = {name: policy["matchConstraints"]["resourceRules"] for name, (policy, _) in policies.items()}
+
+    def rule(group, operations, resource, versions=("v1",)):
+        return [
+            {"apiGroups": [group], "apiVersions": list(versions), "operations": operations, "resources": [resource]}
+        ]
+
+    assert rules == {
+        "wisp-sync-create-update": rule("", ["CREATE", "UPDATE"], "secrets"),
+        "wisp-sync-denied-types": rule("", ["CREATE", "UPDATE"], "secrets"),
+        "wisp-sync-update-old-owner": rule("", ["UPDATE"], "secrets"),
+        "wisp-sync-update-old-label": rule("", ["UPDATE"], "secrets"),
+        "wisp-sync-delete": rule("", ["DELETE"], "secrets"),
+        "wisp-sync-token-request": rule("", ["CREATE"], "serviceaccounts/token"),
+        # Not secretsyncs/status, which wisp-sync writes.
+        "wisp-sync-secretsync-labels": rule("secret-sync.x-k8s.io", ["CREATE", "UPDATE"], "secretsyncs", ["*"]),
+        "wisp-sync-secretsync-annotations": rule("secret-sync.x-k8s.io", ["CREATE", "UPDATE"], "secretsyncs", ["*"]),
+    }
+
+
+def all_expressions(policies):
+    for name, (policy, _) in policies.items():
+        for condition in policy.get("matchConditions", []):
+            yield name, condition["expression"]
+        for variable in policy.get("variables", []):
+            yield name, variable["expression"]
+        for validation in policy["validations"]:
+            yield name, validation["expression"]
+            yield name, validation["messageExpression"]
+
+
+def test_every_expression_is_standard_cel(policies):
+    extension_functions = re.compile(
+        r"\.(split|join|lowerAscii|upperAscii|replace|format|indexOf|sort|isSorted|"
+        r"sum|min|max|quantity|url|ip|cidr|isQualifiedName)\(|\bformat\.|\bauthorizer\b"
+    )
+    for name, expression in all_expressions(policies):
+        CEL.compile(expression)  # raises on a parse error
+        assert not extension_functions.search(expression), (name, expression)
+
+
+def test_policies_never_select_fields_of_a_null_object(policies):
+    for name, (policy, _) in policies.items():
+        operations = {op for rule in policy["matchConstraints"]["resourceRules"] for op in rule["operations"]}
+        for _, expression in all_expressions({name: (policy, None)}):
+            if "oldObject." in expression and operations != {"UPDATE"}:
+                # Every oldObject selection is behind `request.operation == 'UPDATE' &&`.
+                assert expression.startswith("request.operation == 'UPDATE' && "), (name, expression)
+            if "DELETE" in operations:
+                assert "object." not in expression.replace("oldObject.", ""), (name, expression)
+
+
+@pytest.mark.parametrize("operation", ["CREATE", "UPDATE"])
+@pytest.mark.parametrize("secret_type", types_wisp_sync_writes())
+def test_the_secret_wisp_sync_writes_passes_every_policy(policies, secret_type, operation):
+    labels, annotations = {"app": "web"}, {"team": "blue", "description": "free text, with spaces"}
+    secret = secret_as_wisp_sync_writes(secret_type=secret_type, labels=labels, annotations=annotations)
+    old = secret_as_wisp_sync_writes(secret_type=secret_type) if operation == "UPDATE" else None
+    found = refusals(policies, admission(operation, secret, old))
+    if secret_type in UPSTREAM_DENIED_TYPES:
+        # A SecretSync may ask for it and wisp-sync writes it (as upstream's controller); the API server refuses.
+        request = admission(operation, secret, old)
+        assert found == {
+            "wisp-sync-create-update": ("Forbidden", refused(request, "type")),
+            "wisp-sync-denied-types": ("Forbidden", refused(request, "denied")),
+        }
+    else:
+        assert found == {}
+
+
+def test_every_type_wisp_sync_writes_is_allowed_but_the_denied(policies):
+    assert sorted(types_wisp_sync_writes()) == sorted(UPSTREAM_ALLOWED_TYPES + UPSTREAM_DENIED_TYPES)
+
+
+def test_a_secret_upstream_wrote_is_taken_over(policies):
+    """Upstream's controller labels its Secrets with an empty `secrets-store.sync.x-k8s.io`; wisp-sync's force apply
+    of such a Secret (same owner) passes, and afterwards carries wisp's label."""
+    upstream = with_metadata(secret_as_wisp_sync_writes(), labels={"secrets-store.sync.x-k8s.io": ""})
+    assert refusals(policies, admission("UPDATE", secret_as_wisp_sync_writes(), upstream)) == {}
+
+
+SYNCED = secret_as_wisp_sync_writes()
+OWNER = SYNCED["metadata"]["ownerReferences"][0]
+FOREIGN_OWNER = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app-secret", "uid": "d"}
+
+
+def secret_write_cases():
+    """(id, request, {policy: refusal kind}); the refusal texts are `refused`'s."""
+
+    def owners(*refs):
+        return with_metadata(SYNCED, ownerReferences=list(refs))
+
+    def label(value):
+        return with_metadata(SYNCED, labels={"secrets-store.sync.x-k8s.io/secretsync": value})
+
+    def typed(secret_type):
+        return {**copy.deepcopy(SYNCED), "type": secret_type}
+
+    create, update = "wisp-sync-create-update", "wisp-sync-update-old-owner"
+    return [
+        ("no-owner", admission("CREATE", with_metadata(SYNCED, ownerReferences=None)), {create: "owner"}),
+        ("foreign-owner", admission("CREATE", owners(FOREIGN_OWNER)), {create: "owner"}),
+        ("two-owners", admission("CREATE", owners(OWNER, FOREIGN_OWNER)), {create: "owner"}),
+        ("two-secretsync-owners", admission("CREATE", owners(OWNER, {**OWNER, "uid": "other"})), {create: "owner"}),
+        ("secretsync-of-another-name", admission("CREATE", owners({**OWNER, "name": "other"})), {create: "owner"}),
+        (
+            "secretsync-of-another-group",
+            admission("CREATE", owners({**OWNER, "apiVersion": "evil.io/v1"})),
+            {create: "owner"},
+        ),
+        ("no-label", admission("CREATE", with_metadata(SYNCED, labels=None)), {create: "label"}),
+        ("wrong-label", admission("CREATE", label("other")), {create: "label"}),
+        (
+            "upstream-label-only",
+            admission("CREATE", with_metadata(SYNCED, labels={"secrets-store.sync.x-k8s.io": ""})),
+            {create: "label"},
+        ),
+        ("custom-type", admission("CREATE", typed("very.random/custom-type")), {create: "type"}),
+        (
+            "service-account-token",
+            admission("UPDATE", typed("kubernetes.io/service-account-token"), SYNCED),
+            {create: "type", "wisp-sync-denied-types": "denied"},
+        ),
+        ("update-gives-away-ownership", admission("UPDATE", owners(FOREIGN_OWNER), SYNCED), {create: "owner"}),
+        (
+            "update-of-a-secret-not-owned",
+            admission("UPDATE", SYNCED, with_metadata(SYNCED, ownerReferences=None)),
+            {update: "old-owner"},
+        ),
+        (
+            "update-of-a-secret-owned-by-another",
+            admission("UPDATE", SYNCED, owners(FOREIGN_OWNER)),
+            {update: "old-owner"},
+        ),
+        (
+            "update-of-a-secret-with-two-owners",
+            admission("UPDATE", SYNCED, owners(OWNER, FOREIGN_OWNER)),
+            {update: "old-owner"},
+        ),
+        (
+            "update-of-a-foreign-secret",
+            admission("UPDATE", SYNCED, with_metadata(SYNCED, ownerReferences=None, labels={"app": "web"})),
+            {update: "old-owner", "wisp-sync-update-old-label": "old-label"},
+        ),
+        (
+            "update-of-a-secret-whose-label-was-removed",
+            admission("UPDATE", SYNCED, with_metadata(SYNCED, labels=None)),
+            {"wisp-sync-update-old-label": "old-label"},
+        ),
+        (
+            "update-of-a-secret-relabelled",
+            admission("UPDATE", SYNCED, label("other")),
+            {"wisp-sync-update-old-label": "old-label"},
+        ),
+        ("delete", admission("DELETE", None, SYNCED), {"wisp-sync-delete": "delete"}),
+        (
+            "delete-of-any-secret",
+            admission("DELETE", None, with_metadata(SYNCED, ownerReferences=None, name="x")),
+            {"wisp-sync-delete": "delete"},
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("request_", "expected"), [c[1:] for c in secret_write_cases()], ids=[c[0] for c in secret_write_cases()]
+)
+def test_secret_writes_refused_with_these_messages(policies, request_, expected):
+    assert refusals(policies, request_) == {
+        policy: ("Forbidden", refused(request_, how)) for policy, how in expected.items()
+    }
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        "alice@example.com",
+        "system:serviceaccount:other-namespace:wisp-sync",
+        f"system:serviceaccount:{NAMESPACE}:wisp-agent",
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+    ],
+)
+def test_other_users_are_not_matched(policies, user):
+    foreign = with_metadata(SYNCED, ownerReferences=None, labels=None)
+    for request in (
+        admission("CREATE", {**foreign, "type": "kubernetes.io/service-account-token"}, user=user),
+        admission("UPDATE", foreign, foreign, user=user),
+        admission("DELETE", None, SYNCED, user=user),
+        admission(
+            "CREATE",
+            token_request(["https://kubernetes.default.svc"], 86400),
+            user=user,
+            resource="serviceaccounts",
+            subresource="token",
+        ),
+    ):
+        assert refusals(policies, request) == {}
+
+
+def token_case(audiences=None, expiration_seconds=None):
+    return admission(
+        "CREATE", token_request(audiences, expiration_seconds), resource="serviceaccounts", subresource="token"
+    )
+
+
+AUDIENCE_REFUSAL = (
+    "wisp-sync may not request a token of ServiceAccount ns-a/sa-a: its audiences must be exactly"
+    " [api://AzureADTokenExchange]"
+)
+LIFETIME_REFUSAL = (
+    "wisp-sync may not request a token of ServiceAccount ns-a/sa-a: its expirationSeconds must be at most 3600"
+)
+
+
+@pytest.mark.parametrize(
+    ("audiences", "expiration_seconds", "message"),
+    [
+        (None, None, None),  # what sync/src/identity.rs asks
+        (None, 600, None),
+        (["api://AKSIdentityBinding"], None, AUDIENCE_REFUSAL),
+        (["https://kubernetes.default.svc"], None, AUDIENCE_REFUSAL),
+        (["api://AzureADTokenExchange", "https://kubernetes.default.svc"], None, AUDIENCE_REFUSAL),
+        (["https://kubernetes.default.svc", "api://AzureADTokenExchange"], None, AUDIENCE_REFUSAL),
+        ([], None, AUDIENCE_REFUSAL),  # the API server's own audiences, which it fills in after admission
+        (None, 7200, LIFETIME_REFUSAL),
+        (None, -1, LIFETIME_REFUSAL),  # no expirationSeconds (the API server defaults it before admission)
+        (["https://kubernetes.default.svc"], 86400, AUDIENCE_REFUSAL),  # the first failed validation is reported
+    ],
+    ids=[
+        "wisp-sync",
+        "ten-minutes",
+        "other-audience",
+        "api-server",
+        "two-audiences",
+        "two-audiences-reversed",
+        "no-audience",
+        "two-hours",
+        "no-lifetime",
+        "both",
+    ],
+)
+def test_token_requests(policies, audiences, expiration_seconds, message):
+    found = refusals(policies, token_case(audiences, expiration_seconds))
+    assert found == ({} if message is None else {"wisp-sync-token-request": ("Forbidden", message)})
+
+
+def test_the_token_policy_pins_wisp_syncs_audience_and_lifetime(policies):
+    policy = policies["wisp-sync-token-request"][0]
+    audience = rust_constants()[("workload_identity", "DEFAULT_AUDIENCE")]
+    lifetime = rust_int_const(SYNC_RS / "identity.rs", "TOKEN_LIFETIME_SECONDS")
+    audiences, expiration = (v["expression"] for v in policy["validations"])
+    assert f"variables.audiences[0] == '{audience}'" in audiences
+    assert expiration.endswith(f"object.spec.expirationSeconds <= {lifetime}")
+
+
+# Kubernetes' own rules (apimachinery validation.IsQualifiedName, IsValidLabelValue; annotation keys are checked
+# lowercased), to compare the policies' regular expressions with.
+QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def kubernetes_qualified_name(key):
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and (not prefix or len(prefix) > 253 or not DNS_SUBDOMAIN.fullmatch(prefix)):
+        return False
+    return 0 < len(name) <= 63 and bool(QUALIFIED_NAME.fullmatch(name))
+
+
+def kubernetes_label_value(value):
+    return value == "" or (len(value) <= 63 and bool(QUALIFIED_NAME.fullmatch(value)))
+
+
+KEYS = [
+    "app",
+    "a",
+    "A",
+    "app.kubernetes.io/name",
+    "example.com/x",
+    "x" * 63,
+    "x" * 64,
+    "p/" + "x" * 63,
+    ("p" * 61 + ".") * 4 + "p" * 5 + "/x",
+    ("p" * 61 + ".") * 4 + "p" * 6 + "/x",
+    "Example.COM/Key",
+    "Example.com/x",
+    "_x.io/y",
+    "example_com/x",
+    "-bad",
+    "bad-",
+    "bad key",
+    "a/b/c",
+    "/x",
+    "x/",
+    "",
+    "under_score",
+    "dot.",
+    ".dot",
+    "ünïcode",
+    "with:colon",
+]
+VALUES = ["", "web", "a", "x" * 63, "x" * 64, "has space", "-x", "x-", "a.b_c-d", "free text, with spaces", "ü"]
+
+
+def label_refusal(key, bad_value=False):
+    if bad_value:
+        return (
+            "Invalid",
+            (
+                f'SecretSync ns-a/app-secret: spec.secretObject.labels["{key}"] is not a valid label value:'
+                " empty, or 1 to 63 letters, digits, -, _ or ., beginning and ending with a letter or digit"
+            ),
+        )
+    return (
+        "Invalid",
+        (
+            f'SecretSync ns-a/app-secret: spec.secretObject.labels key "{key}" is not a valid label key:'
+            " an optional prefix (a DNS subdomain of at most 253 characters) and a slash, then 1 to 63 letters,"
+            " digits, -, _ or ., beginning and ending with a letter or digit"
+        ),
+    )
+
+
+def annotation_refusal(key):
+    return (
+        "Invalid",
+        (
+            f'SecretSync ns-a/app-secret: spec.secretObject.annotations key "{key}" is not a valid'
+            " annotation key: an optional prefix (a DNS subdomain of at most 253 characters, any case) and a slash,"
+            " then 1 to 63 letters, digits, -, _ or ., beginning and ending with a letter or digit"
+        ),
+    )
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_secretsync_label_and_annotation_keys_as_kubernetes_validates_them(policies, key):
+    found = refusals(policies, secret_sync_request("CREATE", secret_sync(labels={key: "v"})))
+    assert found == ({} if kubernetes_qualified_name(key) else {"wisp-sync-secretsync-labels": label_refusal(key)})
+    found = refusals(policies, secret_sync_request("CREATE", secret_sync(annotations={key: "v"})))
+    ok = kubernetes_qualified_name(key.lower())
+    assert found == ({} if ok else {"wisp-sync-secretsync-annotations": annotation_refusal(key)})
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_secretsync_label_values_as_kubernetes_validates_them_annotation_values_are_free(policies, value):
+    found = refusals(policies, secret_sync_request("CREATE", secret_sync(labels={"app": value})))
+    bad = {"wisp-sync-secretsync-labels": label_refusal("app", bad_value=True)}
+    assert found == ({} if kubernetes_label_value(value) else bad)
+    assert refusals(policies, secret_sync_request("CREATE", secret_sync(annotations={"note": value}))) == {}
+
+
+def test_secretsync_format_cases_upstream_refuses_too(policies):
+    """Upstream's validate-label policy's cases: a bad key, a bad value; both refused here as well."""
+    for labels, expected in (
+        ({"bad key": "v"}, label_refusal("bad key")),
+        ({"Bad_Prefix.io/x": "v"}, label_refusal("Bad_Prefix.io/x")),
+        ({"app": "bad value"}, label_refusal("app", bad_value=True)),
+        ({"app": "x" * 64}, label_refusal("app", bad_value=True)),
+    ):
+        found = refusals(policies, secret_sync_request("CREATE", secret_sync(labels=labels)))
+        assert found == {"wisp-sync-secretsync-labels": expected}
+
+
+def test_secretsync_format_updates_refuse_only_what_they_add_or_change(policies):
+    old = secret_sync(labels={"bad key": "v", "app": "bad value"}, annotations={"bad key": "v"})
+    # Unchanged (a finalizer's removal, a spec change elsewhere): allowed, so an old SecretSync can still be deleted.
+    changed_elsewhere = copy.deepcopy(old)
+    changed_elsewhere["spec"]["forceSynchronization"] = "now"
+    assert refusals(policies, secret_sync_request("UPDATE", changed_elsewhere, old)) == {}
+    # Fixing one of them: allowed.
+    fixed = secret_sync(labels={"bad key": "v", "app": "web"}, annotations={"bad key": "v"})
+    assert refusals(policies, secret_sync_request("UPDATE", fixed, old)) == {}
+    # Adding a bad key, or changing a value to a bad one: refused.
+    added = secret_sync(labels={"bad key": "v", "app": "bad value", "new key": "v"}, annotations={"bad key": "v"})
+    assert refusals(policies, secret_sync_request("UPDATE", added, old)) == {
+        "wisp-sync-secretsync-labels": label_refusal("new key")
+    }
+    worse = secret_sync(labels={"bad key": "v", "app": "worse value"}, annotations={"bad key": "v", "x y": "v"})
+    assert refusals(policies, secret_sync_request("UPDATE", worse, old)) == {
+        "wisp-sync-secretsync-labels": label_refusal("app", bad_value=True),
+        "wisp-sync-secretsync-annotations": annotation_refusal("x y"),
+    }
+
+
+def test_secretsync_without_labels_or_annotations_and_its_status_are_not_refused(policies):
+    plain = secret_sync()
+    assert refusals(policies, secret_sync_request("CREATE", plain)) == {}
+    assert refusals(policies, secret_sync_request("UPDATE", plain, plain)) == {}
+    bad = secret_sync(labels={"bad key": "v"})
+    status = secret_sync_request("UPDATE", bad, bad, user=SYNC_USER)
+    status["subResource"] = "status"
+    assert refusals(policies, status) == {}
+
+
+def test_the_readme_secretsync_and_its_secret_pass(policies):
+    sync = secret_sync(labels={"app": "web"}, annotations={"team": "blue"})
+    assert refusals(policies, secret_sync_request("CREATE", sync)) == {}
+    secret = secret_as_wisp_sync_writes(labels={"app": "web"}, annotations={"team": "blue"})
+    assert refusals(policies, admission("CREATE", secret)) == {}
+
+
+def test_custom_secret_type_lists(chart):
+    values = {
+        **DEFAULT_VALUES,
+        "secretSync": {
+            "enabled": True,
+            "validatingAdmissionPolicy": {
+                "allowedSecretTypes": ["Opaque", "example.com/custom"],
+                "deniedSecretTypes": [],
+            },
+        },
+    }
+    custom = sync_policies(chart, values)
+    assert refusals(custom, admission("CREATE", {**SYNCED, "type": "example.com/custom"})) == {}
+    request = admission("CREATE", {**SYNCED, "type": "kubernetes.io/tls"})
+    assert refusals(custom, request) == {
+        "wisp-sync-create-update": (
+            "Forbidden",
+            (
+                "wisp-sync may not CREATE Secret ns-a/app-secret: its type kubernetes.io/tls is not one of"
+                " secretSync.validatingAdmissionPolicy.allowedSecretTypes (Opaque, example.com/custom)"
+            ),
+        )
+    }
+    nothing = {
+        **DEFAULT_VALUES,
+        "secretSync": {"enabled": True, "validatingAdmissionPolicy": {"allowedSecretTypes": []}},
+    }
+    request = admission("CREATE", SYNCED)
+    assert refusals(sync_policies(chart, nothing), request) == {
+        "wisp-sync-create-update": (
+            "Forbidden",
+            (
+                "wisp-sync may not CREATE Secret ns-a/app-secret: its type Opaque is not one of"
+                " secretSync.validatingAdmissionPolicy.allowedSecretTypes ()"
+            ),
+        )
+    }
+
+
+@pytest.mark.parametrize("bad", ['Opa"que', "kubernetes.io/tls'", "two words", ""])
+def test_secret_types_are_plain_words(chart, bad):
+    values = {
+        **DEFAULT_VALUES,
+        "secretSync": {"enabled": True, "validatingAdmissionPolicy": {"deniedSecretTypes": [bad]}},
+    }
+    with pytest.raises(helm.HelmValuesError) as caught:
+        render(chart, values)
+    assert "at '/secretSync/validatingAdmissionPolicy/deniedSecretTypes/0'" in str(caught.value)
+
+
+def api_server_refusal(request, policy, reason, message):
+    """The API server's refusal (apiserver's validating policy dispatcher: admission.NewForbidden with the denying
+    validation's reason) as kube-rs shows it (`ApiError: <message>: <reason> (...)`) in wisp-sync's error text."""
+    resource = request["resource"]["resource"]
+    if request["resource"]["group"]:
+        resource += "." + request["resource"]["group"]
+    status_message = (
+        f"{resource} \"{request['name']}\" is forbidden: ValidatingAdmissionPolicy '{policy}' with "
+        f"binding '{policy}' denied request: {message}"
+    )
+    code = {"Forbidden": 403, "Invalid": 422}[reason]
+    return (
+        f'failed to patch secret "{request["name"]}": ApiError: {status_message}: {reason} (Status {{ code: {code} }})'
+    )
+
+
+def test_every_refusal_is_reported_as_validating_admission_policy_check_failed(policies):
+    """sync/src/conditions.rs `is_admission_policy_refusal` looks for a text in the lowercased error; every refusal
+    of wisp-sync's requests carries it, whatever the policy's message and reason (403 Forbidden, 422 Invalid)."""
+    source = (SYNC_RS / "conditions.rs").read_text()
+    body = re.search(r"pub fn is_admission_policy_refusal\(error_text: &str\) -> bool \{(.*?)\n\}", source, re.DOTALL)
+    assert body.group(1).strip() == 'error_text.to_lowercase().contains("validatingadmissionpolicy")'
+    requests = [c[1] for c in secret_write_cases()] + [token_case(["x"]), token_case(None, 7200)]
+    seen = set()
+    for request in requests:
+        for policy, (reason, message) in refusals(policies, request).items():
+            seen.add(policy)
+            assert "validatingadmissionpolicy" in api_server_refusal(request, policy, reason, message).lower()
+    assert seen == set(SYNC_POLICIES) - set(SECRETSYNC_FORMAT_POLICIES)
