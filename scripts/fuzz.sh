@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
 seconds="${1:-300}"
-targets="${FUZZ_TARGETS:-admission spc_params volume_context keyvault_render state_file cloud_env}"
+targets="${FUZZ_TARGETS:-admission spc_params volume_context keyvault_render state_file cloud_env token_response keyvault_pages}"
 
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 nice -n 15 cargo fuzz build --sanitizer none

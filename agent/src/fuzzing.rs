@@ -11,10 +11,12 @@
 //! | `keyvault_render` | a kind byte, a spec byte, then a Key Vault answer body (or the PFX, PEM, key or certificates inside one) | `keyvault::parse_object`, `render::render_object` |
 //! | `state_file` | the bytes of the volume record | `StateFile::parse`, the rotation due check |
 //! | `cloud_env` | a cloud environment file | `CloudEnvironment::from_json`, the vault and token URLs built from it |
+//! | `token_response` | an endpoint byte, a status byte, then the body of Entra's or IMDS's token answer | `auth::token_answer`, `auth::refresh_after` |
+//! | `keyvault_pages` | pages split by `0xFF`, each a status byte then the body of a version-list GET | `keyvault::read_version_page` (and `parse_object` for error answers), `render::select_history_versions` |
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use kube::api::DynamicObject;
@@ -33,13 +35,18 @@ use crate::pem::{decode_go_base64, pem_blocks};
 use crate::private_key::normalize_private_key;
 use crate::proto::csi::NodePublishVolumeRequest;
 use crate::proto::provider::MountRequest;
-use crate::provider::auth::{service_principal_credentials, token_for_audience, workload_identity_audience};
+use crate::provider::auth::{
+    AuthError, TokenEndpoint, refresh_after, service_principal_credentials, token_answer, token_for_audience,
+    workload_identity_audience,
+};
 use crate::provider::input::MountData;
-use crate::provider::keyvault::{VaultAccess, parse_object};
+use crate::provider::keyvault::{KeyVaultError, VaultAccess, parse_object, read_version_page};
 use crate::provider::params::{
     CloudSelection, IdentityMode, MountParams, ObjectEncoding, ObjectFormat, ObjectSpec, ObjectType, parse_mount_params,
 };
-use crate::provider::render::{FetchedObject, RenderOptions, chain_order, render_object};
+use crate::provider::render::{
+    FetchedObject, RenderOptions, VersionInfo, chain_order, render_object, select_history_versions,
+};
 use crate::volume::state::StateFile;
 
 /// Whether a text found in a secret place is looked for in error and log texts: a value that could occur in any
@@ -563,5 +570,268 @@ pub fn check_cloud_env(data: &[u8]) {
             "activeDirectoryEndpoint {:?} makes the token URL {url}",
             cloud.active_directory_endpoint
         );
+    }
+}
+
+// ---- token_response ----
+
+const FUZZ_TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const FUZZ_CLIENT_ID: &str = "2f0f7b58-4b0e-4c4a-9e36-5d1f3c1a7e21";
+/// What the token requests prove themselves with, planted so that every error can be searched for them (the
+/// dictionary `fuzz/dicts/token_response.dict` offers them to libFuzzer, to quote back in answers).
+const FUZZ_CLIENT_ASSERTION: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.wisp-fuzz-assertion-9f3c";
+const FUZZ_CLIENT_SECRET: &str = "wisp~fuzz~client~secret~7Q2x";
+/// The time the check takes as now (2026-12-02T00:00:00Z), for `expires_on`.
+const FUZZ_NOW: u64 = 1_796_169_600;
+/// The longest lifetime a token may be given (auth's `MAX_TOKEN_LIFETIME`).
+const DAY: Duration = Duration::from_secs(24 * 3600);
+/// The statuses a token endpoint answers with, by the status byte.
+const TOKEN_STATUSES: [u16; 16] = [
+    200, 200, 200, 201, 204, 400, 401, 403, 404, 429, 500, 502, 503, 504, 302, 307,
+];
+
+/// One token answer: the first byte chooses who answered (Entra to a client assertion, Entra to a client secret,
+/// IMDS for the node's identity, IMDS for a user-assigned one), the second the HTTP status, the rest is the body.
+pub fn check_token_response(data: &[u8]) {
+    let [kind, status_byte, body @ ..] = data else {
+        return;
+    };
+    let status = TOKEN_STATUSES[usize::from(*status_byte) % TOKEN_STATUSES.len()];
+    let entra_url = format!("https://login.microsoftonline.com/{FUZZ_TENANT}/oauth2/v2.0/token");
+    let imds_url = "http://169.254.169.254/metadata/identity/oauth2/token";
+    let entra = TokenEndpoint::Entra {
+        url: &entra_url,
+        tenant: FUZZ_TENANT,
+        client_id: FUZZ_CLIENT_ID,
+    };
+    let (endpoint, sent): (TokenEndpoint<'_>, &[&str]) = match kind % 4 {
+        0 => (entra, &[FUZZ_CLIENT_ASSERTION]),
+        1 => (entra, &[FUZZ_CLIENT_SECRET]),
+        2 => (
+            TokenEndpoint::Imds {
+                url: imds_url,
+                client_id: None,
+            },
+            &[],
+        ),
+        _ => (
+            TokenEndpoint::Imds {
+                url: imds_url,
+                client_id: Some(FUZZ_CLIENT_ID),
+            },
+            &[],
+        ),
+    };
+    let answer = serde_json::from_slice::<Value>(body).ok();
+    let member = |name: &str| answer.as_ref().and_then(|a| a.get(name));
+    // Secret: what the request sent, and every token the answer carries, wherever it carries it.
+    let mut secrets: Vec<String> = sent.iter().map(|s| s.to_string()).collect();
+    for name in ["access_token", "refresh_token", "id_token"] {
+        secrets.extend(member(name).and_then(Value::as_str).map(str::to_string));
+    }
+    // Shown by design: a token the fuzzer made equal to one of these is shown as that.
+    let public = [entra_url.as_str(), imds_url, FUZZ_TENANT, FUZZ_CLIENT_ID];
+    let now = UNIX_EPOCH + Duration::from_secs(FUZZ_NOW);
+    match token_answer(&endpoint, status, body, sent, now) {
+        Ok(token) => {
+            assert!((200..300).contains(&status), "a token from an HTTP {status} answer");
+            assert_eq!(
+                Some(token.token.expose_secret()),
+                member("access_token").and_then(Value::as_str),
+                "the token is not the answer's access_token"
+            );
+            // The lifetime, from the answer as the documentation describes it: expires_in (seconds, a number
+            // or a string), else expires_on (Unix seconds), at most a day.
+            let seconds = |v: Option<&Value>| match v? {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse::<u64>().ok(),
+                _ => None,
+            };
+            let expected = match seconds(member("expires_in")) {
+                Some(secs) => Duration::from_secs(secs),
+                None => Duration::from_secs(
+                    seconds(member("expires_on"))
+                        .and_then(|at| at.checked_sub(FUZZ_NOW))
+                        .expect("a token without expires_in or expires_on"),
+                ),
+            };
+            assert!(
+                !token.expires_in.is_zero() && token.expires_in == expected.min(DAY),
+                "a token living {:?} from an answer that says {expected:?}",
+                token.expires_in
+            );
+            assert_no_secret("an AccessToken's Debug", &format!("{token:?}"), &secrets, &public);
+            // What the cache does with it: a refresh before expiry, at an instant that exists.
+            let refresh = refresh_after(token.expires_in);
+            assert!(refresh < token.expires_in, "refreshed at {refresh:?}, after the expiry");
+            assert!(
+                tokio::time::Instant::now().checked_add(refresh).is_some(),
+                "the refresh time overflows"
+            );
+        }
+        Err(e) => {
+            let text = e.to_string();
+            assert_no_secret("a token answer error", &text, &secrets, &public);
+            assert_no_secret("a token answer error's Debug", &format!("{e:?}"), &secrets, &public);
+            match (&e, (200..300).contains(&status)) {
+                (AuthError::BadResponse { reason, .. }, true) => assert!(
+                    [
+                        "access_token",
+                        "expires_in",
+                        "expires_on",
+                        "not an OAuth token response"
+                    ]
+                    .iter()
+                    .any(|field| reason.contains(field)),
+                    "an unreadable token answer's error must name the member: {text}"
+                ),
+                (AuthError::Entra { description, .. } | AuthError::Imds { description, .. }, false) => assert!(
+                    text.contains(&format!("(HTTP {status}"))
+                        && !description.is_empty()
+                        && description.trim() == description,
+                    "a refusal must give the status and a description: {text}"
+                ),
+                _ => panic!("HTTP {status} gave {e:?}"),
+            }
+        }
+    }
+}
+
+// ---- keyvault_pages ----
+
+const FUZZ_VAULT: &str = "https://kv1.vault.azure.net/";
+/// The vault's bearer token, planted so that every error can be searched for it.
+const FUZZ_VAULT_TOKEN: &str = "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJodHRwczovL3ZhdWx0In0.wisp-fuzz-vault-token-4k8";
+/// The statuses Key Vault answers with, by the status byte.
+const VAULT_STATUSES: [u16; 8] = [200, 200, 200, 200, 403, 404, 429, 500];
+
+/// The pages of one version list, split by `0xFF` (which UTF-8 never holds): each is a status byte, then the
+/// body. Pages are read as the client reads them, while each says there is a next one.
+pub fn check_keyvault_pages(data: &[u8]) {
+    let vault = VaultAccess::new(FUZZ_VAULT, SecretString::from(FUZZ_VAULT_TOKEN)).expect("a fixed https vault URL");
+    let mut versions: Vec<VersionInfo> = Vec::new();
+    for page in data.split(|b| *b == 0xFF) {
+        let [status_byte, body @ ..] = page else {
+            return;
+        };
+        let status = VAULT_STATUSES[usize::from(*status_byte) % VAULT_STATUSES.len()];
+        // Secret: the token, and a secret bundle's value if an answer carries one.
+        let mut secrets = vec![FUZZ_VAULT_TOKEN.to_string()];
+        if let Ok(Value::Object(answer)) = serde_json::from_slice::<Value>(body) {
+            secrets.extend(answer.get("value").and_then(Value::as_str).map(str::to_string));
+        }
+        let read_before = versions.len();
+        let next = match read_version_page(&vault, status, body, &mut versions) {
+            Ok(next) => next,
+            Err(e) => {
+                check_vault_error(&e, status, &secrets, &["not a version list", "value[", "nextLink"]);
+                // The same answer to a GET of one object: Key Vault's error bodies are the same.
+                if let Err(e) = parse_object(&vault, ObjectType::Secret, status, body) {
+                    check_vault_error(
+                        &e,
+                        status,
+                        &secrets,
+                        &["not a secret bundle", "secret value is nil", "secret id is nil"],
+                    );
+                }
+                return;
+            }
+        };
+        assert!(
+            (200..300).contains(&status),
+            "a version list from an HTTP {status} answer"
+        );
+        for version in &versions[read_before..] {
+            assert!(
+                !version.id.is_empty() && !version.id.contains('/'),
+                "a version id {:?} that is not one path segment",
+                version.id
+            );
+        }
+        let Some(next) = next else {
+            break;
+        };
+        // The token goes with the next request: only to the vault itself.
+        assert!(
+            next.scheme() == "https"
+                && next.host_str() == Some("kv1.vault.azure.net")
+                && next.port_or_known_default() == Some(443)
+                && next.username().is_empty()
+                && next.password().is_none(),
+            "followed nextLink {next} away from the vault"
+        );
+    }
+    check_history(&versions);
+}
+
+/// A Key Vault error: no secret in its text or Debug; a refusal gives the status, an unreadable answer names
+/// the member (one of `members`).
+fn check_vault_error(e: &KeyVaultError, status: u16, secrets: &[String], members: &[&str]) {
+    let text = e.to_string();
+    assert_no_secret("a Key Vault error", &text, secrets, &[FUZZ_VAULT]);
+    assert_no_secret("a Key Vault error's Debug", &format!("{e:?}"), secrets, &[FUZZ_VAULT]);
+    match (e, (200..300).contains(&status)) {
+        (KeyVaultError::Service { code, message, .. }, false) => assert!(
+            text.starts_with(&format!("Key Vault kv1.vault.azure.net answered HTTP {status} "))
+                && !code.is_empty()
+                && !message.is_empty()
+                && message.trim() == message,
+            "a refusal must give the status, a code and a message: {text}"
+        ),
+        (KeyVaultError::BadResponse { reason, .. }, true) => assert!(
+            members.iter().any(|m| reason.contains(m)),
+            "an unreadable answer's error must name the member: {text}"
+        ),
+        _ => panic!("HTTP {status} gave {e:?}"),
+    }
+}
+
+/// `objectVersionHistory` on the versions read: enabled versions of the list, newest first, as many as asked.
+fn check_history(versions: &[VersionInfo]) {
+    let enabled: Vec<&VersionInfo> = versions.iter().filter(|v| v.enabled).collect();
+    let unique = {
+        let mut ids: Vec<&str> = versions.iter().map(|v| v.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.windows(2).all(|w| w[0] != w[1])
+    };
+    for count in [1u32, 3] {
+        for start in [None, enabled.last().map(|v| v.id.as_str())] {
+            let ids = match select_history_versions(versions, start, count) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    assert!(enabled.is_empty(), "no versions chosen from {versions:?}: {e}");
+                    continue;
+                }
+            };
+            assert!(
+                !ids.is_empty() && ids.len() <= count as usize,
+                "{} versions chosen for {count}",
+                ids.len()
+            );
+            if !unique {
+                continue;
+            }
+            let created: Vec<i64> = ids
+                .iter()
+                .map(|id| {
+                    enabled
+                        .iter()
+                        .find(|v| &v.id == id)
+                        .map(|v| v.created)
+                        .unwrap_or_else(|| panic!("version {id:?} chosen, which is not an enabled one"))
+                })
+                .collect();
+            assert!(
+                created.windows(2).all(|w| w[0] >= w[1]),
+                "versions chosen out of order: {created:?}"
+            );
+            if start.is_none() {
+                assert_eq!(
+                    created.first().copied(),
+                    enabled.iter().map(|v| v.created).max(),
+                    "the newest enabled version is not the first"
+                );
+            }
+        }
     }
 }

@@ -28,3 +28,13 @@ fn state_file() {
 fn cloud_env() {
     replay_corpus("cloud_env", fuzzing::check_cloud_env);
 }
+
+#[test]
+fn token_response() {
+    replay_corpus("token_response", fuzzing::check_token_response);
+}
+
+#[test]
+fn keyvault_pages() {
+    replay_corpus("keyvault_pages", fuzzing::check_keyvault_pages);
+}

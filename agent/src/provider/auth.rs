@@ -14,20 +14,23 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 use wisp_shared::cloud::CloudEnvironment;
 use wisp_shared::contract::workload_identity::DEFAULT_AUDIENCE;
 
-use crate::error_text::{error_chain, json_problem};
+use crate::error_text::{error_chain, json_problem, json_secret_fields, redact};
 use crate::provider::http::{Outcome, RetryPolicy, send_with_retry};
 
 const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const IMDS_API_VERSION: &str = "2018-02-01";
 /// Tokens are refreshed this long before they expire (or at half their lifetime, if that is shorter).
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// The longest a token is trusted for: Entra's and IMDS's access tokens live at most a day (Entra's CAE tokens
+/// up to 28 hours, refreshed early here at no cost), so a longer `expires_in` is wrong.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -327,10 +330,9 @@ impl TokenCache {
             return Ok(cached.token.clone());
         }
         let fresh = fetch().await?;
-        let margin = REFRESH_MARGIN.min(fresh.expires_in / 2);
         *guard = Some(CachedToken {
             token: fresh.token.clone(),
-            refresh_at: Instant::now() + fresh.expires_in.saturating_sub(margin),
+            refresh_at: Instant::now() + refresh_after(fresh.expires_in),
         });
         Ok(fresh.token)
     }
@@ -437,17 +439,18 @@ impl Authenticator {
         let url = format!("{}{}/oauth2/v2.0/token", cloud.active_directory_endpoint, tenant);
         let outcome = send_with_retry(&self.retry, deadline, || self.http.post(&url).form(&form)).await;
         let (status, body) = read(outcome, &url).await?;
-        if (200..300).contains(&status) {
-            return parse_token(&url, status, &body);
-        }
-        let (error, description) = oauth_error(&body);
-        Err(AuthError::Entra {
-            client_id: client_id.to_string(),
-            tenant: tenant.to_string(),
-            status,
-            error,
-            description,
-        })
+        // What the request proved itself with: Entra (or whatever answers in its place) may quote it back.
+        let sent: Vec<&str> = form
+            .iter()
+            .filter(|(name, _)| matches!(*name, "client_assertion" | "client_secret"))
+            .map(|(_, value)| value.as_str())
+            .collect();
+        let endpoint = TokenEndpoint::Entra {
+            url: &url,
+            tenant,
+            client_id,
+        };
+        token_answer(&endpoint, status, &body, &sent, SystemTime::now())
     }
 
     async fn imds_token(
@@ -469,16 +472,13 @@ impl Authenticator {
         })
         .await;
         let (status, body) = read(outcome, &url).await?;
-        if (200..300).contains(&status) {
-            return parse_token(&url, status, &body);
-        }
-        let (error, description) = oauth_error(&body);
-        Err(AuthError::Imds {
-            for_client: client_id.map(|id| format!(" for client ID {id}")).unwrap_or_default(),
+        token_answer(
+            &TokenEndpoint::Imds { url: &url, client_id },
             status,
-            error,
-            description,
-        })
+            &body,
+            &[],
+            SystemTime::now(),
+        )
     }
 }
 
@@ -499,62 +499,176 @@ async fn read(outcome: Outcome, url: &str) -> Result<(u16, Vec<u8>), AuthError> 
     }
 }
 
-fn parse_token(url: &str, status: u16, body: &[u8]) -> Result<AccessToken, AuthError> {
-    #[derive(serde::Deserialize)]
-    struct TokenResponse {
-        access_token: String,
-        // Entra sends a number, IMDS a string.
-        expires_in: Option<serde_json::Value>,
+/// Who answered a token request, for the error that names them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TokenEndpoint<'a> {
+    /// Entra's `{authority}{tenant}/oauth2/v2.0/token`.
+    Entra {
+        url: &'a str,
+        tenant: &'a str,
+        client_id: &'a str,
+    },
+    /// IMDS's `/metadata/identity/oauth2/token`.
+    Imds { url: &'a str, client_id: Option<&'a str> },
+}
+
+/// Members of a token answer that are secret wherever they appear (an OAuth error body should carry none, but
+/// whatever answers may put one there).
+const ANSWER_SECRETS: &[&str] = &["access_token", "refresh_token", "id_token"];
+
+/// What a token endpoint's answer (`status`, `body`) means: a token, or an error naming what is wrong. No error
+/// text shows `sent` (the client assertion or client secret of the request) or a token of the body, even when
+/// the server quotes them back; `now` places an `expires_on`.
+pub(crate) fn token_answer(
+    endpoint: &TokenEndpoint<'_>,
+    status: u16,
+    body: &[u8],
+    sent: &[&str],
+    now: SystemTime,
+) -> Result<AccessToken, AuthError> {
+    let url = match endpoint {
+        TokenEndpoint::Entra { url, .. } | TokenEndpoint::Imds { url, .. } => *url,
+    };
+    if (200..300).contains(&status) {
+        return parse_token(url, status, body, now);
     }
+    let answered = json_secret_fields(body, ANSWER_SECRETS);
+    let mut secrets: Vec<&str> = sent.to_vec();
+    secrets.extend(answered.iter().map(String::as_str));
+    let (error, description) = oauth_error(body, &secrets);
+    Err(match endpoint {
+        TokenEndpoint::Entra { tenant, client_id, .. } => AuthError::Entra {
+            client_id: client_id.to_string(),
+            tenant: tenant.to_string(),
+            status,
+            error,
+            description,
+        },
+        TokenEndpoint::Imds { client_id, .. } => AuthError::Imds {
+            for_client: client_id.map(|id| format!(" for client ID {id}")).unwrap_or_default(),
+            status,
+            error,
+            description,
+        },
+    })
+}
+
+/// A successful token answer: `access_token` and its lifetime, from `expires_in` (seconds; Entra sends a number,
+/// IMDS a string) or else `expires_on` (Unix seconds, a number or a string, as IMDS and Azure Arc send it).
+fn parse_token(url: &str, status: u16, body: &[u8], now: SystemTime) -> Result<AccessToken, AuthError> {
     let bad = |reason: String| AuthError::BadResponse {
         endpoint: url.to_string(),
         status,
         reason,
     };
-    let parsed: TokenResponse =
+    // Members by name and kind only, never by value: the values are tokens, or sit beside one.
+    let parsed: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| bad(format!("not an OAuth token response: {}", json_problem(&e))))?;
-    if parsed.access_token.is_empty() {
-        return Err(bad("access_token is empty".into()));
-    }
-    let seconds = match parsed.expires_in {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
-        Some(serde_json::Value::String(s)) => s.trim().parse::<u64>().ok(),
-        _ => None,
-    }
-    .ok_or_else(|| bad("expires_in is missing or not a number of seconds".into()))?;
+    let Some(answer) = parsed.as_object() else {
+        return Err(bad(
+            "not an OAuth token response: the body is JSON but not an object".into()
+        ));
+    };
+    let token = match answer.get("access_token") {
+        None => return Err(bad("access_token is missing".into())),
+        Some(serde_json::Value::String(token)) if token.is_empty() => {
+            return Err(bad("access_token is empty".into()));
+        }
+        Some(serde_json::Value::String(token)) => token,
+        Some(_) => return Err(bad("access_token is not a string".into())),
+    };
+    let seconds = |member: &str| match answer.get(member) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or(()),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<u64>().map(Some).map_err(|_| ()),
+        Some(_) => Err(()),
+    };
+    let lifetime = match seconds("expires_in") {
+        Ok(Some(0)) => return Err(bad("expires_in is 0: the token has already expired".into())),
+        Ok(Some(secs)) => Duration::from_secs(secs),
+        Err(()) => {
+            return Err(bad(
+                "expires_in is not a whole number of seconds (a number or a string of digits)".into(),
+            ));
+        }
+        Ok(None) => match seconds("expires_on") {
+            Ok(Some(at)) => {
+                let now_secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                match at.checked_sub(now_secs).filter(|left| *left > 0) {
+                    Some(left) => Duration::from_secs(left),
+                    None => {
+                        return Err(bad(format!(
+                            "expires_on {at} is not in the future (now is {now_secs}): the token has already expired"
+                        )));
+                    }
+                }
+            }
+            Ok(None) => return Err(bad("neither expires_in nor expires_on is present".into())),
+            Err(()) => {
+                return Err(bad(
+                    "expires_on is not a Unix time in whole seconds (a number or a string of digits)".into(),
+                ));
+            }
+        },
+    };
     Ok(AccessToken {
-        token: SecretString::from(parsed.access_token),
-        expires_in: Duration::from_secs(seconds),
+        token: SecretString::from(token.clone()),
+        // A longer lifetime than any Entra or IMDS token has is wrong: trusting it would keep the token
+        // past its real expiry (and a large one would overflow the refresh time).
+        expires_in: lifetime.min(MAX_TOKEN_LIFETIME),
     })
 }
 
-/// `error` and `error_description` of an OAuth error body; the description carries Entra's `AADSTS` code.
-fn oauth_error(body: &[u8]) -> (String, String) {
+/// `error` and `error_description` of an OAuth error body; the description carries Entra's `AADSTS` code. A body
+/// that is not an OAuth error is shown as it came (its first 512 characters), for a proxy's or gateway's page.
+/// Every one of `secrets` is redacted from both.
+fn oauth_error(body: &[u8], secrets: &[&str]) -> (String, String) {
     #[derive(serde::Deserialize)]
     struct OAuthError {
         error: Option<String>,
         error_description: Option<String>,
     }
+    // Redacted before whitespace is joined and the text cut, so that neither can split a secret and show part.
+    let clean = |text: &str| {
+        redact(
+            &redact(text, secrets).split_whitespace().collect::<Vec<_>>().join(" "),
+            secrets,
+        )
+    };
     match serde_json::from_slice::<OAuthError>(body) {
         Ok(e) => (
-            e.error.map(|c| format!(", {c}")).unwrap_or_default(),
+            e.error
+                .map(|c| clean(&c))
+                .filter(|c| !c.is_empty())
+                .map(|c| format!(", {c}"))
+                .unwrap_or_default(),
             e.error_description
-                .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
+                .map(|d| clean(&d))
+                .filter(|d| !d.is_empty())
                 .unwrap_or_else(|| "no error description".into()),
         ),
         Err(_) => {
-            let text = String::from_utf8_lossy(body);
-            let text: String = text.chars().take(512).collect();
+            let text = clean(&String::from_utf8_lossy(body));
+            // The cut can end on the space between two words.
+            let text = text.chars().take(512).collect::<String>().trim_end().to_string();
             (
                 String::new(),
-                if text.trim().is_empty() {
+                if text.is_empty() {
                     "empty response body".into()
                 } else {
-                    text.trim().to_string()
+                    text
                 },
             )
         }
     }
+}
+
+/// How long before its expiry a token of `lifetime` is refreshed: [`REFRESH_MARGIN`] before, or at half its
+/// lifetime if that is sooner, and never later than [`MAX_TOKEN_LIFETIME`] (which also keeps the refresh
+/// instant representable).
+pub(crate) fn refresh_after(lifetime: Duration) -> Duration {
+    let lifetime = lifetime.min(MAX_TOKEN_LIFETIME);
+    lifetime.saturating_sub(REFRESH_MARGIN.min(lifetime / 2))
 }
 
 #[cfg(test)]

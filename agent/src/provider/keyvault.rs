@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::error_text::{error_chain, json_problem};
+use crate::error_text::{error_chain, json_problem, json_secret_fields, redact};
 use crate::metrics::Metrics;
 use crate::provider::http::{Outcome, RetryPolicy, send_with_retry};
 use crate::provider::params::ObjectType;
@@ -98,11 +98,14 @@ impl VaultAccess {
         url
     }
 
-    /// Only links to the vault itself may carry the token.
+    /// Only links to the vault itself may carry the token; a link with a user name or password is not one
+    /// (reqwest would send them as a second, Basic, `Authorization`).
     fn same_origin(&self, link: &Url) -> bool {
         link.scheme() == self.base.scheme()
             && link.host_str() == self.base.host_str()
             && link.port_or_known_default() == self.base.port_or_known_default()
+            && link.username().is_empty()
+            && link.password().is_none()
     }
 }
 
@@ -190,63 +193,13 @@ impl KeyVaultClient {
         name: &str,
         deadline: Instant,
     ) -> Result<Vec<VersionInfo>, KeyVaultError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Page {
-            #[serde(default)]
-            value: Vec<Item>,
-            next_link: Option<String>,
-        }
-        #[derive(Deserialize)]
-        struct Item {
-            id: Option<String>,
-            kid: Option<String>,
-            attributes: Option<Attributes>,
-        }
-        #[derive(Deserialize)]
-        struct Attributes {
-            enabled: Option<bool>,
-            created: Option<i64>,
-        }
         let mut url = vault.url(&[collection(object_type), name, "versions"]);
         let mut versions = Vec::new();
         for _ in 0..MAX_PAGES {
             let (status, body) = self.send(vault, url, deadline).await?;
-            if !(200..300).contains(&status) {
-                return Err(service_error(vault, status, &body));
-            }
-            let page: Page = serde_json::from_slice(&body).map_err(|e| KeyVaultError::BadResponse {
-                vault: vault.host(),
-                status,
-                reason: format!("not a version list: {e}"),
-            })?;
-            for item in page.value {
-                // Upstream skips entries without attributes; a version without `enabled` counts as disabled.
-                let Some(attributes) = item.attributes else { continue };
-                let Some(id) = item.id.or(item.kid) else { continue };
-                versions.push(VersionInfo {
-                    id: last_segment(&id).to_string(),
-                    enabled: attributes.enabled.unwrap_or(false),
-                    created: attributes.created.unwrap_or(0),
-                });
-            }
-            match page.next_link.filter(|l| !l.is_empty()) {
+            match read_version_page(vault, status, &body, &mut versions)? {
                 None => return Ok(versions),
-                Some(link) => {
-                    let next = Url::parse(&link).map_err(|e| KeyVaultError::BadResponse {
-                        vault: vault.host(),
-                        status,
-                        reason: format!("nextLink is not a URL: {e}"),
-                    })?;
-                    if !vault.same_origin(&next) {
-                        return Err(KeyVaultError::BadResponse {
-                            vault: vault.host(),
-                            status,
-                            reason: format!("nextLink points outside the vault ({link}); not following it"),
-                        });
-                    }
-                    url = next;
-                }
+                Some(next) => url = next,
             }
         }
         Err(KeyVaultError::BadResponse {
@@ -281,11 +234,84 @@ impl KeyVaultClient {
     }
 }
 
+/// One page of a version list (`{"value":[…],"nextLink":…}`): its versions appended to `versions`, and the next
+/// page's URL, which is only ever one on the vault itself (the token goes with it).
+pub(crate) fn read_version_page(
+    vault: &VaultAccess,
+    status: u16,
+    body: &[u8],
+    versions: &mut Vec<VersionInfo>,
+) -> Result<Option<Url>, KeyVaultError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Page {
+        #[serde(default)]
+        value: Vec<Item>,
+        next_link: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Item {
+        id: Option<String>,
+        kid: Option<String>,
+        attributes: Option<Attributes>,
+    }
+    #[derive(Deserialize)]
+    struct Attributes {
+        enabled: Option<bool>,
+        created: Option<i64>,
+    }
+    if !(200..300).contains(&status) {
+        return Err(service_error(vault, status, body));
+    }
+    // The reasons quote the page's links and ids: never with the token in them.
+    let bad = |reason: String| KeyVaultError::BadResponse {
+        vault: vault.host(),
+        status,
+        reason: redact(&reason, &[vault.token.expose_secret()]),
+    };
+    let page: Page =
+        serde_json::from_slice(body).map_err(|e| bad(format!("not a version list: {}", json_problem(&e))))?;
+    for (i, item) in page.value.into_iter().enumerate() {
+        // Upstream skips entries without attributes; a version without `enabled` counts as disabled.
+        let Some(attributes) = item.attributes else { continue };
+        let (field, id) = match (item.id, item.kid) {
+            (Some(id), _) => ("id", id),
+            (None, Some(kid)) => ("kid", kid),
+            (None, None) => continue,
+        };
+        // The version is fetched by this name and recorded in the pod's status: an empty one would fetch the
+        // latest version under no name.
+        let version = last_segment(&id);
+        if version.is_empty() {
+            return Err(bad(format!(
+                "value[{i}].{field} {id:?} does not end with a version (…/{{name}}/{{version}})"
+            )));
+        }
+        versions.push(VersionInfo {
+            id: version.to_string(),
+            enabled: attributes.enabled.unwrap_or(false),
+            created: attributes.created.unwrap_or(0),
+        });
+    }
+    let Some(link) = page.next_link.filter(|l| !l.is_empty()) else {
+        return Ok(None);
+    };
+    let next = Url::parse(&link).map_err(|e| bad(format!("nextLink {link:?} is not a URL: {e}")))?;
+    if !vault.same_origin(&next) {
+        return Err(bad(format!(
+            "nextLink {link:?} points outside the vault (https://{}/); not following it with the vault's token",
+            vault.host()
+        )));
+    }
+    Ok(Some(next))
+}
+
 fn last_segment(id: &str) -> &str {
     id.trim_end_matches('/').rsplit('/').next().unwrap_or(id)
 }
 
-/// Key Vault's error body: `{"error":{"code":"SecretNotFound","message":"..."}}`.
+/// Key Vault's error body: `{"error":{"code":"SecretNotFound","message":"..."}}`. Neither the vault's token nor a
+/// secret bundle's `value` shows in the error, even if the body quotes or carries them.
 fn service_error(vault: &VaultAccess, status: u16, body: &[u8]) -> KeyVaultError {
     #[derive(Deserialize)]
     struct Body {
@@ -296,21 +322,34 @@ fn service_error(vault: &VaultAccess, status: u16, body: &[u8]) -> KeyVaultError
         code: Option<String>,
         message: Option<String>,
     }
+    let carried = json_secret_fields(body, &["value"]);
+    let mut secrets = vec![vault.token.expose_secret()];
+    secrets.extend(carried.iter().map(String::as_str));
+    let clean = |text: &str| redact(text.trim(), &secrets);
     let parsed = serde_json::from_slice::<Body>(body).ok().and_then(|b| b.error);
     let (code, message) = match parsed {
         Some(inner) => (
-            inner.code.unwrap_or_else(|| "UnknownError".into()),
-            inner.message.unwrap_or_else(|| "no error message".into()),
+            inner
+                .code
+                .map(|c| clean(&c))
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| "UnknownError".into()),
+            inner
+                .message
+                .map(|m| clean(&m))
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| "no error message".into()),
         ),
         None => {
-            let text: String = String::from_utf8_lossy(body).chars().take(512).collect();
-            let text = text.trim();
+            // Redacted before the cut, so that the cut cannot leave part of a secret; the cut can end on a space.
+            let text: String = clean(&String::from_utf8_lossy(body)).chars().take(512).collect();
+            let text = text.trim_end().to_string();
             (
                 "UnknownError".into(),
                 if text.is_empty() {
                     "empty response body".into()
                 } else {
-                    text.to_string()
+                    text
                 },
             )
         }
@@ -503,6 +542,163 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "Key Vault kv1.vault.azure.net returned an unreadable response (HTTP 200): secret value is nil"
+        );
+    }
+
+    fn page(v: &VaultAccess, body: &str) -> Result<(Vec<VersionInfo>, Option<Url>), String> {
+        let mut versions = Vec::new();
+        read_version_page(v, 200, body.as_bytes(), &mut versions)
+            .map(|next| (versions, next))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn version_pages_follow_next_links_on_the_vault_only() {
+        let v = vault();
+        let (versions, next) = page(
+            &v,
+            r#"{"value":[{"id":"https://kv1.vault.azure.net/secrets/s/v1","attributes":{"enabled":true,"created":1700000000}},
+                         {"kid":"https://kv1.vault.azure.net/keys/s/v2","attributes":{"created":1700000001}},
+                         {"id":"https://kv1.vault.azure.net/secrets/s/v3"}],
+                "nextLink":"https://kv1.vault.azure.net:443/secrets/s/versions?api-version=7.4&$skiptoken=abc"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            versions,
+            [
+                VersionInfo {
+                    id: "v1".into(),
+                    enabled: true,
+                    created: 1_700_000_000
+                },
+                VersionInfo {
+                    id: "v2".into(),
+                    enabled: false,
+                    created: 1_700_000_001
+                },
+            ]
+        );
+        assert_eq!(
+            next.unwrap().as_str(),
+            "https://kv1.vault.azure.net/secrets/s/versions?api-version=7.4&$skiptoken=abc"
+        );
+        assert_eq!(page(&v, r#"{"value":[],"nextLink":null}"#).unwrap(), (vec![], None));
+        // Another host, scheme, port or a user: the token would leave the vault, or go with a second credential.
+        for link in [
+            "https://evil.example/secrets/s/versions",
+            "http://kv1.vault.azure.net/secrets/s/versions",
+            "https://kv1.vault.azure.net:8443/secrets/s/versions",
+            "https://kv1.vault.azure.net.evil.example/secrets/s/versions",
+            "https://user:pw@kv1.vault.azure.net/secrets/s/versions",
+        ] {
+            assert_eq!(
+                page(&v, &format!(r#"{{"value":[],"nextLink":"{link}"}}"#)).unwrap_err(),
+                format!(
+                    "Key Vault kv1.vault.azure.net returned an unreadable response (HTTP 200): nextLink \"{link}\" \
+                     points outside the vault (https://kv1.vault.azure.net/); not following it with the vault's token"
+                )
+            );
+        }
+        assert_eq!(
+            page(&v, r#"{"nextLink":"/secrets/s/versions?$skiptoken=abc"}"#).unwrap_err(),
+            "Key Vault kv1.vault.azure.net returned an unreadable response (HTTP 200): nextLink \
+             \"/secrets/s/versions?$skiptoken=abc\" is not a URL: relative URL without a base"
+        );
+    }
+
+    #[test]
+    fn unreadable_version_pages_name_the_member() {
+        let v = vault();
+        assert_eq!(
+            page(
+                &v,
+                r#"{"value":[{"id":"https://kv1.vault.azure.net/secrets/s/v1","attributes":{"enabled":"yes"}}]}"#
+            )
+            .unwrap_err(),
+            "Key Vault kv1.vault.azure.net returned an unreadable response (HTTP 200): not a version list: a value of \
+             the wrong JSON type at line 1 column 88"
+        );
+        // An id with nothing after its last slash would fetch the latest version under no version name.
+        assert_eq!(
+            page(&v, r#"{"value":[{"id":"https://kv1.vault.azure.net/secrets/s/v1","attributes":{}},{"id":"","attributes":{}}]}"#)
+                .unwrap_err(),
+            "Key Vault kv1.vault.azure.net returned an unreadable response (HTTP 200): value[1].id \"\" does not \
+             end with a version (…/{name}/{version})"
+        );
+        let mut versions = Vec::new();
+        assert_eq!(
+            read_version_page(
+                &v,
+                403,
+                br#"{"error":{"code":"Forbidden","message":"no list permission"}}"#,
+                &mut versions
+            )
+            .unwrap_err()
+            .to_string(),
+            "Key Vault kv1.vault.azure.net answered HTTP 403 Forbidden: no list permission"
+        );
+    }
+
+    #[test]
+    fn service_errors_never_show_the_token_or_a_secret_value() {
+        let token = "eyJ0eXAiOiJKV1QifQ.e30.sig";
+        let v = VaultAccess::new("https://kv1.vault.azure.net/", SecretString::from(token)).unwrap();
+        let body = format!(r#"{{"error":{{"code":"Unauthorized","message":"AKV10032: Invalid issuer in {token}"}}}}"#);
+        assert_eq!(
+            parse_object(&v, ObjectType::Secret, 401, body.as_bytes())
+                .unwrap_err()
+                .to_string(),
+            "Key Vault kv1.vault.azure.net answered HTTP 401 Unauthorized: AKV10032: Invalid issuer in [redacted]"
+        );
+        // Not Key Vault's error shape: shown as it came, without a secret bundle's value.
+        assert_eq!(
+            parse_object(
+                &v,
+                ObjectType::Secret,
+                500,
+                br#"{"value":"s3cr3t-value-42","error":"boom"}"#
+            )
+            .unwrap_err()
+            .to_string(),
+            r#"Key Vault kv1.vault.azure.net answered HTTP 500 UnknownError: {"value":"[redacted]","error":"boom"}"#
+        );
+        let link = format!("https://kv1.vault.azure.net/secrets/s/versions?t={token}");
+        let mut versions = Vec::new();
+        let next = read_version_page(&v, 200, format!(r#"{{"nextLink":"{link}"}}"#).as_bytes(), &mut versions).unwrap();
+        assert_eq!(next.map(String::from), Some(link.clone()));
+        let err = read_version_page(
+            &v,
+            200,
+            format!(r#"{{"nextLink":"http{}"}}"#, &link[5..]).as_bytes(),
+            &mut versions,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Key Vault kv1.vault.azure.net returned an unreadable response (HTTP 200): nextLink \
+             \"http://kv1.vault.azure.net/secrets/s/versions?t=[redacted]\" points outside the vault \
+             (https://kv1.vault.azure.net/); not following it with the vault's token"
+        );
+    }
+
+    #[test]
+    fn blank_codes_and_messages_read_as_missing() {
+        let v = vault();
+        assert_eq!(
+            parse_object(&v, ObjectType::Secret, 429, br#"{"error":{"code":" ","message":"\n"}}"#)
+                .unwrap_err()
+                .to_string(),
+            "Key Vault kv1.vault.azure.net answered HTTP 429 UnknownError: no error message"
+        );
+        let body = format!("{} more", "x".repeat(511));
+        assert_eq!(
+            parse_object(&v, ObjectType::Secret, 500, body.as_bytes())
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "Key Vault kv1.vault.azure.net answered HTTP 500 UnknownError: {}",
+                "x".repeat(511)
+            )
         );
     }
 }

@@ -223,32 +223,178 @@ async fn short_lived_tokens_are_refetched() {
     );
 }
 
+fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_796_169_600)
+}
+
+fn parse(body: &str) -> Result<AccessToken, AuthError> {
+    parse_token("https://login/t/oauth2/v2.0/token", 200, body.as_bytes(), now())
+}
+
+fn parse_err(body: &str) -> String {
+    parse(body).unwrap_err().to_string()
+}
+
 #[test]
 fn token_responses() {
-    let t = parse_token(
-        "u",
-        200,
-        br#"{"access_token":"at","expires_in":3599,"token_type":"Bearer"}"#,
-    )
-    .unwrap();
+    let t = parse(r#"{"access_token":"at","expires_in":3599,"token_type":"Bearer"}"#).unwrap();
     assert_eq!(
         (t.token.expose_secret(), t.expires_in),
         ("at", Duration::from_secs(3599))
     );
-    let t = parse_token("u", 200, br#"{"access_token":"at","expires_in":"86399"}"#).unwrap();
+    let t = parse(r#"{"access_token":"at","expires_in":"86399"}"#).unwrap();
     assert_eq!(t.expires_in, Duration::from_secs(86399));
     assert_eq!(
-        parse_token("https://login/t/oauth2/v2.0/token", 200, br#"{"access_token":"at"}"#)
-            .unwrap_err()
-            .to_string(),
-        "https://login/t/oauth2/v2.0/token returned an unreadable token response (HTTP 200): expires_in is missing or not a number of seconds"
+        parse_err(r#"{"access_token":"at"}"#),
+        "https://login/t/oauth2/v2.0/token returned an unreadable token response (HTTP 200): neither expires_in nor expires_on is present"
     );
     assert_eq!(
-        oauth_error(br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1"}"#),
+        oauth_error(br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1"}"#, &[]),
         (", invalid_client".to_string(), "AADSTS7000215: Invalid client secret provided. Trace ID: 1".to_string())
     );
     assert_eq!(
-        oauth_error(b"<html>bad gateway</html>"),
+        oauth_error(b"<html>bad gateway</html>", &[]),
         (String::new(), "<html>bad gateway</html>".to_string())
+    );
+}
+
+#[test]
+fn unreadable_token_responses_name_the_member() {
+    let reason = |body: &str| parse_err(body).split_once("(HTTP 200): ").unwrap().1.to_string();
+    assert_eq!(
+        reason(r#"{"token_type":"Bearer","expires_in":3599}"#),
+        "access_token is missing"
+    );
+    assert_eq!(
+        reason(r#"{"access_token":"","expires_in":3599}"#),
+        "access_token is empty"
+    );
+    assert_eq!(
+        reason(r#"{"access_token":12345678,"expires_in":3599}"#),
+        "access_token is not a string"
+    );
+    assert_eq!(
+        reason(r#"["eyJ0eXAiOiJKV1QifQ.e30.sig"]"#),
+        "not an OAuth token response: the body is JSON but not an object"
+    );
+    assert_eq!(
+        reason("<html>"),
+        "not an OAuth token response: invalid JSON at line 1 column 1"
+    );
+    assert_eq!(
+        reason(r#"{"access_token":"at","expires_in":"3599.5"}"#),
+        "expires_in is not a whole number of seconds (a number or a string of digits)"
+    );
+    assert_eq!(
+        reason(r#"{"access_token":"at","expires_in":-1}"#),
+        "expires_in is not a whole number of seconds (a number or a string of digits)"
+    );
+    assert_eq!(
+        reason(r#"{"access_token":"at","expires_in":0}"#),
+        "expires_in is 0: the token has already expired"
+    );
+    assert_eq!(
+        reason(r#"{"access_token":"at","expires_on":"06/20/2019 02:57:58 +00:00"}"#),
+        "expires_on is not a Unix time in whole seconds (a number or a string of digits)"
+    );
+    assert_eq!(
+        reason(r#"{"access_token":"at","expires_on":"1796169600"}"#),
+        "expires_on 1796169600 is not in the future (now is 1796169600): the token has already expired"
+    );
+}
+
+#[test]
+fn expires_on_gives_the_lifetime_when_expires_in_is_missing() {
+    // IMDS and Azure Arc send Unix seconds as a string, Entra's v1 endpoint as a number.
+    let t = parse(r#"{"access_token":"at","expires_on":"1796173199","resource":"https://vault.azure.net"}"#).unwrap();
+    assert_eq!(t.expires_in, Duration::from_secs(3599));
+    let t = parse(r#"{"access_token":"at","expires_on":1796169660}"#).unwrap();
+    assert_eq!(t.expires_in, Duration::from_secs(60));
+    // expires_in wins when both are there.
+    let t = parse(r#"{"access_token":"at","expires_in":"120","expires_on":"1796173199"}"#).unwrap();
+    assert_eq!(t.expires_in, Duration::from_secs(120));
+}
+
+#[tokio::test]
+async fn a_huge_lifetime_is_cut_to_a_day_and_does_not_overflow_the_refresh_time() {
+    // `expires_in` of u64::MAX seconds: the cache added it to `Instant::now()`, which panics on overflow.
+    let t = parse(r#"{"access_token":"at","expires_in":18446744073709551615}"#).unwrap();
+    assert_eq!(t.expires_in, Duration::from_secs(86_400));
+    let t = parse(r#"{"access_token":"at","expires_on":"18446744073709551615"}"#).unwrap();
+    assert_eq!(t.expires_in, Duration::from_secs(86_400));
+    assert_eq!(refresh_after(Duration::MAX), Duration::from_secs(86_100));
+    assert_eq!(refresh_after(Duration::from_secs(3599)), Duration::from_secs(3299));
+    assert_eq!(refresh_after(Duration::from_secs(60)), Duration::from_secs(30));
+    let cache = TokenCache::new();
+    let key = IdentityKey::new(&Identity::ManagedIdentity { client_id: None }, &cloud(), "http://imds");
+    let forever = AccessToken {
+        token: SecretString::from("forever"),
+        expires_in: Duration::MAX,
+    };
+    assert_eq!(
+        cache
+            .get_or_fetch(key, || async { Ok(forever) })
+            .await
+            .unwrap()
+            .expose_secret(),
+        "forever"
+    );
+}
+
+#[test]
+fn refusals_never_show_what_the_request_sent_or_a_token_of_the_answer() {
+    let assertion = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzIn0.c2ln";
+    let entra = TokenEndpoint::Entra {
+        url: "https://login/t/oauth2/v2.0/token",
+        tenant: "t",
+        client_id: "c",
+    };
+    // A description that quotes the assertion (whole, or split over lines) shows neither it nor part of it.
+    let body = format!(
+        r#"{{"error":"invalid_client","error_description":"AADSTS700024: Client assertion {assertion} is not within its valid time range."}}"#
+    );
+    assert_eq!(
+        token_answer(&entra, 401, body.as_bytes(), &[assertion], now())
+            .unwrap_err()
+            .to_string(),
+        "Microsoft Entra ID refused a token for client ID c in tenant t (HTTP 401, invalid_client): AADSTS700024: \
+         Client assertion [redacted] is not within its valid time range."
+    );
+    // A body that is not an OAuth error is shown as it came, without the client secret or a token it carries.
+    let body = br#"{"error":7,"access_token":"eyJ0eXAiOiJKV1QifQ.e30.sig","echo":"p@ss~word~1234"}"#;
+    assert_eq!(
+        token_answer(&entra, 500, body, &["p@ss~word~1234"], now())
+            .unwrap_err()
+            .to_string(),
+        r#"Microsoft Entra ID refused a token for client ID c in tenant t (HTTP 500): {"error":7,"access_token":"[redacted]","echo":"[redacted]"}"#
+    );
+    // Cut to 512 characters after redaction, so no prefix of the secret is left at the end.
+    let body = format!("{}{assertion}", "x".repeat(500));
+    let imds = TokenEndpoint::Imds {
+        url: "http://imds/metadata/identity/oauth2/token",
+        client_id: Some("c"),
+    };
+    let err = token_answer(&imds, 502, body.as_bytes(), &[assertion], now()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the managed identity endpoint (IMDS) refused a token for client ID c (HTTP 502): {}[redacted]",
+            "x".repeat(500)
+        )
+    );
+    assert!(!format!("{err:?}").contains("eyJ"));
+}
+
+#[test]
+fn a_blank_description_or_a_cut_at_a_space_still_reads_as_one() {
+    assert_eq!(
+        oauth_error(br#"{"error":" ","error_description":" \r\n "}"#, &[]),
+        (String::new(), "no error description".to_string())
+    );
+    // A body that is no OAuth error, cut at 512 characters just after a space, ends at the word before it.
+    let body = format!("{} Trace ID: 0b6e3c3a", "x".repeat(501));
+    assert_eq!(
+        oauth_error(body.as_bytes(), &[]),
+        (String::new(), format!("{} Trace ID:", "x".repeat(501)))
     );
 }
