@@ -198,6 +198,48 @@ async fn entra_5xx_is_retried_and_a_lasting_outage_fails_the_mount_cleanly() {
     assert_eq!(visible_files(&agent.view(&target)), s1_files("past entra"));
 }
 
+/// A redirect is not followed: it would carry the bearer token wherever its Location points. The mount fails with
+/// Key Vault's status, and nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_vault_redirect_is_not_followed() {
+    let env = env_with_s1("never redirected").await;
+    let vault = &env.cloud.vault;
+    let mut agent = Agent::start(&env);
+    let mut client = agent.client().await;
+    let trap = format!(
+        "{}/secrets/trap?api-version=7.4",
+        vault.vault_url(VAULT).trim_end_matches('/')
+    );
+    vault.inject(
+        VAULT,
+        "/secrets/s1",
+        FaultAction::Respond {
+            status: StatusCode::TEMPORARY_REDIRECT,
+            headers: vec![("location".into(), trap)],
+            body: String::new(),
+        },
+        None,
+    );
+    let target = env.target(NAMESPACE, "pod-redirected");
+    let (code, message) = publish_fails(&mut client, publish_within(&env, &target, PATIENCE)).await;
+    assert_eq!(code, tonic::Code::Unknown);
+    assert_eq!(
+        message,
+        format!(
+            "{MOUNT_FAILED}failed to get objectType:secret, objectName:s1, objectVersion:: Key Vault {}:{} answered \
+             HTTP 307 UnknownError: empty response body",
+            vault.vault_host(VAULT),
+            vault.addr().port()
+        )
+    );
+    assert_eq!(
+        vault.request_count(VAULT, "/secrets/trap"),
+        0,
+        "the redirect was followed"
+    );
+    assert_nothing_left(&agent, &target);
+}
+
 /// VM managed identity with no IMDS listening (a node without the endpoint, a blocked link-local route): the
 /// agent retries until kubelet's deadline is near, then fails the mount naming IMDS, leaving nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,9 @@ pub fn build_client() -> Result<reqwest::Client, HttpError> {
         .user_agent(concat!("wisp-agent/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(90))
+        // Entra, IMDS and Key Vault never redirect; following one would re-send a client secret, an assertion
+        // or a bearer token wherever the Location points. A 3xx is an error like any other status.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(HttpError::Client)
 }
