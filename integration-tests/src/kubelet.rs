@@ -102,14 +102,7 @@ impl AgentLaunch<'_> {
                 // kubelet's plugins_registry, beside the socket too.
                 format!("--registration-socket={}", self.registration_socket().display()),
             ])
-            .env("KUBECONFIG", self.kubeconfig)
-            .trust_ca_file(self.ca_file)
-            .resolve_to_loopback(&self.loopback_names)
-            .env_remove("RUST_LOG")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("http_proxy")
+            .reaching_fakes(self.kubeconfig, self.ca_file, &self.loopback_names)
     }
 }
 

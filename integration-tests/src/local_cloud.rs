@@ -3,6 +3,7 @@
 //! needs to reach them (CA bundle, kubeconfig, cloud environment file).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::fake_entra::{EntraError, FakeEntra};
 use crate::fake_keyvault::{FakeKeyVault, KeyVaultConfig, KeyVaultError};
@@ -11,6 +12,7 @@ use crate::https_server::ServerTls;
 use crate::issuer::{IssuerError, TestIssuer};
 use crate::pki::TestPki;
 use crate::process::{CloudEndpoints, write_cloud_env_file};
+use crate::traffic::{Fault, FaultAction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalCloudError {
@@ -65,6 +67,26 @@ pub struct ClientFiles {
     pub cloud_env: PathBuf,
 }
 
+/// Requests the fakes have seen so far; a benchmark subtracts two readings to count a phase's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    pub entra: u64,
+    pub key_vault: u64,
+    /// Every request to the API server but watches (whose count says nothing of the work done).
+    pub kube: u64,
+}
+
+impl std::ops::Sub for RequestCounts {
+    type Output = RequestCounts;
+    fn sub(self, before: RequestCounts) -> RequestCounts {
+        RequestCounts {
+            entra: self.entra - before.entra,
+            key_vault: self.key_vault - before.key_vault,
+            kube: self.kube - before.kube,
+        }
+    }
+}
+
 /// The running fakes. Dropping it stops them.
 pub struct LocalCloud {
     pub pki: TestPki,
@@ -105,6 +127,43 @@ impl LocalCloud {
             vault_dns_suffix: names.vault_dns_suffix.to_string(),
             vault_resource: names.vault_resource.to_string(),
         })
+    }
+
+    /// Seeds `tenant`, trusting the cluster's service account issuer and issuing tokens for Key Vault, with
+    /// `vault` in it readable by `client_id`: where each benchmark starts (its workload identities are then
+    /// federated with the ServiceAccounts it uses).
+    pub fn add_tenant_with_vault(&self, tenant: &str, vault: &str, client_id: &str) -> Result<(), KeyVaultError> {
+        self.entra.add_tenant(tenant);
+        self.entra.add_resource(&self.vault_resource);
+        self.entra.trust_issuer(self.issuer.issuer(), self.issuer.jwks());
+        self.vault.add_vault(vault, tenant);
+        self.vault.grant(client_id, vault)
+    }
+
+    pub fn request_counts(&self) -> RequestCounts {
+        RequestCounts {
+            entra: self.entra.traffic().count_prefix(""),
+            key_vault: self.vault.traffic().count_prefix(""),
+            kube: self
+                .kube
+                .count_requests(|r| r.query.get("watch").is_none_or(|w| w != "true")) as u64,
+        }
+    }
+
+    /// Replaces every fault injected at Entra and Key Vault with `latency` before each of their responses (on
+    /// `vault`'s requests at Key Vault); zero: none. What a benchmark sets to count the round trips a program
+    /// waits for, as a cloud region away would make them cost.
+    pub fn set_azure_latency(&self, vault: &str, latency: Duration) {
+        self.entra.traffic().clear_faults();
+        self.vault.clear_faults();
+        if !latency.is_zero() {
+            self.entra.traffic().inject(Fault {
+                key_prefix: String::new(),
+                action: FaultAction::Delay(latency),
+                times: None,
+            });
+            self.vault.delay(vault, "", latency, None);
+        }
     }
 
     /// Writes the CA bundle, a kubeconfig and the cloud environment file into `dir`.

@@ -232,6 +232,20 @@ impl Program {
         self
     }
 
+    /// Points the program at the local fakes as a user would point it at a cluster and a cloud: the API server
+    /// through `kubeconfig`, the test CA through `SSL_CERT_FILE`, the fake host names resolved to 127.0.0.1, and
+    /// none of the caller's `RUST_LOG` or proxy variables (a proxy would send the fakes' traffic elsewhere).
+    pub fn reaching_fakes<S: AsRef<str>>(self, kubeconfig: &Path, ca_file: &Path, loopback_names: &[S]) -> Self {
+        self.env("KUBECONFIG", kubeconfig)
+            .trust_ca_file(ca_file)
+            .resolve_to_loopback(loopback_names)
+            .env_remove("RUST_LOG")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+    }
+
     /// Starts the program in a process group of its own, so a Ctrl-C in the terminal reaches only the parent,
     /// which then stops its children in order (as `wisp-local` does) instead of all dying at once.
     pub fn own_process_group(mut self) -> Self {

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use integration_tests::agent_harness::{AgentEnv, CLIENT, POD_A, VAULT};
 use integration_tests::fake_kube::FakeKube;
 use integration_tests::local_cloud::LOGIN_HOST;
-use integration_tests::process::{Program, RunningProgram, built_binary, free_port};
+use integration_tests::process::{RunningProgram, built_binary, free_port};
+use integration_tests::sync_launch::SyncLaunch;
 
 const SECRET_SYNC_V1ALPHA1: &str = "secret-sync.x-k8s.io/v1alpha1";
 const NAMESPACE: &str = POD_A.namespace;
@@ -44,22 +45,20 @@ fn start_sync(env: &AgentEnv, interval: &str) -> (RunningProgram, u16) {
 /// A running wisp-sync whose pod is `pod_name`, with `/metrics`, `/healthz` and `/readyz` on `http_port` and
 /// `extra` flags.
 fn start_replica(env: &AgentEnv, pod_name: &str, interval: &str, http_port: u16, extra: &[&str]) -> RunningProgram {
-    Program::from_path("wisp-sync", built_binary("wisp-sync", "wisp-sync"))
-        .args([
-            format!("--rotation-poll-interval={interval}"),
-            format!("--metrics-addr=127.0.0.1:{http_port}"),
-            format!("--health-addr=127.0.0.1:{http_port}"),
-            "--log-level=wisp_sync=debug,info".to_string(),
-        ])
-        .args(extra)
-        .env("KUBECONFIG", &env.files.kubeconfig)
-        .env("SYNC_CONTROLLER_POD_NAME", pod_name)
-        .trust_ca_file(&env.files.ca_file)
-        .resolve_to_loopback(&[LOGIN_HOST.to_string(), env.cloud.vault.vault_host(VAULT)])
-        .env_remove("RUST_LOG")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("https_proxy")
-        .spawn()
+    SyncLaunch {
+        binary: built_binary("wisp-sync", "wisp-sync"),
+        interval,
+        pod_name: Some(pod_name),
+        kubeconfig: &env.files.kubeconfig,
+        ca_file: &env.files.ca_file,
+        loopback_names: vec![LOGIN_HOST.to_string(), env.cloud.vault.vault_host(VAULT)],
+        log_level: "wisp_sync=debug,info",
+        metrics_port: http_port,
+        health_port: http_port,
+    }
+    .program()
+    .args(extra)
+    .spawn()
 }
 
 fn secret_sync(name: &str, class: &str, sa: &str, force: Option<&str>) -> Value {

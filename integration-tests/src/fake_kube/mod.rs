@@ -304,6 +304,18 @@ impl FakeKube {
         self.shared.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// How many requests so far `matches`, counted under the log's lock without copying it: cheap enough to
+    /// call every few milliseconds while a benchmark writes thousands of objects.
+    pub fn count_requests(&self, matches: impl Fn(&RecordedRequest) -> bool) -> usize {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|r| matches(r))
+            .count()
+    }
+
     pub fn clear_requests(&self) {
         self.shared.requests.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, ensure};
 use integration_tests::kubelet;
+use integration_tests::proc_usage::{Peak, Sampler, Usage, usage};
 
 use crate::harness::{Bench, Call, Counts, secret_value, spc_name, tail};
-use crate::proc::{Peak, Sampler, Usage, usage};
 
 pub(crate) struct BurstReport {
     pub count: usize,

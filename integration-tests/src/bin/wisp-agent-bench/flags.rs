@@ -1,8 +1,7 @@
 //! The command line of `wisp-agent-bench`.
 
-use std::path::PathBuf;
-
 use clap::Parser;
+use integration_tests::bench_binary::BinaryFlags;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum MountChoice {
@@ -75,11 +74,6 @@ pub(crate) struct Cli {
     #[arg(long = "agent-arg", allow_hyphen_values = true)]
     pub agent_args: Vec<String>,
 
-    /// Directory holding `wisp-agent` (default: next to this executable).
-    #[arg(long)]
-    pub bin_dir: Option<PathBuf>,
-
-    /// When started by `cargo run`, do not build `wisp-agent` first.
-    #[arg(long)]
-    pub no_build: bool,
+    #[command(flatten)]
+    pub binary: BinaryFlags,
 }

@@ -10,15 +10,15 @@ use integration_tests::fake_entra::FederatedCredential;
 use integration_tests::kubelet::csi::NodePublishVolumeRequest;
 use integration_tests::kubelet::csi::node_client::NodeClient;
 use integration_tests::kubelet::{self, AgentLaunch, PodRef};
-use integration_tests::local_cloud::{ClientFiles, CloudNames, LOGIN_HOST, LocalCloud, VAULT_RESOURCE};
+use integration_tests::local_cloud::{ClientFiles, CloudNames, LOGIN_HOST, LocalCloud};
+use integration_tests::proc_usage::{Memory, Peak, Sampler, Usage, clock_ticks_per_second, cpu_ticks, memory, usage};
 use integration_tests::process::{self, RunningProgram, free_port, tmpfs_mounts_available};
-use integration_tests::traffic::{Fault, FaultAction};
+use integration_tests::prometheus_text::sample_sum;
 use serde_json::json;
 use tonic::transport::Channel;
 use wisp_shared::contract::secrets_store as ss;
 
 use crate::flags::{Cli, MountChoice};
-use crate::proc::{Memory, Peak, Sampler, Usage, clock_ticks_per_second, cpu_ticks, memory, usage};
 
 /// Guards against a hang only: no call of a healthy agent comes near it.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
@@ -42,59 +42,8 @@ pub(crate) const ROTATION_OBJECTS: usize = 10;
 /// Bytes of each secret's value (a connection string or a small certificate is of this order).
 pub(crate) const SECRET_BYTES: usize = 512;
 
-/// Builds `wisp-agent` with this executable's profile when started by `cargo run`, and returns its path.
-pub(crate) fn agent_binary(cli: &Cli) -> Result<PathBuf> {
-    if let Some(dir) = &cli.bin_dir {
-        let path = dir.join("wisp-agent");
-        ensure!(path.is_file(), "{} does not exist (from --bin-dir)", path.display());
-        return Ok(path);
-    }
-    let release = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.ends_with("release")))
-        .unwrap_or(false);
-    if !cli.no_build
-        && let Some(cargo) = std::env::var_os("CARGO")
-    {
-        eprintln!(
-            "building wisp-agent (cargo build -p wisp-agent{})",
-            if release { " --release" } else { "" }
-        );
-        let mut build = std::process::Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "wisp-agent", "--bin", "wisp-agent"]);
-        if release {
-            build.arg("--release");
-        }
-        if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
-            build.current_dir(dir);
-        }
-        let status = build.status().context("running cargo build")?;
-        ensure!(status.success(), "cargo build -p wisp-agent failed ({status})");
-    }
-    if !release {
-        eprintln!("warning: this is not a release build; run with `cargo run --release` for figures worth recording");
-    }
-    process::find_binary("wisp-agent").map_err(|e| anyhow!(e))
-}
-
 /// Requests seen by the fakes so far.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Counts {
-    pub entra: u64,
-    pub key_vault: u64,
-    pub kube: u64,
-}
-
-impl std::ops::Sub for Counts {
-    type Output = Counts;
-    fn sub(self, before: Counts) -> Counts {
-        Counts {
-            entra: self.entra - before.entra,
-            key_vault: self.key_vault - before.key_vault,
-            kube: self.kube - before.kube,
-        }
-    }
-}
+pub(crate) use integration_tests::local_cloud::RequestCounts as Counts;
 
 /// One timed mount.
 #[derive(Debug, Clone, Copy)]
@@ -130,19 +79,11 @@ impl Bench {
             kubeconfig,
             cloud_env,
         } = cloud.write_client_files(dir);
-        let LocalCloud {
-            kube,
-            entra,
-            vault,
-            issuer,
-            ..
-        } = &cloud;
+        let LocalCloud { kube, vault, .. } = &cloud;
 
-        entra.add_tenant(TENANT);
-        entra.add_resource(VAULT_RESOURCE);
-        entra.trust_issuer(issuer.issuer(), issuer.jwks());
-        vault.add_vault(VAULT, TENANT);
-        vault.grant(CLIENT_ID, VAULT).context("granting vault access")?;
+        cloud
+            .add_tenant_with_vault(TENANT, VAULT, CLIENT_ID)
+            .context("seeding the tenant and its vault")?;
         let burst_objects = cli.burst_objects as usize;
         let largest = SIZES
             .iter()
@@ -232,31 +173,12 @@ impl Bench {
     }
 
     pub(crate) fn counts(&self) -> Counts {
-        Counts {
-            entra: self.cloud.entra.traffic().count_prefix(""),
-            key_vault: self.cloud.vault.traffic().count_prefix(""),
-            kube: self
-                .cloud
-                .kube
-                .requests()
-                .iter()
-                .filter(|r| r.query.get("watch").is_none_or(|w| w != "true"))
-                .count() as u64,
-        }
+        self.cloud.request_counts()
     }
 
     /// Injects `latency` before every Entra and Key Vault response (zero: none).
     pub(crate) fn set_latency(&self, latency: Duration) {
-        self.cloud.entra.traffic().clear_faults();
-        self.cloud.vault.clear_faults();
-        if !latency.is_zero() {
-            self.cloud.entra.traffic().inject(Fault {
-                key_prefix: String::new(),
-                action: FaultAction::Delay(latency),
-                times: None,
-            });
-            self.cloud.vault.delay(VAULT, "", latency, None);
-        }
+        self.cloud.set_azure_latency(VAULT, latency);
     }
 
     /// A new pod using `service_account`: its NodePublishVolume request for `spc`, as kubelet sends it.
@@ -547,9 +469,9 @@ impl Bench {
                 peak,
                 latencies,
                 checked_files,
-                rotated: metric_sum(&metrics, "rotation_reconcile_total", "rotated=\"true\""),
-                not_rotated: metric_sum(&metrics, "rotation_reconcile_total", "rotated=\"false\""),
-                errors: metric_sum(&metrics, "rotation_reconcile_error_total", ""),
+                rotated: sample_sum(&metrics, "rotation_reconcile_total", "rotated=\"true\""),
+                not_rotated: sample_sum(&metrics, "rotation_reconcile_total", "rotated=\"false\""),
+                errors: sample_sum(&metrics, "rotation_reconcile_error_total", ""),
             })
         }
         .await;
@@ -598,19 +520,6 @@ pub(crate) struct RotationReport {
     pub publish_requests: Counts,
     pub round: RotationRound,
     pub after_unpublish: Usage,
-}
-
-/// The sum of the samples of `name` whose labels contain `label` (all of them when it is empty).
-pub(crate) fn metric_sum(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .fold(0.0, |sum, v| sum + v)
 }
 
 /// The bytes of secret `i` as seeded ([`SECRET_BYTES`] of them).

@@ -30,18 +30,19 @@
 mod burst;
 mod flags;
 mod harness;
-mod proc;
 mod report;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, ensure};
+use anyhow::{Result, ensure};
 use clap::Parser;
+use integration_tests::bench_binary::bench_binary;
+use integration_tests::bench_main::run_until_signal;
+use integration_tests::proc_usage::{Usage, memory, usage};
 
 use flags::Cli;
-use harness::{Bench, PATIENCE, SIZES, WARM_SA, agent_binary, tail};
-use proc::{Usage, memory, usage};
+use harness::{Bench, PATIENCE, SIZES, WARM_SA, tail};
 use report::{Case, print_burst_report, print_report, print_rotation_report, print_settled};
 
 #[tokio::main]
@@ -50,21 +51,11 @@ async fn main() -> ExitCode {
     wisp_shared::runtime::install_crypto_provider();
     // On a signal `run` is dropped, which kills the agent (and with it its mount namespace) and removes the work
     // directory.
-    let outcome = tokio::select! {
-        result = run(&cli) => result,
-        () = wisp_shared::runtime::shutdown_signal() => Err(anyhow!("interrupted; the agent was stopped")),
-    };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("FAILED: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_until_signal("the agent", run(&cli)).await
 }
 
 async fn run(cli: &Cli) -> Result<()> {
-    let binary = agent_binary(cli)?;
+    let binary = bench_binary("wisp-agent", "wisp-agent", &cli.binary)?;
     let latency = Duration::from_millis(cli.latency_ms);
     let mut bench = Bench::start(cli, &binary).await?;
     let pid = bench.agent.pid();

@@ -2,13 +2,15 @@
 
 use std::time::Duration;
 
+use integration_tests::bench_report::{cpus, mib, print_memory_table};
+use integration_tests::proc_usage::{Memory, Peak, Usage};
+
 use crate::burst::BurstReport;
 use crate::flags::Cli;
 use crate::harness::{
     Bench, Counts, KUBELET_DEADLINE, MEMORY_RUN_OBJECTS, MEMORY_RUN_PARALLEL, MemoryReport, ROTATION_OBJECTS,
     RotationReport, SECRET_BYTES, Sample,
 };
-use crate::proc::{Memory, Peak, Usage};
 
 /// Order statistics of a set of durations.
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +89,7 @@ pub(crate) fn print_rotation_report(
         report.interval.as_secs(),
         report.parallel,
         latency.as_millis(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        cpus()
     );
     if !cli.agent_args.is_empty() {
         println!("agent flags: {}", cli.agent_args.join(" "));
@@ -129,11 +131,14 @@ pub(crate) fn print_rotation_report(
         report.count * ROTATION_OBJECTS
     );
     println!();
-    print_memory_table(&[
-        ("started, idle", &started),
-        ("before the round (volumes mounted)", &round.before_round.memory),
-        ("after the round", &round.after_round.memory),
-    ]);
+    print_memory_table(
+        "Agent",
+        &[
+            ("started, idle", &started),
+            ("before the round (volumes mounted)", &round.before_round.memory),
+            ("after the round", &round.after_round.memory),
+        ],
+    );
     println!();
     print_answer_times("republish", &round.latencies);
     print_usage_table(
@@ -171,7 +176,7 @@ pub(crate) fn print_report(
          secrets of {SECRET_BYTES} bytes, {} CPUs",
         if bench.tmpfs { "tmpfs" } else { "directory" },
         cli.iterations,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        cpus()
     );
     if !cli.agent_args.is_empty() {
         println!("agent flags: {}", cli.agent_args.join(" "));
@@ -257,7 +262,7 @@ pub(crate) fn print_report(
         rows.push((mounted.as_str(), &report.loaded));
         rows.push(("after unpublishing them all", &report.after));
     }
-    print_memory_table(&rows);
+    print_memory_table("Agent", &rows);
     if let Some(report) = memory_report {
         println!(
             "{} volumes published in {:.2} s and unpublished in {:.2} s ({MEMORY_RUN_PARALLEL} calls in flight); {} \
@@ -277,28 +282,6 @@ pub(crate) fn print_report(
             } else {
                 "MISSED"
             }
-        );
-    }
-}
-
-/// KiB as MiB with one decimal.
-fn mib(kib: u64) -> String {
-    format!("{:.1}", kib as f64 / 1024.0)
-}
-
-/// The agent's memory at the moments named, one row each.
-fn print_memory_table(rows: &[(&str, &Memory)]) {
-    println!("Agent memory (/proc/<pid>/status, MiB)");
-    println!("| when | VmRSS | VmHWM | RssAnon | RssFile | threads |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (when, m) in rows {
-        println!(
-            "| {when} | {} | {} | {} | {} | {} |",
-            mib(m.rss_kib),
-            mib(m.hwm_kib),
-            mib(m.anon_kib),
-            mib(m.file_kib),
-            m.threads
         );
     }
 }
@@ -340,7 +323,7 @@ fn print_one_burst(cli: &Cli, bench: &Bench, latency: Duration, report: &BurstRe
         report.count,
         report.objects,
         latency.as_millis(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        cpus()
     );
     if !cli.agent_args.is_empty() {
         println!("agent flags: {}", cli.agent_args.join(" "));

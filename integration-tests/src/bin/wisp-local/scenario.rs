@@ -18,6 +18,7 @@ use integration_tests::pki::TestPki;
 use integration_tests::process::{
     self, Program, RunningProgram, free_port, mount_namespaces_available, tmpfs_mounts_available,
 };
+use integration_tests::sync_launch::SyncLaunch;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use wisp_shared::contract::deploy;
@@ -682,22 +683,21 @@ fn start_agent(
 }
 
 fn start_sync(fakes: &Fakes, binary: &Path, kubeconfig: &Path, ca_file: &Path) -> RunningProgram {
-    Program::from_path("wisp-sync", binary)
-        .args([
-            "--rotation-poll-interval=2m".to_string(),
-            format!("--metrics-addr=127.0.0.1:{}", free_port()),
-            format!("--health-addr=127.0.0.1:{}", free_port()),
-            format!("--imds-endpoint={}", fakes.entra.imds_proxy_url()),
-            "--log-level=info".to_string(),
-        ])
-        .env("KUBECONFIG", kubeconfig)
-        .trust_ca_file(ca_file)
-        .resolve_to_loopback(&[LOGIN_HOST.to_string(), fakes.vault.vault_host(VAULT)])
-        .env_remove("RUST_LOG")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("https_proxy")
-        .own_process_group()
-        .spawn()
+    SyncLaunch {
+        binary,
+        interval: "2m",
+        pod_name: None,
+        kubeconfig,
+        ca_file,
+        loopback_names: vec![LOGIN_HOST.to_string(), fakes.vault.vault_host(VAULT)],
+        log_level: "info",
+        metrics_port: free_port(),
+        health_port: free_port(),
+    }
+    .program()
+    .arg(format!("--imds-endpoint={}", fakes.entra.imds_proxy_url()))
+    .own_process_group()
+    .spawn()
 }
 
 /// Creates SecretSync [`SYNCED_SECRET`] (ExampleSecret of class azure-kvname-wi, with the workload identity's

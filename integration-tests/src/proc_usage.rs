@@ -1,33 +1,53 @@
-//! What `/proc` tells about the agent: its resident memory and threads (`status`), its CPU time (`stat`), its open
-//! file descriptors (`fd/`), and their peaks over a run, sampled.
+//! What `/proc` tells about a program under benchmark (wisp-agent, wisp-sync): its resident memory and threads
+//! (`status`), its CPU time (`stat`), its open file descriptors (`fd/`), and their peaks over a run, sampled.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+/// A `/proc/<pid>` file that could not be read or did not hold what Linux writes there.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    #[error("reading {path} failed (has the process exited?)")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} holds no {field}")]
+    Field { path: String, field: String },
+}
+
+fn read(path: String) -> Result<String, ProcError> {
+    std::fs::read_to_string(&path).map_err(|source| ProcError::Read { path, source })
+}
 
 /// utime + stime of process `pid`, in clock ticks (`/proc/<pid>/stat` fields 14 and 15).
-pub(crate) fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading the agent's stat")?;
+pub fn cpu_ticks(pid: u32) -> Result<u64, ProcError> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = read(path.clone())?;
+    let missing = |field: String| ProcError::Field {
+        path: path.clone(),
+        field,
+    };
     // The command name (field 2) is in parentheses and may hold spaces: count fields after the last ')'.
     let rest = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest)
-        .ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat"))?;
+        .ok_or_else(|| missing("command name in parentheses".to_string()))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (state): utime is field 14, stime field 15.
-    let field = |n: usize| -> Result<u64> {
+    let field = |n: usize| -> Result<u64, ProcError> {
         fields
             .get(n - 3)
             .and_then(|f| f.parse().ok())
-            .ok_or_else(|| anyhow!("no field {n} in /proc/{pid}/stat"))
+            .ok_or_else(|| missing(format!("field {n}")))
     };
     Ok(field(14)? + field(15)?)
 }
 
 /// `sysconf(_SC_CLK_TCK)`, from `getconf CLK_TCK` (100 on every Linux this runs on).
-pub(crate) fn clock_ticks_per_second() -> u64 {
+pub fn clock_ticks_per_second() -> u64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -40,7 +60,7 @@ pub(crate) fn clock_ticks_per_second() -> u64 {
 
 /// VmRSS (with its anonymous and file-backed parts) and VmHWM in KiB, and the thread count.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Memory {
+pub struct Memory {
     pub rss_kib: u64,
     pub hwm_kib: u64,
     pub anon_kib: u64,
@@ -48,14 +68,18 @@ pub(crate) struct Memory {
     pub threads: u64,
 }
 
-pub(crate) fn memory(pid: u32) -> Result<Memory> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the agent's status")?;
-    let field = |name: &str| -> Result<u64> {
+pub fn memory(pid: u32) -> Result<Memory, ProcError> {
+    let path = format!("/proc/{pid}/status");
+    let status = read(path.clone())?;
+    let field = |name: &str| -> Result<u64, ProcError> {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| anyhow!("no {name} in /proc/{pid}/status"))
+            .ok_or_else(|| ProcError::Field {
+                path: path.clone(),
+                field: name.trim_end_matches(':').to_string(),
+            })
     };
     Ok(Memory {
         rss_kib: field("VmRSS:")?,
@@ -68,19 +92,20 @@ pub(crate) fn memory(pid: u32) -> Result<Memory> {
 
 /// Open file descriptors of process `pid`: the entries of `/proc/<pid>/fd` (sockets, pipes, files, the epoll
 /// instance; a leak of any kind shows here).
-pub(crate) fn open_fds(pid: u32) -> Result<usize> {
-    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).context("reading the agent's fd directory")?;
+pub fn open_fds(pid: u32) -> Result<usize, ProcError> {
+    let path = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&path).map_err(|source| ProcError::Read { path, source })?;
     Ok(entries.count())
 }
 
 /// Memory and open descriptors at one moment.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Usage {
+pub struct Usage {
     pub memory: Memory,
     pub fds: usize,
 }
 
-pub(crate) fn usage(pid: u32) -> Result<Usage> {
+pub fn usage(pid: u32) -> Result<Usage, ProcError> {
     Ok(Usage {
         memory: memory(pid)?,
         fds: open_fds(pid)?,
@@ -89,7 +114,7 @@ pub(crate) fn usage(pid: u32) -> Result<Usage> {
 
 /// The highest VmRSS and open descriptor count seen while a [`Sampler`] ran.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Peak {
+pub struct Peak {
     pub rss_kib: u64,
     pub fds: usize,
     pub samples: u64,
@@ -97,7 +122,7 @@ pub(crate) struct Peak {
 
 /// Reads [`usage`] every `SAMPLE_EVERY` on a thread of its own (so a busy runtime cannot skip samples) until
 /// stopped: the peaks of a phase, which VmHWM (a peak since the process started) cannot give.
-pub(crate) struct Sampler {
+pub struct Sampler {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Peak>,
 }
@@ -105,7 +130,7 @@ pub(crate) struct Sampler {
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 
 impl Sampler {
-    pub(crate) fn start(pid: u32) -> Self {
+    pub fn start(pid: u32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::spawn({
             let stop = stop.clone();
@@ -129,7 +154,7 @@ impl Sampler {
         Self { stop, thread }
     }
 
-    pub(crate) fn stop(self) -> Peak {
+    pub fn stop(self) -> Peak {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().unwrap_or_default()
     }
