@@ -227,7 +227,7 @@ impl ProviderService {
         let freshness = if req.current_object_version.is_empty() {
             Freshness::Fresh
         } else {
-            Freshness::SharedRound
+            Freshness::SharedRound { due: Instant::now() }
         };
         let content = self
             .provider

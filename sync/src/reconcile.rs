@@ -123,6 +123,8 @@ pub struct Context {
     pub classes: Store<SecretProviderClass>,
     identities: Identities,
     hashes: HashCache,
+    /// One permit per core for the sync hash's key derivation.
+    hashing: tokio::sync::Semaphore,
     observed: Mutex<HashMap<(String, String), Observed>>,
 }
 
@@ -152,6 +154,7 @@ impl Context {
             metrics,
             classes,
             hashes: HashCache::new(),
+            hashing: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, usize::from)),
             observed: Mutex::new(HashMap::new()),
         }
     }
@@ -176,7 +179,11 @@ impl Context {
         };
         let elapsed = observed.at.elapsed();
         if elapsed >= wait {
-            Ok(Some(Freshness::SharedRound))
+            // The round is that of the time it became due: a sync that queued behind others still shares the reads
+            // of the SecretSyncs due with it.
+            Ok(Some(Freshness::SharedRound {
+                due: observed.at + wait,
+            }))
         } else {
             Err(wait - elapsed)
         }
@@ -221,7 +228,7 @@ pub async fn reconcile(sync: Arc<SecretSync>, ctx: Arc<Context>) -> Result<Actio
         // Not seen by this process: a new SecretSync reads Key Vault now; one synced before (by an earlier run or
         // another replica) joins the round.
         Ok(None) if previous.sync_hash.is_empty() => Freshness::Fresh,
-        Ok(None) => Freshness::SharedRound,
+        Ok(None) => Freshness::SharedRound { due: Instant::now() },
     };
 
     let shown = format!("{namespace}/{name}");
@@ -386,8 +393,15 @@ async fn sync_once(
     let hash = match known {
         Some(hash) => hash,
         None => {
-            // About 40 ms of CPU (see `hash`): off the async workers.
+            // About 40 ms of CPU (see `hash`): off the async workers, and no more at once than there are cores (a
+            // round of changed SecretSyncs otherwise starts a blocking thread each, and gains nothing by it).
             let salt = sync_uid.clone();
+            let _core = ctx.hashing.acquire().await.map_err(|e| {
+                SyncFailure::new(
+                    Reason::ControllerInternalError,
+                    format!("computing the sync hash failed: {e}"),
+                )
+            })?;
             let hash = tokio::task::spawn_blocking(move || hash::derive(&message, &salt))
                 .await
                 .map_err(|e| {

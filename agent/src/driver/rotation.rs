@@ -55,7 +55,8 @@ impl Driver {
         let target = request.target.as_path();
         let result = async {
             let resolved = self.resolve(request).await?;
-            let content = self.fetch(request, &resolved, deadline, Freshness::SharedRound).await?;
+            let due = Freshness::SharedRound { due: started };
+            let content = self.fetch(request, &resolved, deadline, due).await?;
             let write_target = target.to_path_buf();
             let files = content.files;
             let outcome = tokio::task::spawn_blocking(move || writer::write_atomically(&write_target, &files))

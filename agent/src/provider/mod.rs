@@ -62,8 +62,9 @@ pub struct ProviderConfig {
 pub enum Freshness {
     /// Read everything now (a first mount: a new pod sees what Key Vault holds at this moment).
     Fresh,
-    /// Reuse what this rotation round already read for the same identity (a refresh).
-    SharedRound,
+    /// Reuse what this rotation round already read for the same identity (a refresh due at `due`: rounds are
+    /// counted in due times, see `round_cache`).
+    SharedRound { due: Instant },
 }
 
 /// One Key Vault read as seen by the round cache: who read (the token's identity key), from which vault, what.
@@ -216,7 +217,7 @@ impl Provider {
                 .await
         };
         let versions = match read.freshness {
-            Freshness::SharedRound => self.versions_read.get_or_read(&key, list).await,
+            Freshness::SharedRound { due } => self.versions_read.get_or_read(&key, due, list).await,
             Freshness::Fresh => list().await.map(Arc::new),
         }
         .map_err(|source| ProviderError::KeyVault {
@@ -245,7 +246,7 @@ impl Provider {
                 .await
         };
         let fetched = match read.freshness {
-            Freshness::SharedRound => self.objects_read.get_or_read(&read_key, get).await,
+            Freshness::SharedRound { due } => self.objects_read.get_or_read(&read_key, due, get).await,
             Freshness::Fresh => get().await.map(Arc::new),
         }
         .map_err(|source| ProviderError::KeyVault {

@@ -3,9 +3,12 @@
 //! With rotation, kubelet republishes every pod's volume about once a pod sync, so a node where 500 pods mount
 //! the same objects through one identity would read each object 500 times per interval. Refreshes instead take
 //! a read from the current round when one was made (or is in flight) for the same key, so each distinct read is
-//! made once per round. A round starts with a read and lasts one rotation poll interval: a refreshed file is
-//! then at most one interval older than Key Vault when it is written, which is what rotation promises, and the
-//! burst of refreshes that follows the interval shares the first one's reads.
+//! made once per round. A round starts with a read and lasts one rotation poll interval, counted in the time the
+//! refreshes became *due*, not the time they run: a refresh due within one interval of the round's first takes
+//! its read, so a refreshed file is at most one interval older than Key Vault at the time it was due, which is what
+//! rotation promises. The agent's refreshes are due when they run; wisp-sync's can run well after they were due
+//! (1,000 SecretSyncs whose sync hashes take 42 ms of CPU each queue for longer than a short interval), and timing
+//! rounds by the clock made such a backlog read every object two or three times.
 //!
 //! The key must name everything that decides the answer, including who asked (the identity key of
 //! [`crate::provider::auth`]): a read made with one identity's token is never handed to a request of another identity.
@@ -22,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-/// One key's read, in flight or done, and when its round began.
+/// One key's read, in flight or done, and when its round began (the due time of the refresh that started it).
 struct Slot<V> {
     started: Instant,
     cell: Arc<OnceCell<Arc<V>>>,
@@ -51,35 +54,38 @@ impl<K: Hash + Eq + Clone, V> RoundCache<K, V> {
         }
     }
 
-    /// Puts `cell` as `key`'s slot, dropping every slot whose round is over (there are as many slots as distinct
-    /// objects read on the node, so the sweep is cheap).
-    fn insert(&self, slots: &mut HashMap<K, Slot<V>>, key: &K, cell: Arc<OnceCell<Arc<V>>>, now: Instant) {
-        slots.retain(|_, slot| now.duration_since(slot.started) < self.window);
-        slots.insert(key.clone(), Slot { started: now, cell });
+    /// Puts `cell` as `key`'s slot, dropping the slots of other keys that no refresh due since two rounds ago
+    /// can still use (there are as many slots as distinct objects read, so the sweep is cheap; a backlog longer
+    /// than that reads again, which costs a request, never a stale answer).
+    fn insert(&self, slots: &mut HashMap<K, Slot<V>>, key: &K, cell: Arc<OnceCell<Arc<V>>>, due: Instant) {
+        let now = Instant::now();
+        slots.retain(|_, slot| now.saturating_duration_since(slot.started) < self.window * 2);
+        slots.insert(key.clone(), Slot { started: due, cell });
     }
 
-    /// The cell of `key` in its current round; a new round when there is none.
-    fn cell(&self, key: &K) -> Arc<OnceCell<Arc<V>>> {
-        let now = Instant::now();
+    /// The cell of `key` for a refresh due at `due`: the current round's when `due` falls before its end (a read
+    /// made after the refresh was due is newer than it needs), else a new round starting at `due`.
+    fn cell(&self, key: &K, due: Instant) -> Arc<OnceCell<Arc<V>>> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         match slots.get(key) {
-            Some(slot) if now.duration_since(slot.started) < self.window => slot.cell.clone(),
+            Some(slot) if due.saturating_duration_since(slot.started) < self.window => slot.cell.clone(),
             _ => {
                 let cell = Arc::new(OnceCell::new());
-                self.insert(&mut slots, key, cell.clone(), now);
+                self.insert(&mut slots, key, cell.clone(), due);
                 cell
             }
         }
     }
 
-    /// The value read for `key` in this round, or the result of `read` (kept for the round when it succeeds).
-    /// Concurrent callers with the same key wait for one read; after a failed read the next caller reads again.
-    pub async fn get_or_read<E, F, Fut>(&self, key: &K, read: F) -> Result<Arc<V>, E>
+    /// The value read for `key` in the round of a refresh due at `due`, or the result of `read` (kept for the round
+    /// when it succeeds). Concurrent callers with the same key wait for one read; after a failed read the next
+    /// caller reads again.
+    pub async fn get_or_read<E, F, Fut>(&self, key: &K, due: Instant, read: F) -> Result<Arc<V>, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        let cell = self.cell(key);
+        let cell = self.cell(key, due);
         cell.get_or_try_init(|| async { read().await.map(Arc::new) })
             .await
             .cloned()
@@ -101,10 +107,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
             Ok::<_, ()>("v1".to_string())
         };
-        let all = futures::future::join_all((0..50).map(|_| cache.get_or_read(&"a", read))).await;
+        let all = futures::future::join_all((0..50).map(|_| cache.get_or_read(&"a", Instant::now(), read))).await;
         assert!(all.iter().all(|v| v.as_ref().unwrap().as_str() == "v1"));
         assert_eq!(reads.load(Ordering::SeqCst), 1);
-        let other = cache.get_or_read(&"b", read).await.unwrap();
+        let other = cache.get_or_read(&"b", Instant::now(), read).await.unwrap();
         assert_eq!(other.as_str(), "v1");
         assert_eq!(reads.load(Ordering::SeqCst), 2);
     }
@@ -113,11 +119,11 @@ mod tests {
     async fn a_failed_read_is_not_kept() {
         let cache: RoundCache<&str, String> = RoundCache::new(Duration::from_secs(3600));
         let failed = cache
-            .get_or_read(&"a", || async { Err::<String, _>("throttled") })
+            .get_or_read(&"a", Instant::now(), || async { Err::<String, _>("throttled") })
             .await;
         assert_eq!(failed.unwrap_err(), "throttled");
         let value = cache
-            .get_or_read(&"a", || async { Ok::<_, &str>("v2".to_string()) })
+            .get_or_read(&"a", Instant::now(), || async { Ok::<_, &str>("v2".to_string()) })
             .await
             .unwrap();
         assert_eq!(value.as_str(), "v2");
@@ -127,20 +133,47 @@ mod tests {
     async fn a_round_lasts_one_window_from_its_first_read() {
         let cache: RoundCache<&str, String> = RoundCache::new(Duration::from_millis(50));
         let first = cache
-            .get_or_read(&"a", || async { Ok::<_, ()>("first".to_string()) })
+            .get_or_read(&"a", Instant::now(), || async { Ok::<_, ()>("first".to_string()) })
             .await
             .unwrap();
         assert_eq!(first.as_str(), "first");
         let reused = cache
-            .get_or_read(&"a", || async { Ok::<_, ()>("read".to_string()) })
+            .get_or_read(&"a", Instant::now(), || async { Ok::<_, ()>("read".to_string()) })
             .await
             .unwrap();
         assert_eq!(reused.as_str(), "first");
         tokio::time::sleep(Duration::from_millis(60)).await;
         let next_round = cache
-            .get_or_read(&"a", || async { Ok::<_, ()>("read".to_string()) })
+            .get_or_read(&"a", Instant::now(), || async { Ok::<_, ()>("read".to_string()) })
             .await
             .unwrap();
         assert_eq!(next_round.as_str(), "read");
+    }
+
+    #[tokio::test]
+    async fn rounds_follow_due_times_not_the_clock() {
+        let cache: RoundCache<&str, String> = RoundCache::new(Duration::from_secs(20));
+        let start = Instant::now();
+        let read = |value: &'static str| move || async move { Ok::<_, ()>(value.to_string()) };
+        let first = cache.get_or_read(&"a", start, read("round 1")).await.unwrap();
+        assert_eq!(first.as_str(), "round 1");
+        // Due 19 s after the round began: its read, whenever it runs.
+        let late = cache
+            .get_or_read(&"a", start + Duration::from_secs(19), read("extra"))
+            .await
+            .unwrap();
+        assert_eq!(late.as_str(), "round 1");
+        // Due 20 s after: the next round.
+        let next = cache
+            .get_or_read(&"a", start + Duration::from_secs(20), read("round 2"))
+            .await
+            .unwrap();
+        assert_eq!(next.as_str(), "round 2");
+        // A refresh due before the current round began takes its newer read.
+        let backlog = cache
+            .get_or_read(&"a", start + Duration::from_secs(5), read("extra"))
+            .await
+            .unwrap();
+        assert_eq!(backlog.as_str(), "round 2");
     }
 }
