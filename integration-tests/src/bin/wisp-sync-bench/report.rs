@@ -103,9 +103,9 @@ pub(crate) fn print_report(cli: &Cli, bench: &Bench, started: Memory, first: &Ph
     let interval = Duration::from_secs(cli.interval_secs);
     for round in rounds.iter().filter(|r| r.wall() > interval) {
         println!(
-            "  {}: the round took {} s, longer than the {} s interval: a Key Vault read is shared for one interval \
-             from the first read of its round, so syncs later in the round read again, and SecretSyncs synced early \
-             in it are due again before it ends",
+            "  {}: the round took {} s, longer than the {} s interval: the SecretSyncs synced early in it are due \
+             again before it ends, and a round of shared Key Vault reads is one interval of due times, so this \
+             phase holds more than one round of syncs and reads",
             round.name,
             secs(round.wall()),
             cli.interval_secs
