@@ -306,8 +306,10 @@ pub(crate) fn read_version_page(
     Ok(Some(next))
 }
 
+/// The version of an object id (`https://{vault}/secrets/{name}/{version}`): its last path segment, as upstream
+/// reads it. An id ending in `/` has none (trimming the slash would take the object's name for its version).
 fn last_segment(id: &str) -> &str {
-    id.trim_end_matches('/').rsplit('/').next().unwrap_or(id)
+    id.rsplit('/').next().unwrap_or(id)
 }
 
 /// Key Vault's error body: `{"error":{"code":"SecretNotFound","message":"..."}}`. Neither the vault's token nor a
@@ -624,6 +626,16 @@ mod tests {
                 .unwrap_err(),
             "Key Vault kv1.vault.azure.net returned an unreadable response (HTTP 200): value[1].id \"\" does not \
              end with a version (…/{name}/{version})"
+        );
+        // Nor may one ending in a slash stand for the object's name as its version.
+        assert_eq!(
+            page(
+                &v,
+                r#"{"value":[{"id":"https://kv1.vault.azure.net/secrets/s/","attributes":{}}]}"#
+            )
+            .unwrap_err(),
+            "Key Vault kv1.vault.azure.net returned an unreadable response (HTTP 200): value[0].id \
+             \"https://kv1.vault.azure.net/secrets/s/\" does not end with a version (…/{name}/{version})"
         );
         let mut versions = Vec::new();
         assert_eq!(
