@@ -35,6 +35,17 @@ async fn setup() -> AgentEnv {
     env
 }
 
+/// [`setup`] with `db-password` holding `value` in the vault and the class [`add_class`].
+async fn setup_with_class(value: &str) -> AgentEnv {
+    let env = setup().await;
+    env.cloud
+        .vault
+        .add_secret(VAULT, "db-password", value, None)
+        .expect("secret");
+    add_class(&env);
+    env
+}
+
 /// A running wisp-sync against `env`, polling every `interval`, and its `/metrics` port.
 fn start_sync(env: &AgentEnv, interval: &str) -> (RunningProgram, u16) {
     let metrics_port = free_port();
@@ -482,13 +493,8 @@ async fn reconciles(metrics_port: u16) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_syncs_share_key_vault_reads_within_a_round() {
-    let env = setup().await;
+    let env = setup_with_class("value").await;
     let kube = &env.cloud.kube;
-    env.cloud
-        .vault
-        .add_secret(VAULT, "db-password", "value", None)
-        .expect("secret");
-    add_class(&env);
     let (_program, metrics_port) = start_sync(&env, "2s");
     let names = ["share-1", "share-2", "share-3", "share-4"];
     for name in names {
@@ -654,13 +660,8 @@ async fn identities_from_service_account_annotations_and_a_service_principal_sec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_and_labels_dropped_from_the_secret_sync_leave_the_secret() {
-    let env = setup().await;
+    let env = setup_with_class("value").await;
     let kube = &env.cloud.kube;
-    env.cloud
-        .vault
-        .add_secret(VAULT, "db-password", "value", None)
-        .expect("secret");
-    add_class(&env);
     let _program = start_sync(&env, "1m");
     let mut two_keys = secret_sync("app-secret", "kv", SA, None);
     two_keys["spec"]["secretObject"]["data"] = json!([

@@ -248,8 +248,13 @@ pub async fn reconcile(sync: Arc<SecretSync>, ctx: Arc<Context>) -> Result<Actio
         }
         Err(failure) => {
             tracing::warn!(secretsync = %shown, reason = failure.reason.as_str(), error = %failure.message, "sync failed");
-            ctx.identities
-                .forget(&namespace, &sync.spec.service_account_name, credentials_secret(&sync));
+            // Only the provider's failures can come from a cached identity (a revoked token, a rotated client
+            // secret, a changed annotation); identity lookups that fail cache nothing, and other failures
+            // (class, Secret write) would only cost a new token at every retry.
+            if failure.reason == Reason::ProviderError {
+                ctx.identities
+                    .forget(&namespace, &sync.spec.service_account_name, credentials_secret(&sync));
+            }
             publish_warning(&ctx, &sync, &failure).await;
             let status = match failure.reason {
                 Reason::UnknownError | Reason::ValidatingAdmissionPolicyCheckFailed => {
