@@ -5,7 +5,7 @@
 //! [`NODE_PUBLISH_SECRET_REF_ANNOTATION`] (a mount's `nodePublishSecretRef`).
 //!
 //! Both are cached per object: a ServiceAccount until half of its token's life has passed, a credentials Secret for
-//! [`CREDENTIALS_TTL`]. A failed sync forgets what it used ([`Identities::forget`]), so a fixed annotation, a
+//! [`CREDENTIALS_TTL`]. A sync the provider failed forgets what it used ([`Identities::forget`]), so a fixed annotation, a
 //! rotated client secret or a revoked token is read again at the retry.
 
 use std::collections::{BTreeMap, HashMap};
